@@ -1,0 +1,30 @@
+"""mattergen_kit: generate inorganic crystals with a MatterGen-style diffusion model.
+
+Public API::
+
+    from mattergen_kit import CrystalBatch, load_model, generate, evaluate
+    from mattergen_kit import datasets          # load_bundled, load_csv, load_materials_project, ...
+"""
+
+from mattergen_kit.data.crystal_batch import CrystalBatch, canonicalize_structure, symmetric_polar_factor
+
+__version__ = "0.1.0"
+
+__all__ = ["CrystalBatch", "canonicalize_structure", "symmetric_polar_factor", "load_model", "generate",
+           "evaluate", "datasets", "__version__"]
+
+
+def __getattr__(name):  # lazy: keep `import mattergen_kit` fast and free of heavy optional imports
+    if name == "datasets":
+        import importlib
+
+        return importlib.import_module("mattergen_kit.datasets")
+    if name in ("load_model", "generate"):
+        from mattergen_kit import generation
+
+        return getattr(generation, name)
+    if name == "evaluate":
+        from mattergen_kit.evaluation import evaluate
+
+        return evaluate
+    raise AttributeError(f"module 'mattergen_kit' has no attribute {name!r}")
