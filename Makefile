@@ -1,0 +1,29 @@
+# Two commands on a fresh machine (Python 3.11):
+#   make demo   install, then generate crystals with the bundled model (CIFs + a PNG grid in out/demo)
+#   make test   install, then run the test suite
+PYTHON ?= python3.11
+VENV   ?= .venv
+PY      = $(VENV)/bin/python
+NUM    ?= 16
+STEPS  ?=
+
+.PHONY: install demo test clean-cache
+
+$(VENV)/.installed: pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip "setuptools<81" wheel
+	$(PY) -m pip install torch==2.13.0
+	$(PY) -m pip install -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+demo: install
+	$(VENV)/bin/mattergen-kit generate --num $(NUM) --out out/demo --seed 0 $(if $(STEPS),--steps $(STEPS),)
+
+test: install
+	$(PY) -m pytest tests -q
+
+clean-cache:
+	rm -rf datasets/cache
