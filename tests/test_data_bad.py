@@ -1,0 +1,101 @@
+"""Every broken input in tests/data/bad/ gives a clear error or a counted skip naming the file and row."""
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from mattergen_kit import datasets
+
+BAD = Path(__file__).resolve().parent / "data" / "bad"
+
+# file -> (expected outcome, regex the error message / skip reason must match)
+CIF_LIKE = {
+    "malformed.cif": r"malformed CIF",
+    "unknown_element.cif": r"Xx.*not a valid Element",
+    "element_z101.cif": r"unsupported element Md",
+    "zero_volume.cif": r"malformed CIF|degenerate lattice",
+    "nan_lattice.cif": r"NaN",
+    "nan_coords.cif": r"malformed CIF|NaN",
+    "overlapping_atoms.cif": r"overlapping atoms",
+    "partial_occupancy.cif": r"partial occupancy",
+    "no_atoms.cif": r"malformed CIF|no atoms",
+    "empty.cif": r"empty",
+    "binary_garbage.cif": r"binary|malformed CIF",
+    "malformed.extxyz": r"malformed extxyz",
+    "non_periodic.extxyz": r"not periodic",
+}
+CSV_ERRORS = {
+    "empty.csv": r"empty \(0 bytes\)",
+    "header_only.csv": r"no data rows",
+    "missing_cif_column.csv": r"no 'cif' column",
+    "not_gzip.csv.gz": r"not a readable gzip",
+    "truncated.csv.gz": r"not a readable gzip|truncated",
+}
+
+
+def test_at_least_15_bad_fixtures():
+    assert len(list(BAD.iterdir())) >= 15
+
+
+@pytest.mark.parametrize("name", sorted(CIF_LIKE))
+def test_bad_structure_file_is_a_counted_skip(tmp_path, real_rows, name):
+    (tmp_path / "good.cif").write_text(real_rows.cif[3])
+    shutil.copy(BAD / name, tmp_path / name)
+    ds = datasets.load_cif_folder(tmp_path, workers=1, progress=False)
+    assert len(ds) == 1 and list(ds.properties["material_id"]) == ["good"]
+    assert ds.report.kept == 1 and ds.report.n_skipped == 1
+    skip = ds.report.skipped[0]
+    assert name in skip.source, skip
+    assert skip.row == 0
+    assert pytest.importorskip("re").search(CIF_LIKE[name], skip.reason), skip.reason
+    assert name in str(ds.report)
+
+
+@pytest.mark.parametrize("name", sorted(CSV_ERRORS))
+def test_bad_csv_file_is_a_clear_error(name):
+    with pytest.raises((ValueError, FileNotFoundError), match=CSV_ERRORS[name]) as info:
+        datasets.load_csv(BAD / name, cache=False, workers=1, progress=False)
+    assert name in str(info.value)
+
+
+def test_wrong_type_value_is_a_counted_skip(real_rows):
+    ds = datasets.load_csv(BAD / "wrong_types.csv", cache=False, workers=1, progress=False)
+    assert len(ds) == 1 and ds.properties["material_id"].iloc[0] == real_rows.material_id[0]
+    (skip,) = ds.report.skipped
+    assert skip.source == "wrong_types.csv" and skip.row == 1 and skip.material_id == real_rows.material_id[1]
+    assert "band_gap" in skip.reason and "'abc'" in skip.reason
+
+
+def test_bad_rows_of_a_csv_are_counted_skips_with_rows():
+    ds = datasets.load_csv(BAD / "bad_rows.csv", cache=False, workers=1, progress=False)
+    assert list(ds.properties["material_id"]) == ["good"]
+    by_row = {s.row: s for s in ds.report.skipped}
+    assert sorted(by_row) == [1, 2, 3]
+    assert "malformed CIF" in by_row[1].reason and by_row[1].material_id == "garbage"
+    assert "empty" in by_row[2].reason
+    assert "Qq" in by_row[3].reason
+    assert all(s.source == "bad_rows.csv" for s in ds.report.skipped)
+    assert ds.report.kept + ds.report.n_skipped == 4
+
+
+@pytest.mark.parametrize("name,match", [("no_entries.json", r"no \"entries\" array"),
+                                        ("truncated_alexandria.json", r"truncated|malformed")])
+def test_bad_alexandria_file_is_a_clear_error(name, match):
+    with pytest.raises(ValueError, match=match) as info:
+        datasets.load_alexandria(BAD / name, workers=1, progress=False)
+    assert name in str(info.value)
+
+
+def test_corrupt_zip_is_a_clear_error():
+    with pytest.raises(ValueError, match="corrupt"):
+        datasets.load_cif_folder(BAD / "corrupt.zip", workers=1, progress=False)
+
+
+def test_missing_paths_are_clear_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        datasets.load_csv(tmp_path / "nope.csv")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        datasets.load_cif_folder(tmp_path / "nope.zip")
+    with pytest.raises(ValueError, match="no .cif/.extxyz files"):
+        datasets.load_cif_folder(tmp_path)
