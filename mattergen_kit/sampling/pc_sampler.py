@@ -1,0 +1,273 @@
+r"""Predictor–corrector sampler for :class:`~mattergen_kit.diffusion.CrystalDiffusion` (MatterGen ref §6, §14.2).
+
+Initialisation (per crystal with N atoms)::
+
+    x_1 = mask (Z = 101) for every atom        (CSP: the given atom types, never changed)
+    f_1 = wrap(σ_max N^{−1/3} ε)
+    L_1 = μ_N + sqrt(v_N) Z_sym
+
+Loop over t_i = linspace(1, 1e−3, num_steps), dt = −(1 − 1e−3)/(num_steps − 1), s = t_i + dt::
+
+    repeat n_corrector_steps:                    # one (guided) network call each
+        out = D(x, f, L, t_i)
+        f ← Langevin(f, out.coord_score / σ(t_i; N), snr 0.4)              (coords.py)
+        L ← Langevin(L, out.lattice_score / std(t_i; N), snr 0.2), polar    (lattice.py)
+    out = D(x, f, L, t_i)                        # predictor: one more call, at the corrected state
+    f, f̄ ← ancestral VE step t_i → s;  L, L̄ ← ancestral VP step t_i → s
+    x, x̄ ← D3PM step x_k → x_{k'} with p = softmax(masked guided logits)   (atom_types.py)
+    continue with the samples; keep the means
+    return the noise-free means (x̄, f̄, L̄) of the last step
+
+D3PM steps: k = floor(999 t_i) + 1 and k' = floor(999 t_{i+1}) + 1 (k' = 0 at the last step) with the
+jump posterior q(x_{k'} | x_k, x_0) of the T = 1000 process. With num_steps = 1000, k' = k − 1 at every
+step: exactly the reference's one-step sampler. With fewer steps the same forward process is kept and each
+sampler step reveals atoms with the exact multi-step posterior (see atom_types.py) — our documented choice.
+
+Guided network call (ref §9): out = u + γ (c − u) on coordinate scores, lattice scores and type logits;
+γ = 0 calls only the unconditional branch, γ = 1 only the conditional one, otherwise one call on a
+batch of 2B crystals (first B unconditional, last B conditional). The model is called as
+``model(noisy, t, conditions=..., use_condition=Tensor(B,) bool)`` under ``torch.no_grad()`` in eval
+mode (its mode is restored afterwards). Disallowed elements and the mask class are removed from the
+logits at inference (−1e10, ref §6.6), optionally restricted further by ``allowed_elements``.
+
+Determinism: all randomness comes from one ``torch.Generator`` seeded with ``seed`` (on the model's
+device), in a fixed order. The Langevin step size uses norms averaged over the crystals of a batch
+(as in the reference), so samples depend on ``batch_size`` as well as on the seed.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from mattergen_kit.data import MASK_Z, CrystalBatch
+from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_to_discrete, mask_logits
+from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
+from mattergen_kit.sampling.guidance import combine_guidance
+
+
+def _to_z(x: Any) -> int:
+    if isinstance(x, str):
+        from pymatgen.core import Element
+        return int(Element(x).Z)
+    return int(x)
+
+
+def _allowed_mask(allowed_elements, num_classes: int) -> torch.Tensor | None:
+    """None, a (K,) or (B, K) bool tensor, or a sequence of atomic numbers / element symbols → bool tensor."""
+    if allowed_elements is None:
+        return None
+    if torch.is_tensor(allowed_elements):
+        return allowed_elements.bool()
+    return allowed_classes_mask([_to_z(e) for e in allowed_elements], num_classes)
+
+
+class PredictorCorrectorSampler:
+    """MatterGen's predictor–corrector sampler (equations in the module docstring).
+
+    Parameters
+    ----------
+    diffusion: the :class:`CrystalDiffusion` the model was trained with (CSP if ``fields`` lacks types).
+    num_steps: predictor steps (reference: 1000).
+    snr_coords, snr_lattice: Langevin signal-to-noise ratios (0.4, 0.2).
+    n_corrector_steps: corrector steps per predictor step (1).
+    eps_t: last time of the grid (1e−3).
+    """
+
+    def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
+                 snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3):
+        if num_steps < 1:
+            raise ValueError("num_steps must be ≥ 1")
+        self.diffusion = diffusion
+        self.num_steps = num_steps
+        self.snr_coords = snr_coords
+        self.snr_lattice = snr_lattice
+        self.n_corrector_steps = n_corrector_steps
+        self.eps_t = eps_t
+        self.last_seed: int | None = None
+
+    def __repr__(self) -> str:
+        return (f"PredictorCorrectorSampler(num_steps={self.num_steps}, snr_coords={self.snr_coords}, "
+                f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps})")
+
+    # ------------------------------------------------------------------ public
+    def timesteps(self) -> torch.Tensor:
+        """t_i = linspace(1, eps_t, num_steps) (float64)."""
+        return torch.linspace(1.0, self.eps_t, self.num_steps, dtype=torch.float64)
+
+    def sample(self, model: torch.nn.Module, num_atoms: torch.Tensor | Sequence[int] | None = None,
+               seed: int | None = None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
+               fixed_atom_types: torch.Tensor | Sequence[Sequence] | None = None, batch_size: int | None = None,
+               progress: bool = True, allowed_elements=None) -> CrystalBatch:
+        """Generate crystals; returns a CPU :class:`CrystalBatch` of the final noise-free means.
+
+        num_atoms: (B,) atoms per crystal (may be omitted when ``fixed_atom_types`` is a list per crystal).
+        seed: seeds one ``torch.Generator``; same seed (and batch_size) ⇒ identical samples.
+        guidance_scale: γ of classifier-free guidance (0 = unconditional model only).
+        conditions: {name: value} — a scalar/str for all crystals, or a per-crystal list / (B,) tensor.
+        fixed_atom_types: CSP — (ΣN,) atomic numbers, or one sequence of Z / element symbols per crystal.
+        batch_size: crystals per network batch (default: all at once).
+        allowed_elements: restrict the sampled elements (atomic numbers / symbols, or a (K,) / (B, K) bool
+            class mask); always intersected with MatterGen's 76 allowed elements.
+        """
+        diff = self.diffusion
+        fixed = None
+        if fixed_atom_types is not None:
+            if torch.is_tensor(fixed_atom_types):
+                fixed = fixed_atom_types.long().reshape(-1).cpu()
+            else:
+                per = [[_to_z(z) for z in crystal] for crystal in fixed_atom_types]
+                if num_atoms is None:
+                    num_atoms = [len(p) for p in per]
+                fixed = torch.tensor([z for p in per for z in p], dtype=torch.long)
+        if num_atoms is None:
+            raise ValueError("num_atoms is required (or give fixed_atom_types per crystal)")
+        num_atoms = torch.as_tensor(num_atoms, dtype=torch.long).reshape(-1).cpu()
+        if bool((num_atoms < 1).any()):
+            raise ValueError("every crystal needs at least one atom")
+        if fixed is None and not diff.diffuse_types:
+            raise ValueError("this diffusion does not diffuse atom types (CSP): pass fixed_atom_types")
+        if fixed is not None:
+            if fixed.numel() != int(num_atoms.sum()):
+                raise ValueError(f"fixed_atom_types has {fixed.numel()} atoms, num_atoms sums to {int(num_atoms.sum())}")
+            if bool(((fixed < 1) | (fixed >= MASK_Z)).any()):
+                raise ValueError("fixed_atom_types must be atomic numbers 1..100")
+        if guidance_scale != 0.0 and not conditions:
+            raise ValueError("guidance_scale ≠ 0 needs conditions")
+        B = num_atoms.numel()
+        allowed = _allowed_mask(allowed_elements, diff.atom_types.num_classes)
+        if allowed is not None and allowed.ndim == 2 and allowed.shape[0] != B:
+            raise ValueError(f"allowed_elements has {allowed.shape[0]} rows for {B} crystals")
+
+        param = next(iter(model.parameters()), None)
+        device = param.device if param is not None else torch.device("cpu")
+        if seed is None:
+            seed = int(torch.randint(0, 2 ** 62, (1,)).item())
+        self.last_seed = seed
+        generator = torch.Generator(device=device).manual_seed(seed)
+
+        batch_size = batch_size or B
+        offsets = torch.cat([torch.zeros(1, dtype=torch.long), num_atoms.cumsum(0)])
+        was_training = model.training
+        model.eval()
+        try:
+            results = []
+            n_chunks = (B + batch_size - 1) // batch_size
+            for c, start in enumerate(range(0, B, batch_size)):
+                stop = min(start + batch_size, B)
+                a, b = int(offsets[start]), int(offsets[stop])
+                chunk = self._sample_batch(
+                    model, num_atoms[start:stop].to(device), generator, guidance_scale,
+                    self._slice_conditions(conditions, start, stop, B, device),
+                    None if fixed is None else fixed[a:b].to(device),
+                    None if allowed is None else (allowed[start:stop] if allowed.ndim == 2 else allowed).to(device),
+                    progress, f"sampling {c + 1}/{n_chunks}" if n_chunks > 1 else "sampling")
+                results.append(chunk.to("cpu"))
+        finally:
+            model.train(was_training)
+        return results[0] if len(results) == 1 else CrystalBatch.collate(results)
+
+    # ------------------------------------------------------------------ internals
+    @staticmethod
+    def _slice_conditions(conditions, start, stop, B, device):
+        if not conditions:
+            return None
+        n = stop - start
+        out: dict[str, Any] = {}
+        for name, value in conditions.items():
+            if isinstance(value, str):
+                out[name] = [value] * n
+            elif torch.is_tensor(value) and value.ndim > 0 or isinstance(value, (list, tuple)):
+                if len(value) != B:
+                    raise ValueError(f"condition {name!r} has {len(value)} values for {B} crystals")
+                v = value[start:stop]
+                if torch.is_tensor(v):
+                    out[name] = v.to(device)
+                elif all(isinstance(x, str) for x in v):
+                    out[name] = list(v)
+                else:
+                    out[name] = torch.tensor([float(x) for x in v], dtype=torch.float32, device=device)
+            else:
+                out[name] = torch.full((n,), float(value), dtype=torch.float32, device=device)
+        return out
+
+    @staticmethod
+    def _duplicate_conditions(conditions):
+        if conditions is None:
+            return None
+        return {k: (torch.cat([v, v]) if torch.is_tensor(v) else list(v) + list(v)) for k, v in conditions.items()}
+
+    def _denoise(self, model, noisy: CrystalBatch, t: torch.Tensor, conditions, scale: float,
+                 allowed: torch.Tensor | None) -> DenoiserOutput:
+        """Guided network output with inference-time logit masking (one model call)."""
+        B, device = noisy.num_crystals, noisy.device
+        with torch.no_grad():
+            if scale == 0.0 or scale == 1.0:
+                use = torch.full((B,), scale == 1.0, dtype=torch.bool, device=device)
+                out = model(noisy, t, conditions=conditions, use_condition=use)
+            else:
+                both = CrystalBatch.collate([noisy, noisy])
+                use = torch.cat([torch.zeros(B, dtype=torch.bool, device=device),
+                                 torch.ones(B, dtype=torch.bool, device=device)])
+                out2 = model(both, torch.cat([t, t]), conditions=self._duplicate_conditions(conditions),
+                             use_condition=use)
+                n = noisy.atom_types.shape[0]
+                u = DenoiserOutput(out2.type_logits[:n], out2.coord_score[:n], out2.lattice_score[:B])
+                c = DenoiserOutput(out2.type_logits[n:], out2.coord_score[n:], out2.lattice_score[B:])
+                out = combine_guidance(u, c, scale)
+        if allowed is not None and allowed.ndim == 2:
+            allowed = allowed[noisy.batch_idx]                         # per crystal → per atom
+        return DenoiserOutput(mask_logits(out.type_logits, allowed), out.coord_score, out.lattice_score)
+
+    def _sample_batch(self, model, num_atoms, generator, scale, conditions, fixed, allowed, progress, desc
+                      ) -> CrystalBatch:
+        from tqdm.auto import tqdm
+
+        diff = self.diffusion
+        device, B = num_atoms.device, num_atoms.numel()
+        bidx = torch.repeat_interleave(torch.arange(B, device=device), num_atoms)
+        n_atoms = int(num_atoms.sum())
+        update_types = fixed is None
+
+        # initialisation (ref §6.2)
+        types = fixed.clone() if fixed is not None else torch.full((n_atoms,), MASK_Z, dtype=torch.long, device=device)
+        coords = diff.coords.sample_prior(num_atoms, generator)
+        lattice = diff.lattice.sample_prior(num_atoms, generator)
+        types_mean, coords_mean, lattice_mean = types, coords, lattice
+
+        ts = self.timesteps()
+        dt = -(1.0 - self.eps_t) / (self.num_steps - 1) if self.num_steps > 1 else -1.0
+        k_grid = continuous_to_discrete(ts) + 1                                   # k_i = floor(999 t_i) + 1
+        k_next = torch.cat([k_grid[1:], torch.zeros(1, dtype=torch.long)])       # k' (0 after the last step)
+
+        def state(ty, f, L):
+            return CrystalBatch(ty, f, L, num_atoms)
+
+        for i in tqdm(range(self.num_steps), desc=desc, disable=not progress, leave=False):
+            t_i = float(ts[i])
+            t = torch.full((B,), t_i, dtype=torch.float32, device=device)
+            sigma_t = diff.coords.sigma(t, num_atoms)[bidx]                      # σ(t; N) per atom
+            std_t = diff.lattice.std(t, num_atoms)[:, None, None]                # std_t per crystal
+
+            for _ in range(self.n_corrector_steps):                               # corrector (ref §6.5)
+                out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)
+                coords, _ = diff.coords.corrector_step(coords, out.coord_score / sigma_t[:, None], bidx, B,
+                                                       self.snr_coords, generator)
+                lattice, _ = diff.lattice.corrector_step(lattice, out.lattice_score / std_t, t, dt,
+                                                         self.snr_lattice, generator)
+
+            out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)  # predictor
+            s = t_i + dt
+            s_vec = torch.full((B,), s, dtype=torch.float32, device=device)
+            sigma_s = diff.coords.sigma(s_vec, num_atoms)[bidx] if s > 0 else torch.zeros_like(sigma_t)
+            coords, coords_mean = diff.coords.predictor_step(coords, out.coord_score / sigma_t[:, None],
+                                                             sigma_t, sigma_s, generator)
+            lattice, lattice_mean = diff.lattice.predictor_step(lattice, out.lattice_score / std_t, t, s_vec,
+                                                                num_atoms, generator)
+            if update_types:
+                x, x_mean = diff.atom_types.reverse_step(types - 1, out.type_logits, k_grid[i].to(device),
+                                                         k_next[i].to(device), generator)
+                types, types_mean = x + 1, x_mean + 1
+
+        return CrystalBatch(types_mean, coords_mean, lattice_mean, num_atoms)
