@@ -1,0 +1,142 @@
+"""Generate crystals with a trained model: ``load_model()`` and ``generate()``.
+
+>>> import mattergen_kit as mk
+>>> model = mk.load_model()                      # the bundled model shipped in the package
+>>> structures = model.generate(8, seed=0, steps=100)   # pymatgen Structures
+>>> structures = mk.generate(8, seed=0)          # same, with the bundled model and its default steps
+
+The pipeline reads like the paper: draw N from the number-of-atoms prior of the training set, start
+from the prior of the three processes (all types masked, uniform coordinates, the N-dependent cubic
+lattice) and run the predictor-corrector sampler back to t = 0 (mattergen_reference.md §6).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mattergen_kit.data import CrystalBatch
+from mattergen_kit.diffusion import CrystalDiffusion
+from mattergen_kit.sampling import NumAtomsPrior, PredictorCorrectorSampler
+
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
+DEFAULT_STEPS = 1000  # the reference sampler (2 network calls per step)
+
+
+@dataclass
+class GenerativeModel:
+    """A denoiser with its diffusion processes and number-of-atoms prior, ready to sample."""
+
+    denoiser: torch.nn.Module
+    diffusion: CrystalDiffusion
+    num_atoms_prior: NumAtomsPrior
+    meta: dict = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.denoiser.parameters()).device
+
+    def sample(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
+               num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
+               allowed_elements=None, fixed_atom_types=None, progress: bool = True) -> CrystalBatch:
+        """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`)."""
+        if num < 1:
+            raise ValueError(f"num must be at least 1, got {num}")
+        if steps < 2:
+            raise ValueError(f"steps must be at least 2, got {steps}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        generator = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
+        if num_atoms is None and fixed_atom_types is None:
+            num_atoms = self.num_atoms_prior.sample(num, generator=generator)
+        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps)
+        # Batches of `batch_size` crystals, each with its own seed derived from the run's seed: the result
+        # does not depend on how many batches ran before (and a batch can be recomputed on its own).
+        base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        batches = []
+        for start in range(0, num, batch_size):
+            stop = min(num, start + batch_size)
+            kw = dict(seed=base_seed + start, guidance_scale=guidance_scale, conditions=conditions,
+                      allowed_elements=allowed_elements, progress=progress)
+            if fixed_atom_types is not None:
+                kw["fixed_atom_types"] = fixed_atom_types[start:stop]
+            batches.append(sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw))
+        return CrystalBatch.collate(batches)
+
+    def generate(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
+                 **kwargs) -> list:
+        """Generate ``num`` crystals and return them as pymatgen ``Structure`` objects.
+
+        seed: same seed (and batch_size) gives the same crystals. steps: predictor-corrector steps (each is
+        two network calls); 1000 is MatterGen's reference. Other keywords: ``num_atoms`` (one N per
+        crystal), ``guidance_scale``, ``conditions``, ``allowed_elements`` (symbols or Z),
+        ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``.
+        """
+        return self.sample(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs).to_structures()
+
+
+def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> GenerativeModel:
+    """Load the bundled model (``path=None``) or a checkpoint written by ``mattergen-kit train``.
+
+    Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` (a ``ValueError``) for a
+    corrupted file, a foreign file or a checkpoint of an unsupported format version.
+    """
+    from mattergen_kit.training.checkpoint import CheckpointError, load_checkpoint
+    from mattergen_kit.training.checkpoint import load_model as _load
+
+    path = Path(path) if path is not None else BUNDLED_CHECKPOINT
+    if path == BUNDLED_CHECKPOINT and not path.is_file():
+        raise FileNotFoundError(f"the bundled model {path} is missing from this install; reinstall mattergen_kit "
+                                "or pass the path of a checkpoint written by `mattergen-kit train`")
+    ckpt = load_checkpoint(path)
+    denoiser, diffusion, ckpt = _load(ckpt, device=device)
+    probs = ckpt["meta"].get("num_atoms_histogram")
+    if probs is None:
+        raise CheckpointError(f"{path} has no number-of-atoms prior (meta['num_atoms_histogram']); re-export it with "
+                              "mattergen_kit.training.export_lightning_checkpoint")
+    return GenerativeModel(denoiser, diffusion, NumAtomsPrior(probs), dict(ckpt["meta"]), path)
+
+
+def generate(num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
+             model: GenerativeModel | str | Path | None = None, **kwargs) -> list:
+    """Generate ``num`` crystals (pymatgen ``Structure`` list) with the bundled model or ``model``.
+
+    >>> import mattergen_kit as mk
+    >>> crystals = mk.generate(4, seed=0, steps=50)
+    >>> len(crystals)
+    4
+    """
+    if not isinstance(model, GenerativeModel):
+        model = load_model(model)
+    return model.generate(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs)
+
+
+def write_samples(structures: list, out_dir: str | Path, picture: bool = True, prefix: str = "crystal") -> dict:
+    """Write one CIF per crystal, a ``summary.csv`` table and (optionally) ``grid.png`` into ``out_dir``."""
+    import pandas as pd
+    from pymatgen.io.cif import CifWriter
+
+    from mattergen_kit.widgets.render import structure_grid
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    width = max(3, len(str(len(structures) - 1)))
+    for i, s in enumerate(structures):
+        name = f"{prefix}_{i:0{width}d}.cif"
+        CifWriter(s).write_file(out / name)
+        rows.append({"file": name, "formula": s.composition.reduced_formula, "num_atoms": len(s),
+                     "volume": round(s.volume, 3), "density_g_cm3": round(float(s.density), 4)})
+    table = pd.DataFrame(rows)
+    table.to_csv(out / "summary.csv", index=False)
+    written = {"cifs": [out / r["file"] for r in rows], "summary": out / "summary.csv"}
+    if picture:
+        shown = structures[:64]
+        structure_grid(shown, titles=[f"{i}: {s.composition.reduced_formula}" for i, s in enumerate(shown)],
+                       path=out / "grid.png")
+        written["picture"] = out / "grid.png"
+    return written

@@ -1,0 +1,206 @@
+"""The denoiser: a small periodic message-passing network (CSPNet-like), pure torch.
+
+Graph: every ordered pair (i, j) of atoms inside one crystal, self-pairs included (≤ 20 atoms ⇒ ≤ 400
+edges per crystal, no neighbour search). Everything the network sees is invariant by construction:
+
+    lattice      g_b  = Gram matrix G = L Lᵀ (6 entries) / s_N²,  s_N = (N/ρ)^{1/3}      (rotation: L → L Rᵀ
+                        leaves G unchanged)
+    pair         φ_ij = [sin 2πkΔf, cos 2πkΔf]_{k=1..K, xyz},  Δf = f_j − f_i               (periodic shift
+                        f → f + c and cell image f_i → f_i + n leave φ unchanged)
+    crystal      z_b  = MLP(sinusoid(1000 t) ‖ N/20)                                          (time enters every layer)
+
+One layer (pre-LayerNorm residual, mean aggregation, messages split so the big matmuls run per atom):
+
+    x_i   = LN(h_i) + W_z z_b + adapter_l(h_i, conditions)        (adapter term = 0 for the base model)
+    m_ij  = SiLU( W2 · SiLU( A x_i + B x_j + C φ_ij + D g_b ) )
+    h_i  ← h_i + MLP( x_i ‖ mean_j m_ij )
+
+Outputs (DenoiserOutput, see docs/architecture.md):
+
+    type_logits   Linear(LN(h_i)) → 101           class Z − 1, class 100 = mask
+    coord_score   Linear(LN(h_i)) + mean_j Σ_k w_ijk ⊙ φ_ij   σ·score in fractional space (w_ij = Linear(m_ij)
+                  of the last layer, per axis and frequency): invariant to rotations, shifts and cell images,
+                  permuted with the atoms
+    lattice_score sym( M_b · L / s_N ),  M_b = MLP(mean_i h_i ‖ z_b ‖ g_b) ∈ R^{3×3},  sym(X) = (X + Xᵀ)/2
+                  M_b is built from invariants, so before symmetrisation M L is exactly equivariant
+                  (L → L Rᵀ ⇒ M L → M L Rᵀ, the way a score on L transforms); any S can be written M L,
+                  so nothing is lost. On the canonical symmetric lattices used everywhere the result is
+                  symmetric like the target −Z_sym (ref §4.4–4.5).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+from mattergen_kit.data.crystal_batch import CrystalBatch
+
+NUM_TYPE_CLASSES = 101  # Z − 1 for Z = 1..100, and 100 for the mask token Z = 101
+LIMIT_DENSITY = 0.05771451654022283  # atoms/Å³ (ref §4.2); only used to scale lattice features to O(1)
+
+
+@dataclass
+class DenoiserConfig:
+    hidden_dim: int = 128
+    num_layers: int = 4
+    num_freqs: int = 8  # K in the Fourier features of Δf
+    time_dim: int = 128  # width of the sinusoidal time encoding
+    coord_edge_head: bool = True  # add the pairwise Fourier "force" term to the coordinate score
+
+
+def _output_cls():
+    """DenoiserOutput lives in diffusion/joint.py; fall back to a local twin until that module exists."""
+    try:
+        from mattergen_kit.diffusion.joint import DenoiserOutput
+
+        return DenoiserOutput
+    except ImportError:  # pragma: no cover - only while diffusion/ is being written
+        from collections import namedtuple
+
+        return namedtuple("DenoiserOutput", ["type_logits", "coord_score", "lattice_score"])
+
+
+def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """[sin(x ω_i), cos(x ω_i)], ω_i = 10000^{−2i/dim} (transformer / NoiseLevelEncoding form)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=x.device, dtype=torch.float32) / half)
+    angles = x.float()[:, None] * freqs[None]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
+def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """All ordered pairs (i, j), i and j in the same crystal, self-pairs included. Returns (src, dst)."""
+    device = num_atoms.device
+    offsets = torch.cumsum(num_atoms, 0) - num_atoms  # first atom of each crystal
+    batch_idx = torch.repeat_interleave(torch.arange(len(num_atoms), device=device), num_atoms)
+    per_atom = num_atoms[batch_idx]  # every atom has N_b partners (itself included)
+    src = torch.repeat_interleave(torch.arange(len(batch_idx), device=device), per_atom)
+    first_edge = torch.cumsum(per_atom, 0) - per_atom
+    rank = torch.arange(len(src), device=device) - torch.repeat_interleave(first_edge, per_atom)
+    dst = offsets[batch_idx[src]] + rank
+    return src, dst
+
+
+def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
+    out = values.new_zeros((size,) + values.shape[1:]).index_add_(0, index, values)
+    count = torch.bincount(index, minlength=size).clamp(min=1).to(values.dtype)
+    return out / count.view(-1, *([1] * (values.ndim - 1)))
+
+
+def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
+
+
+class Layer(nn.Module):
+    def __init__(self, hidden: int, edge_dim: int, lattice_dim: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden)
+        self.time = nn.Linear(hidden, hidden)
+        self.pair = nn.Linear(hidden, 2 * hidden)  # A x_i and B x_j in one matmul, per atom
+        self.edge = nn.Linear(edge_dim, hidden, bias=False)  # C φ_ij
+        self.lattice = nn.Linear(lattice_dim, hidden, bias=False)  # D g_b (per crystal, then gathered)
+        self.msg = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
+        self.update = mlp(2 * hidden, hidden, hidden)
+
+    def forward(self, h, z, g, phi, src, dst, batch_idx, extra):
+        x = self.norm(h) + self.time(z).index_select(0, batch_idx) + extra
+        a, b = self.pair(x).chunk(2, dim=-1)
+        a = a + self.lattice(g).index_select(0, batch_idx)  # D g_b is per crystal: add it per atom, not per edge
+        pre = a.index_select(0, src) + b.index_select(0, dst) + self.edge(phi)  # index_select: cheap backward
+        m = self.msg(pre)
+        agg = scatter_mean(m, src, h.shape[0])
+        return h + self.update(torch.cat([x, agg], dim=-1)), m
+
+
+class CrystalDenoiser(nn.Module):
+    """``model(noisy, t, conditions=None, use_condition=None) -> DenoiserOutput`` (docs/architecture.md).
+
+    Conditioning hook: ``model.adapter`` is ``None`` for a base model. An adapter is any module with
+    ``adapter(layer: int, h (ΣN,H), batch_idx (ΣN,), conditions: dict, use_condition (B,) bool) -> (ΣN,H)``
+    whose output is zero at initialisation (ref §8.3); it is added to every layer's input. With
+    ``conditions=None`` or no adapter the call is exactly the unconditional network.
+    """
+
+    def __init__(self, hidden_dim: int = 128, num_layers: int = 4, num_freqs: int = 8, time_dim: int = 128,
+                 coord_edge_head: bool = True):
+        super().__init__()
+        self.config = DenoiserConfig(hidden_dim, num_layers, num_freqs, time_dim, coord_edge_head)
+        H = hidden_dim
+        self.register_buffer("freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32),
+                             persistent=False)
+        edge_dim, lattice_dim = 6 * num_freqs, 6
+        self.type_embed = nn.Embedding(NUM_TYPE_CLASSES, H)
+        self.crystal_embed = mlp(time_dim + 1, H, H)  # z_b from (t, N)
+        self.layers = nn.ModuleList(Layer(H, edge_dim, lattice_dim) for _ in range(num_layers))
+        self.out_norm = nn.LayerNorm(H)
+        self.type_head = nn.Linear(H, NUM_TYPE_CLASSES)
+        self.coord_head = nn.Linear(H, 3)
+        self.coord_edge = nn.Linear(H, 6 * num_freqs) if coord_edge_head else None
+        self.lattice_head = mlp(2 * H + lattice_dim, H, 9)
+        self.adapter: nn.Module | None = None
+        self.symmetrize_lattice = True  # tests switch it off to check M L → M L Rᵀ exactly
+
+    # ---------------------------------------------------------------- features
+    def lattice_features(self, lattice: torch.Tensor, num_atoms: torch.Tensor):
+        """(g (B,6) invariant Gram features, s_N (B,) length scale)."""
+        scale = (num_atoms.float() / LIMIT_DENSITY) ** (1.0 / 3.0)
+        gram = lattice @ lattice.transpose(1, 2) / scale.view(-1, 1, 1) ** 2
+        iu = torch.triu_indices(3, 3, device=lattice.device)
+        return gram[:, iu[0], iu[1]], scale
+
+    def pair_features(self, frac: torch.Tensor, src: torch.Tensor, dst: torch.Tensor) -> torch.Tensor:
+        """φ_ij = [sin, cos](2πk (f_j − f_i)) for k = 1..K, all three axes: (E, 6K)."""
+        delta = frac.index_select(0, dst) - frac.index_select(0, src)
+        angles = delta[:, :, None] * self.freqs  # (E, 3, K)
+        return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
+
+    # ---------------------------------------------------------------- forward
+    def forward(self, noisy: CrystalBatch, t: torch.Tensor, conditions: dict | None = None,
+                use_condition: torch.Tensor | None = None):
+        num_atoms, lattice = noisy.num_atoms, noisy.lattice
+        B, n_total = len(num_atoms), noisy.atom_types.shape[0]
+        batch_idx = torch.repeat_interleave(torch.arange(B, device=num_atoms.device), num_atoms)
+        src, dst = fully_connected_edges(num_atoms)
+
+        g, scale = self.lattice_features(lattice, num_atoms)
+        phi = self.pair_features(noisy.frac_coords, src, dst)
+        t = torch.as_tensor(t, dtype=torch.float32, device=lattice.device).expand(B)
+        z = self.crystal_embed(torch.cat([sinusoidal(1000.0 * t, self.config.time_dim),
+                                          num_atoms.float()[:, None] / 20.0], dim=-1))
+        h = self.type_embed(noisy.atom_types - 1)
+
+        use_adapter = self.adapter is not None and conditions is not None
+        if use_adapter and use_condition is None:
+            use_condition = torch.ones(B, dtype=torch.bool, device=lattice.device)
+        for i, layer in enumerate(self.layers):
+            extra = self.adapter(i, h, batch_idx, conditions, use_condition) if use_adapter else 0.0
+            h, m = layer(h, z, g, phi, src, dst, batch_idx, extra)
+
+        h = self.out_norm(h)
+        pooled = scatter_mean(h, batch_idx, B)
+        M = self.lattice_head(torch.cat([pooled, z, g], dim=-1)).view(B, 3, 3)
+        ML = M @ (lattice / scale.view(-1, 1, 1))
+        coord = self.coord_head(h)
+        if self.coord_edge is not None:  # mean_j Σ_k w_ijk^d · [sin, cos](2πk Δf_ij^d), w from the last messages
+            E, K2 = phi.shape[0], 2 * self.config.num_freqs
+            force = (self.coord_edge(m).view(E, 3, K2) * phi.view(E, 3, K2)).sum(-1)
+            coord = coord + scatter_mean(force, src, n_total)
+        return _output_cls()(
+            type_logits=self.type_head(h),
+            coord_score=coord,
+            lattice_score=0.5 * (ML + ML.transpose(1, 2)) if self.symmetrize_lattice else ML,
+        )
+
+    def config_dict(self) -> dict:
+        return asdict(self.config)
+
+    @classmethod
+    def from_config(cls, config: dict) -> "CrystalDenoiser":
+        return cls(**config)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

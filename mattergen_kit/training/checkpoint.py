@@ -1,0 +1,118 @@
+"""Plain model checkpoints: one dict, readable without Lightning.
+
+    {"format": "mattergen_kit.checkpoint", "version": 1,
+     "model_config": {...CrystalDenoiser kwargs}, "diffusion_config": {...CrystalDiffusion kwargs},
+     "state_dict": {...EMA weights}, "meta": {...plain python values}}
+
+Loading uses ``torch.load(weights_only=True)``: no code from the file is run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+FORMAT = "mattergen_kit.checkpoint"
+VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+REQUIRED_KEYS = ("format", "version", "model_config", "state_dict")
+
+
+class CheckpointError(ValueError):
+    """The file is not a usable mattergen_kit checkpoint (corrupted, foreign or unsupported version)."""
+
+
+def save_checkpoint(path: str | Path, model_config: dict, state_dict: dict, diffusion_config: dict | None = None,
+                    meta: dict | None = None) -> Path:
+    """Write atomically (temporary file + rename): a crash never leaves a half-written checkpoint."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = {"format": FORMAT, "version": VERSION, "model_config": json.loads(json.dumps(model_config)),
+            "diffusion_config": json.loads(json.dumps(diffusion_config or {}, default=str)),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+            "meta": json.loads(json.dumps(meta or {}, default=str))}  # plain values only: weights_only loads
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    torch.save(ckpt, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Read and validate a checkpoint written by :func:`save_checkpoint`; clear errors otherwise."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # zip/pickle errors differ between torch versions: report them all the same way
+        raise CheckpointError(f"{path} is not a readable checkpoint (corrupted, truncated or not a torch file): "
+                              f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
+    if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
+        hint = ""
+        if isinstance(ckpt, dict) and "pytorch-lightning_version" in ckpt:
+            hint = (" It is a Lightning training checkpoint; convert it with "
+                    "mattergen_kit.training.export_lightning_checkpoint(path, out_path).")
+        raise CheckpointError(f"{path} is not a mattergen_kit checkpoint (no format={FORMAT!r} marker).{hint}")
+    if ckpt.get("version") not in SUPPORTED_VERSIONS:
+        raise CheckpointError(f"{path} is a mattergen_kit checkpoint of version {ckpt.get('version')!r}; this "
+                              f"mattergen_kit reads versions {list(SUPPORTED_VERSIONS)} (upgrade mattergen_kit?)")
+    missing = [k for k in REQUIRED_KEYS if k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is missing {missing}")
+    ckpt.setdefault("diffusion_config", {})
+    ckpt.setdefault("meta", {})
+    return ckpt
+
+
+def diffusion_from_config(config: dict | None = None):
+    """CrystalDiffusion from a plain dict: ``density`` (atoms/Å³ of the lattice prior; default the reference
+    0.0577), ``fields`` (all three, or ["coords", "lattice"] for CSP), ``weights``, ``min_t``."""
+    from mattergen_kit.diffusion.joint import CrystalDiffusion
+    from mattergen_kit.diffusion.lattice import LatticeVPSDE
+
+    kw = dict(config or {})
+    density = kw.pop("density", None)
+    unknown = set(kw) - {"fields", "weights", "min_t"}
+    if unknown:
+        raise ValueError(f"unknown diffusion config keys {sorted(unknown)} (known: density, fields, weights, min_t)")
+    if "fields" in kw:
+        kw["fields"] = tuple(kw["fields"])
+    return CrystalDiffusion(lattice=LatticeVPSDE(density=density) if density else None, **kw)
+
+
+def load_model(path_or_ckpt: str | Path | dict, device: str | torch.device = "cpu"):
+    """(denoiser in eval mode with EMA weights, CrystalDiffusion, checkpoint dict) of a plain checkpoint."""
+    ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
+    return load_denoiser(ckpt, device), diffusion_from_config(ckpt["diffusion_config"]), ckpt
+
+
+def load_denoiser(path_or_ckpt: str | Path | dict, device: str | torch.device = "cpu"):
+    """The CrystalDenoiser of a checkpoint (EMA weights), in eval mode."""
+    from mattergen_kit.model import CrystalDenoiser
+
+    ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
+    model = CrystalDenoiser(**ckpt["model_config"])
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except RuntimeError as err:
+        raise CheckpointError(f"checkpoint weights do not fit CrystalDenoiser({ckpt['model_config']}): {err}") from err
+    return model.to(device).eval()
+
+
+def export_lightning_checkpoint(ckpt_path: str | Path, out_path: str | Path, meta: dict | None = None) -> Path:
+    """Turn a Lightning ``*.ckpt`` of :class:`DiffusionModule` (e.g. ``last.ckpt``) into a plain checkpoint."""
+    raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = raw.get("hyper_parameters", {}).get("config")
+    if hp is None:
+        raise CheckpointError(f"{ckpt_path} is not a DiffusionModule Lightning checkpoint")
+    from mattergen_kit.training.config import TrainConfig
+
+    config = TrainConfig.from_dict(hp)
+    state = {k[len("ema."):]: v for k, v in raw["state_dict"].items() if k.startswith("ema.")}
+    info = {"global_step": raw.get("global_step"), "epoch": raw.get("epoch"), "train_config": hp,
+            "source": str(ckpt_path), **(meta or {})}
+    return save_checkpoint(out_path, config.model_config, state, config.diffusion, info)

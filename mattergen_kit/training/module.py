@@ -1,0 +1,143 @@
+"""Lightning wrappers: DiffusionModule (denoiser + CrystalDiffusion + EMA) and CrystalDataModule."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import lightning as L
+from lightning.pytorch.callbacks import Timer
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from mattergen_kit.data.crystal_batch import CrystalBatch
+from mattergen_kit.model import CrystalDenoiser
+from mattergen_kit.training.config import TrainConfig
+
+
+def build_diffusion(config: TrainConfig):
+    from mattergen_kit.training.checkpoint import diffusion_from_config
+
+    return diffusion_from_config(config.diffusion)
+
+
+class DiffusionModule(L.LightningModule):
+    """Trains ``denoiser`` with ``diffusion.training_losses``; keeps an EMA copy ``ema`` (in the state dict,
+    so a resumed run restores it) that is used for validation and exported for sampling."""
+
+    def __init__(self, config: TrainConfig | dict, diffusion=None):
+        super().__init__()
+        config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        self.save_hyperparameters({"config": config.to_dict()})
+        self.config = config
+        self.denoiser = CrystalDenoiser(**config.model_config)
+        self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
+        self.diffusion = diffusion if diffusion is not None else build_diffusion(config)
+
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        return batch.to(device)
+
+    def forward(self, noisy, t, conditions=None, use_condition=None):
+        return self.ema(noisy, t, conditions, use_condition)
+
+    # ---------------------------------------------------------------- steps
+    def _log_losses(self, prefix: str, losses: dict, batch_size: int, on_step: bool):
+        for key, value in losses.items():
+            if torch.is_tensor(value) and value.numel() == 1:
+                self.log(f"{prefix}/{key}", value, batch_size=batch_size, on_step=on_step, on_epoch=not on_step,
+                         prog_bar=(key == "loss"), sync_dist=not on_step)
+
+    def training_step(self, batch: CrystalBatch, batch_idx: int):
+        losses = self.diffusion.training_losses(self.denoiser, batch)
+        self._log_losses("train", losses, batch.num_crystals, on_step=True)
+        return losses["loss"]
+
+    def validation_step(self, batch: CrystalBatch, batch_idx: int):
+        # the same noise every epoch (seeded by batch and rank) for a stable validation curve
+        gen = torch.Generator(device=batch.device)
+        gen.manual_seed(self.config.seed * 1_000_003 + 7919 * self.global_rank + batch_idx)
+        losses = self.diffusion.training_losses(self.ema, batch, generator=gen)
+        self._log_losses("val", losses, batch.num_crystals, on_step=False)
+
+    # ---------------------------------------------------------------- EMA
+    @torch.no_grad()
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        step = self.global_step
+        decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # warm-up: early averages forget fast
+        for p_ema, p in zip(self.ema.parameters(), self.denoiser.parameters()):
+            p_ema.lerp_(p.detach(), 1.0 - decay)  # ema ← decay·ema + (1 − decay)·p
+        for b_ema, b in zip(self.ema.buffers(), self.denoiser.buffers()):
+            b_ema.copy_(b)
+
+    # ---------------------------------------------------------------- optimiser
+    def configure_optimizers(self):
+        cfg = self.config
+        opt = torch.optim.AdamW(self.denoiser.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        if cfg.lr_schedule == "plateau":  # MatterGen style (ref §10.2), on the validation loss
+            sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.6, patience=10,
+                                                               min_lr=cfg.lr * cfg.min_lr_ratio)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch",
+                                                       "frequency": cfg.val_every_n_epochs, "strict": False}}
+        warm, floor = max(cfg.warmup_steps, 1), cfg.min_lr_ratio
+
+        def factor(step: int) -> float:  # linear warm-up, then cosine from 1 to min_lr_ratio over the budget
+            if step < warm:
+                return (step + 1) / warm
+            progress = self._budget_progress(step)
+            if cfg.lr_schedule == "constant" or progress is None:
+                return 1.0
+            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+    def _budget_progress(self, step: int) -> float | None:
+        """Fraction of the run's budget used: the larger of steps/total_steps and time/max_time (so a CPU run
+        with a wall-clock budget still ends its cosine at the low lr). None if the budget is unbounded."""
+        if not hasattr(self, "_total_steps"):  # estimated_stepping_batches is not free: ask once
+            self._total_steps = self.trainer.estimated_stepping_batches
+        total, max_time = self._total_steps, self.config.max_time_minutes
+        fractions = [step / total] if math.isfinite(total) and total > 0 else []
+        timer = next((c for c in self.trainer.callbacks if isinstance(c, Timer)), None)
+        if timer is not None and max_time:  # Timer.time_elapsed includes the time before a resume
+            fractions.append((timer.time_elapsed("train") or 0.0) / (60.0 * max_time))
+        return max(fractions) if fractions else None
+
+
+class CrystalDataModule(L.LightningDataModule):
+    """Train/val loaders over ``mattergen_kit.datasets.load_bundled`` (or datasets given explicitly: any
+    sequence whose items are one-crystal CrystalBatch objects)."""
+
+    def __init__(self, config: TrainConfig, train_set: Dataset | None = None, val_set: Dataset | None = None):
+        super().__init__()
+        self.config = config
+        self.train_set, self.val_set = train_set, val_set
+
+    def setup(self, stage: str | None = None):
+        if getattr(self, "_ready", False):
+            return
+        self._ready = True
+        if self.train_set is None or self.val_set is None:
+            if self.config.dataset != "bundled":
+                raise ValueError(f"unknown dataset {self.config.dataset!r} (only 'bundled' is built in; pass "
+                                 "train_set/val_set to CrystalDataModule for anything else)")
+            from mattergen_kit.datasets import load_bundled
+
+            self.train_set = self.train_set if self.train_set is not None else load_bundled("train")
+            self.val_set = self.val_set if self.val_set is not None else load_bundled("val")
+        if self.config.limit_train:
+            self.train_set = Subset(self.train_set, range(min(self.config.limit_train, len(self.train_set))))
+        if self.config.limit_val:
+            self.val_set = Subset(self.val_set, range(min(self.config.limit_val, len(self.val_set))))
+
+    def _loader(self, dataset, shuffle: bool) -> DataLoader:
+        return DataLoader(dataset, batch_size=self.config.batch_size, shuffle=shuffle,
+                          collate_fn=CrystalBatch.collate, num_workers=self.config.num_workers,
+                          persistent_workers=self.config.num_workers > 0)
+
+    def train_dataloader(self):
+        return self._loader(self.train_set, shuffle=True)
+
+    def val_dataloader(self):
+        return self._loader(self.val_set, shuffle=False)
