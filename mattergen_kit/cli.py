@@ -29,7 +29,13 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--elements", default=None, help="restrict elements, e.g. 'Li,Fe,P,O'")
     p.add_argument("--no-picture", action="store_true", help="skip grid.png")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for torch (default: torch's choice; use 1 when other jobs share the cores)")
     args = p.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         model = load_model(args.model, device=args.device)
     except (FileNotFoundError, ValueError) as err:

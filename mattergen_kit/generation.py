@@ -51,12 +51,12 @@ class GenerativeModel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         generator = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
-        if num_atoms is None and fixed_atom_types is None:
-            num_atoms = self.num_atoms_prior.sample(num, generator=generator)
-        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps)
         # Batches of `batch_size` crystals, each with its own seed derived from the run's seed: the result
         # does not depend on how many batches ran before (and a batch can be recomputed on its own).
         base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        if num_atoms is None and fixed_atom_types is None:
+            num_atoms = self.num_atoms_prior.sample(num, generator=generator)
+        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps)
         batches = []
         for start in range(0, num, batch_size):
             stop = min(num, start + batch_size)
