@@ -1,0 +1,205 @@
+"""Fit and measure how CHGNet energies sit on the DFT formation-energy footing of the reference hull.
+
+    python -m mattergen_kit.evaluation.calibrate --fit            # fit μ on bundled train (static CHGNet energies)
+    python -m mattergen_kit.evaluation.calibrate --measure --n 60  # calibration on held-out structures
+
+``--fit`` writes ``chgnet_elemental_references.json`` next to this file (see :mod:`.hull` for the formula).
+``--measure`` relaxes ``n`` bundled **test** structures (all within 0.08 eV/atom of MP's hull) and ``n``
+MPTS-52 structures that MP places **above** the hull (E_hull > 0.1 eV/atom, ≤ 20 atoms, not in the bundled
+set) with CHGNet, and reports
+
+* the MAE of CHGNet vs DFT formation energy per atom (eV/atom);
+* E_hull of each against the bundled hull *with its own material removed* (leave-one-out), and the fraction
+  classified correctly as stable / unstable at thresholds 0.1 and 0 eV/atom (truth: MP's DFT e_above_hull),
+  next to the same numbers for the DFT formation energy on the same hull (the ceiling the hull allows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+import warnings
+
+import numpy as np
+import pandas as pd
+
+__all__ = ["static_energies", "fit", "measure"]
+
+
+def static_energies(structures, batch_size: int = 32, progress: bool = True, device: str | None = None) -> np.ndarray:
+    """CHGNet total energies (eV) of structures as given (batched single points)."""
+    from tqdm.auto import tqdm
+
+    from mattergen_kit.evaluation.relax import load_potential
+
+    opt = load_potential("chgnet", device)
+    model = opt.calculator.model
+    out = []
+    for i in tqdm(range(0, len(structures), batch_size), desc="CHGNet single points", disable=not progress):
+        chunk = structures[i:i + batch_size]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            preds = model.predict_structure(chunk, task="e", batch_size=batch_size)
+        preds = preds if isinstance(preds, list) else [preds]
+        out.extend(float(p["e"]) * len(s) for p, s in zip(preds, chunk))
+    return np.asarray(out)
+
+
+def _select_covering(ds, n: int, per_element: int = 8, seed: int = 0) -> np.ndarray:
+    """Up to ``n`` indices that include ≥ ``per_element`` structures of every element where possible."""
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(ds))
+    chosen, count = [], {}
+    for i in order:
+        els = [e.symbol for e in ds.structures[i].composition.elements]
+        if any(count.get(e, 0) < per_element for e in els):
+            chosen.append(i)
+            for e in els:
+                count[e] = count.get(e, 0) + 1
+    rest = [i for i in order if i not in set(chosen)]
+    chosen = chosen + rest[: max(0, n - len(chosen))]
+    return np.sort(np.array(chosen[:max(n, len(chosen))]))
+
+
+def fit(n_fit: int = 3000, use_mp2020: bool = False, ridge: float = 1e-7, progress: bool = True, save: bool = True):
+    from mattergen_kit.evaluation.hull import fit_elemental_references
+    from mattergen_kit.evaluation.reference import bundled, cache_dir
+
+    ds = bundled("train")
+    idx = _select_covering(ds, n_fit)
+    structs = [ds.structures[i] for i in idx]
+    props = ds.properties.iloc[idx].reset_index(drop=True)
+    cache = cache_dir() / f"chgnet-static-train-{len(idx)}.pkl"
+    if cache.exists():
+        e = pd.read_pickle(cache)
+    else:
+        t = time.perf_counter()
+        e = static_energies(structs, progress=progress)
+        pd.to_pickle(e, cache)
+        print(f"CHGNet single points: {(time.perf_counter() - t) / len(structs):.3f} s/structure")
+    refs = fit_elemental_references([s.composition for s in structs], e, props["formation_energy_per_atom"],
+                                    use_mp2020=use_mp2020, ridge=ridge, structures=structs,
+                                    meta={"source": "bundled train split, CHGNet 0.3.0 single points on DFT structures"})
+    if save:
+        refs.save()
+    return refs
+
+
+def _unstable_set(n: int, seed: int = 0):
+    """MPTS-52 structures with MP E_hull > 0.1 eV/atom, ≤ 20 atoms, not in the bundled set."""
+    from pymatgen.core import Structure
+
+    from mattergen_kit.data.paths import data_root
+    from mattergen_kit.evaluation.reference import bundled
+
+    known = set(bundled("all").properties["material_id"].astype(str))
+    df = pd.concat([pd.read_csv(data_root() / f"mpts_52/{s}.csv.gz") for s in ("val", "test")], ignore_index=True)
+    df = df[(df["energy_above_hull"] > 0.1) & ~df["material_id"].isin(known)]
+    df = df.sample(frac=1.0, random_state=seed)
+    rows, structs = [], []
+    for _, r in df.iterrows():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            s = Structure.from_str(r["cif"], fmt="cif")
+        if len(s) > 20:
+            continue
+        structs.append(s)
+        rows.append({"material_id": r["material_id"], "formation_energy_per_atom": r["formation_energy_per_atom"],
+                     "e_above_hull": r["energy_above_hull"]})
+        if len(structs) >= n:
+            break
+    return structs, pd.DataFrame(rows)
+
+
+def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, progress: bool = True,
+            save: bool = True) -> dict:
+    from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences
+    from mattergen_kit.evaluation.reference import bundled, cache_dir
+    from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
+
+    refs = ElementalReferences.load()
+    te = bundled("test")
+    rng = np.random.default_rng(seed)
+    idx = np.sort(rng.choice(len(te), min(n, len(te)), replace=False))
+    stable_s = [te.structures[i] for i in idx]
+    stable_p = te.properties.iloc[idx][["material_id", "formation_energy_per_atom", "e_above_hull"]]
+    unst_s, unst_p = _unstable_set(n, seed)
+    structs = stable_s + unst_s
+    props = pd.concat([stable_p, unst_p], ignore_index=True)
+    props["set"] = ["bundled-test"] * len(stable_s) + ["mpts52-unstable"] * len(unst_s)
+    t = time.perf_counter()
+    if relax:
+        res = relax_structures(structs, RelaxSettings(steps=steps), store=cache_dir() / "calibration-relaxed.jsonl",
+                               progress=progress)
+        energies = np.array([r["energy"] if r and r["ok"] else np.nan for r in res], float)
+        from pymatgen.core import Structure
+
+        finals = [Structure.from_dict(r["relaxed"]) if r and r["ok"] else s for r, s in zip(res, structs)]
+    else:
+        energies = static_energies(structs, progress=progress)
+        finals = structs
+    seconds = time.perf_counter() - t
+    hull = ConvexHull()
+    ef_ml, eh_ml, eh_dft = [], [], []
+    for s, (_, p), e in zip(finals, props.iterrows(), energies):
+        ef = refs.formation_energy_per_atom(s.composition, e, s)
+        ef_ml.append(ef)
+        excl = {str(p["material_id"])}
+        eh_ml.append(hull.e_above_hull(s.composition, ef, exclude=excl) if np.isfinite(ef) else np.nan)
+        eh_dft.append(hull.e_above_hull(s.composition, p["formation_energy_per_atom"], exclude=excl))
+    props["e_form_chgnet"] = ef_ml
+    props["e_hull_chgnet"] = eh_ml
+    props["e_hull_dft_on_bundled_hull"] = eh_dft
+    ok = props["e_form_chgnet"].notna()
+    err = (props["e_form_chgnet"] - props["formation_energy_per_atom"])[ok]
+    truth01 = props["e_above_hull"] <= 0.1
+    truth0 = props["e_above_hull"] <= 1e-6
+
+    def acc(pred, truth, thr):
+        m = pred.notna()
+        return float(((pred[m] <= thr) == truth[m]).mean()) if m.any() else None
+
+    out = {"n_stable_set": len(stable_s), "n_unstable_set": len(unst_s), "n_with_energy": int(ok.sum()),
+           "relaxed": relax, "seconds_per_structure": seconds / max(1, len(structs)),
+           "e_form_mae_eV_per_atom": float(err.abs().mean()),
+           "e_form_mean_error_eV_per_atom": float(err.mean()),
+           "e_form_mae_by_set": {k: float(g.abs().mean()) for k, g in err.groupby(props["set"][ok])}}
+    for thr, truth, name in ((0.1, truth01, "0.1"), (1e-6, truth0, "0")):
+        out[f"accuracy_stable_at_{name}"] = acc(props["e_hull_chgnet"], truth, thr)
+        out[f"accuracy_stable_at_{name}_dft_on_bundled_hull"] = acc(props["e_hull_dft_on_bundled_hull"], truth, thr)
+    m = props["e_hull_chgnet"].notna()
+    pred01 = props["e_hull_chgnet"] <= 0.1
+    out["confusion_at_0.1"] = {
+        "true_stable_pred_stable": int((truth01 & pred01 & m).sum()),
+        "true_stable_pred_unstable": int((truth01 & ~pred01 & m).sum()),
+        "true_unstable_pred_stable": int((~truth01 & pred01 & m).sum()),
+        "true_unstable_pred_unstable": int((~truth01 & ~pred01 & m).sum())}
+    out["e_hull_mae_vs_mp_eV_per_atom"] = float((props["e_hull_chgnet"] - props["e_above_hull"])[m].abs().mean())
+    if save:
+        props.to_csv(cache_dir() / "calibration.csv", index=False)
+        refs.meta["calibration"] = out
+        refs.save()
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--fit", action="store_true")
+    p.add_argument("--n-fit", type=int, default=3000)
+    p.add_argument("--mp2020", action="store_true", help="apply MP2020 corrections to CHGNet energies in the fit")
+    p.add_argument("--measure", action="store_true")
+    p.add_argument("--n", type=int, default=40, help="structures per class for --measure")
+    p.add_argument("--no-relax", action="store_true")
+    p.add_argument("--steps", type=int, default=300)
+    a = p.parse_args(argv)
+    if a.fit:
+        refs = fit(a.n_fit, use_mp2020=a.mp2020)
+        print(json.dumps({k: v for k, v in refs.meta.items() if k != "structures_per_element"}, indent=1))
+    if a.measure:
+        print(json.dumps(measure(a.n, relax=not a.no_relax, steps=a.steps), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

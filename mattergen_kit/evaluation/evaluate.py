@@ -1,0 +1,579 @@
+"""``evaluate()``: one call from generated crystals to a :class:`Report` (ref §11, design §6).
+
+Stages (each per structure; one failing structure never stops the run, it gets a reason in ``error`` /
+``validity_reason``):
+
+1. validity: structural (d ≥ 0.5 Å, V ≥ 0.1 Å³), compositional (SMACT), bond sanity (covalent radii);
+2. relaxation (``relax=True``): CHGNet FIRE to fmax 0.1 eV/Å (≤ ``steps``), RMSD generated → relaxed; results are
+   appended to ``out/relaxed.jsonl`` as they come and reused by a re-run (resume). Structurally invalid inputs are
+   not relaxed;
+3. uniqueness and novelty on the relaxed structures (the inputs when ``relax=False``) with StructureMatcher,
+   novelty against ``reference``; composition novelty against the 35k MP-20 phases;
+4. stability: formation energy from CHGNet energy and fitted CHGNet elemental references, E_hull against the DFT
+   formation-energy hull of MP-20 phases + bundled structures (:mod:`~mattergen_kit.evaluation.hull`);
+   ``stable``: E_hull ≤ 0.1 eV/atom, ``stable_0``: E_hull ≤ 0; S.U.N. = stable ∧ unique ∧ novel;
+5. properties: space group, HHI, density, predicted band gap; distribution metrics against the reference.
+
+Summary fractions are over **all submitted** structures (invalid ones count as failures), so ``n`` is the
+denominator of every fraction; ``None`` marks a metric that was not computed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mattergen_kit.evaluation.hull import STABILITY_THRESHOLD
+
+__all__ = ["evaluate", "evaluate_cli", "Report", "load_structures"]
+
+SUMMARY_KEYS = ("n", "structural_validity", "compositional_validity", "uniqueness", "novelty", "stability", "sun",
+                "rmsd")
+STRUCTURE_SUFFIXES = (".cif", ".extxyz", ".xyz", ".vasp", ".poscar", ".json")
+
+
+# ============================================================================================== input
+def load_structures(path: str | os.PathLike) -> tuple[list, list[str], list[str]]:
+    """Read every structure in a folder (``*.cif`` — all blocks —, ``*.extxyz``/``*.xyz`` — all frames —,
+    ``POSCAR``/``*.vasp``, pymatgen ``*.json``) or a single file. Returns ``(structures, names, errors)``;
+    a file that cannot be parsed gives one ``None`` entry with its error, so it shows up in the report."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.is_file() and (p.suffix.lower() in STRUCTURE_SUFFIXES
+                                                       or p.name.upper().startswith(("POSCAR", "CONTCAR"))))
+    structures, names, errors = [], [], []
+    for f in files:
+        rel = str(f.relative_to(path)) if path.is_dir() else f.name
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                found = _read_file(f)
+            if not found:
+                raise ValueError("no structure in file")
+            for k, s in enumerate(found):
+                structures.append(s)
+                names.append(rel if len(found) == 1 else f"{rel}#{k}")
+                errors.append("")
+        except Exception as exc:  # noqa: BLE001
+            structures.append(None)
+            names.append(rel)
+            errors.append(f"parse error: {type(exc).__name__}: {exc}"[:300])
+    if not files:
+        raise FileNotFoundError(f"no structure files ({', '.join(STRUCTURE_SUFFIXES)}, POSCAR) under {path}")
+    return structures, names, errors
+
+
+def _read_file(f: Path) -> list:
+    from pymatgen.core import Structure
+
+    suf = f.suffix.lower()
+    if suf == ".cif":
+        from pymatgen.io.cif import CifParser
+
+        return list(CifParser(str(f)).parse_structures(primitive=False))
+    if suf in (".extxyz", ".xyz"):
+        from ase.io import read
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return [AseAtomsAdaptor.get_structure(a) for a in read(str(f), index=":")]
+    if suf == ".json":
+        return [Structure.from_dict(json.loads(f.read_text()))]
+    return [Structure.from_file(str(f))]
+
+
+def _as_structure(x):
+    if x is None:
+        return None
+    if hasattr(x, "lattice") and hasattr(x, "frac_coords"):
+        return x
+    if hasattr(x, "get_cell"):  # ASE Atoms
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        return AseAtomsAdaptor.get_structure(x)
+    raise TypeError(f"expected a pymatgen Structure or ASE Atoms, got {type(x).__name__}")
+
+
+# ============================================================================================== report
+@dataclass
+class Report:
+    """Result of :func:`evaluate`: ``per_structure`` (one row per submitted structure), ``summary`` (dict; keys
+    ``n, structural_validity, compositional_validity, uniqueness, novelty, stability, sun, rmsd`` plus extras),
+    ``structures`` (relaxed where relaxed, else the input; None if unreadable) and ``reference_stats``."""
+
+    per_structure: pd.DataFrame
+    summary: dict
+    structures: list = field(default_factory=list, repr=False)
+    reference_stats: dict = field(default_factory=dict, repr=False)
+    out: Path | None = None
+
+    def __repr__(self) -> str:
+        core = ", ".join(f"{k}={_fmt(self.summary.get(k))}" for k in SUMMARY_KEYS)
+        return f"Report({core})"
+
+    def _repr_html_(self) -> str:  # pragma: no cover - notebook display
+        rows = "".join(f"<tr><td>{k}</td><td>{_fmt(v)}</td></tr>" for k, v in self.summary.items()
+                       if not isinstance(v, (dict, list)))
+        return f"<b>Evaluation report</b><table>{rows}</table>"
+
+    def summary_frame(self) -> pd.DataFrame:
+        return pd.DataFrame({"value": {k: v for k, v in self.summary.items() if not isinstance(v, (dict, list))}})
+
+    def save(self, out: str | os.PathLike) -> Path:
+        """Write ``per_structure.csv``, ``summary.json`` and the figures (PNG) into ``out``."""
+        out = Path(out)
+        out.mkdir(parents=True, exist_ok=True)
+        self.per_structure.to_csv(out / "per_structure.csv", index=False)
+        (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=1))
+        self.plot(out=out, show=False)
+        return out
+
+    def plot(self, out: str | os.PathLike | None = None, show: bool = True) -> dict:
+        """Figures (matplotlib): summary fractions, E_hull histogram, space groups, density / #atoms / #elements
+        against the reference, predicted band gap and HHI. Saved as PNG in ``out`` when given."""
+        from mattergen_kit.evaluation.plots import make_figures
+
+        figs = make_figures(self)
+        if out is not None:
+            out = Path(out)
+            out.mkdir(parents=True, exist_ok=True)
+            for name, fig in figs.items():
+                fig.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
+        if not show:
+            import matplotlib.pyplot as plt
+
+            for fig in figs.values():
+                plt.close(fig)
+        return figs
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def _jsonable(o):
+    if isinstance(o, dict):
+        return {str(k): _jsonable(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_jsonable(v) for v in o]
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating, float)):
+        return None if not math.isfinite(float(o)) else float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+# ============================================================================================== evaluate
+_REF_INDEX: dict = {}
+
+
+def _reference_index(structures, ids, name):
+    from mattergen_kit.evaluation.matching import ReferenceIndex
+
+    key = (name, len(structures)) if isinstance(name, str) and name.startswith("bundled-") else None
+    if key is not None and key in _REF_INDEX:
+        return _REF_INDEX[key]
+    idx = ReferenceIndex(structures, ids)
+    if key is not None:
+        _REF_INDEX[key] = idx
+    return idx
+
+
+def _frac(values, n) -> float | None:
+    if n == 0:
+        return None
+    return float(np.nansum(np.asarray(values, float)) / n)
+
+
+def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled-train", relax: bool = True,
+             out: str | os.PathLike | None = None, *, model: str = "chgnet", device: str | None = None,
+             fmax: float = 0.1, steps: int = 300, hull: str = "bundled", mp_api_key: str | None = None,
+             map_fn: Callable | None = None, distribution: bool = True, max_reference_fingerprints: int | None = 1000,
+             properties: bool = True, band_gap: bool = True, progress: bool = True,
+             callback: Callable[[int, dict], None] | None = None, names: Sequence[str] | None = None,
+             torch_threads: int | None = 1) -> Report:
+    """Evaluate generated crystals; see the module docstring for the stages and definitions.
+
+    Args:
+        structures: pymatgen Structures (or ASE Atoms; None entries are reported as unreadable), or a folder /
+            file of CIF / extxyz / POSCAR files.
+        reference: structures to measure novelty and distributions against: ``"bundled-train"`` (default),
+            ``"bundled-val"``, ``"bundled-test"``, ``"bundled-all"``, a CrystalDataset, a list of Structures, or None.
+        relax: relax with ``model`` and compute energies, E_hull, stability, S.U.N. and RMSD (else those are None).
+        out: folder for ``relaxed.jsonl`` (written as it goes; a re-run with the same ``out`` resumes),
+            ``per_structure.csv``, ``summary.json`` and figures.
+        model / device / fmax / steps: relaxation settings ("chgnet" or "sevennet"; "cpu", "cuda", None = auto).
+        hull: ``"bundled"`` (DFT formation-energy hull of MP-20 phases + bundled data) or ``"mp"`` (Materials Project
+            entries via mp-api; needs ``mp_api_key`` or ``MP_API_KEY``).
+        map_fn: ``map_fn(func, items)`` used for the per-structure relaxations (Dask / Ray / multiprocessing map).
+        distribution: compute coverage and Wasserstein metrics against ``reference`` (fingerprints of at most
+            ``max_reference_fingerprints`` reference structures, cached on disk).
+        callback: ``callback(k, result)`` after each newly relaxed structure (progress hooks, tests).
+        torch_threads: torch threads per relaxation on CPU (default 1; BLAS is limited to one thread throughout,
+            see :mod:`.relax` for why; parallelise across structures with ``map_fn`` instead).
+    """
+    from threadpoolctl import threadpool_limits
+
+    kwargs = dict(reference=reference, relax=relax, out=out, model=model, device=device, fmax=fmax, steps=steps,
+                  hull=hull, mp_api_key=mp_api_key, map_fn=map_fn, distribution=distribution,
+                  max_reference_fingerprints=max_reference_fingerprints, properties=properties, band_gap=band_gap,
+                  progress=progress, callback=callback, names=names, torch_threads=torch_threads)
+    with threadpool_limits(limits=1):  # BLAS / OpenMP on tiny matrices: one thread is fastest (see .relax)
+        return _evaluate(structures, **kwargs)
+
+
+def _evaluate(structures, *, reference, relax, out, model, device, fmax, steps, hull, mp_api_key, map_fn,
+              distribution, max_reference_fingerprints, properties, band_gap, progress, callback, names,
+              torch_threads) -> Report:
+    from mattergen_kit.evaluation import matching
+    from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
+    from mattergen_kit.evaluation.validity import check_structure, structural_validity
+
+    t_start = time.perf_counter()
+    timings: dict[str, float] = {}
+    if hull not in ("bundled", "mp"):
+        raise ValueError(f"hull must be 'bundled' or 'mp' (got {hull!r})")
+    if relax:  # fail fast, before any relaxation, on a missing optional package / API key / reference file
+        if model == "sevennet":
+            try:
+                import sevenn  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError("model='sevennet' needs the optional SevenNet package: pip install sevenn "
+                                   "(or use the default model='chgnet')") from exc
+        elif model != "chgnet":
+            raise ValueError(f"unknown relaxation model {model!r}: use 'chgnet' (default) or 'sevennet'")
+        if hull == "mp":
+            from mattergen_kit.evaluation.hull import MaterialsProjectHull
+
+            MaterialsProjectHull(mp_api_key)
+        elif model == "chgnet":
+            from mattergen_kit.evaluation.hull import ElementalReferences
+
+            ElementalReferences.load()
+    out = Path(out) if out is not None else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if isinstance(structures, (str, os.PathLike)):
+        inputs, file_names, load_errors = load_structures(structures)
+        names = names or file_names
+    else:
+        inputs, load_errors = [], []
+        for x in structures:
+            try:
+                inputs.append(_as_structure(x))
+                load_errors.append("" if x is not None else "no structure")
+            except Exception as exc:  # noqa: BLE001
+                inputs.append(None)
+                load_errors.append(f"{type(exc).__name__}: {exc}")
+    n = len(inputs)
+    names = list(names) if names is not None else [str(i) for i in range(n)]
+    rows = [{"index": i, "name": names[i], "error": load_errors[i]} for i in range(n)]
+
+    # ---------------------------------------------------------------- 1. validity
+    t = time.perf_counter()
+    for i, s in enumerate(inputs):
+        if s is None:
+            rows[i].update(structural_valid=False, validity_reason=load_errors[i] or "no structure",
+                           compositional_valid=False, bond_ok=False)
+            continue
+        rows[i].update(formula=_safe(lambda: s.composition.reduced_formula), n_atoms=len(s),
+                       n_elements=len(s.composition.elements), **check_structure(s))
+    valid = [bool(r.get("structural_valid")) for r in rows]
+    timings["validity"] = time.perf_counter() - t
+
+    # ---------------------------------------------------------------- 2. relaxation
+    final = list(inputs)
+    relax_results: list = [None] * n
+    if relax:
+        t = time.perf_counter()
+        settings = RelaxSettings(model=model, device=device, fmax=fmax, steps=steps, torch_threads=torch_threads)
+        store = out / "relaxed.jsonl" if out is not None else None
+        relax_results = relax_structures(inputs, settings, store=store, map_fn=map_fn, progress=progress,
+                                         skip=[not v for v in valid], callback=callback)
+        from pymatgen.core import Structure
+
+        for i, r in enumerate(relax_results):
+            if r is None:
+                if inputs[i] is not None and not valid[i]:
+                    rows[i]["relax_error"] = "not relaxed: structurally invalid"
+                continue
+            rows[i].update(relaxed=bool(r["ok"]), relax_error=r["error"], relax_steps=r["n_steps"],
+                           relax_converged=r["converged"], relax_seconds=r["seconds"], energy=r["energy"],
+                           energy_per_atom=r["energy_per_atom"], rmsd=r["rmsd"], rmsd_matched=r["rmsd_matched"])
+            if r["ok"]:
+                final[i] = Structure.from_dict(r["relaxed"])
+                ok, _ = _safe(lambda: structural_validity(final[i]), (False, "?"))
+                rows[i]["relaxed_structural_valid"] = ok
+        timings["relaxation"] = time.perf_counter() - t
+
+    # ---------------------------------------------------------------- 3. uniqueness / novelty
+    t = time.perf_counter()
+    uniq = matching.unique_mask(final, usable=valid, progress=progress and n > 200)
+    for i in range(n):
+        rows[i]["unique"] = uniq[i]
+    timings["uniqueness"] = time.perf_counter() - t
+    t = time.perf_counter()
+    ref_structs, ref_ids, ref_name = (None, None, "none")
+    if reference is not None:
+        from mattergen_kit.evaluation.reference import resolve_reference
+
+        ref_structs, ref_ids, ref_name = resolve_reference(reference)
+        index = _reference_index(ref_structs, ref_ids, ref_name)
+        nov, matched = matching.novel_mask(final, index, usable=valid, progress=progress and n > 200)
+        for i in range(n):
+            rows[i]["novel"] = nov[i]
+            rows[i]["matched_reference_id"] = matched[i]
+    try:
+        mp20 = matching.mp20_formulas()
+        for i in range(n):
+            f = rows[i].get("formula")
+            rows[i]["novel_composition_mp20"] = bool(f not in mp20) if f and valid[i] else False
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"MP-20 composition novelty not computed: {exc}")
+    timings["novelty"] = time.perf_counter() - t
+
+    # ---------------------------------------------------------------- 4. stability
+    hull_meta: dict = {}
+    if relax:
+        t = time.perf_counter()
+        _stability(rows, final, hull, mp_api_key, model, hull_meta)
+        timings["stability"] = time.perf_counter() - t
+
+    # ---------------------------------------------------------------- 5. properties + distributions
+    extras: dict = {}
+    if properties:
+        t = time.perf_counter()
+        from mattergen_kit.evaluation.properties import hhi, spacegroup
+
+        for i, s in enumerate(final):
+            if s is None or not valid[i]:
+                continue
+            num, sym = spacegroup(s)
+            hp, hr = hhi(s.composition)
+            rows[i].update(spacegroup=num, spacegroup_symbol=sym, hhi_production=hp, hhi_reserve=hr,
+                           density=_safe(lambda: float(s.density)))
+        if band_gap:
+            try:
+                from mattergen_kit.evaluation.properties import band_gap_predictor
+
+                pred = band_gap_predictor()
+                idx = [i for i in range(n) if final[i] is not None and valid[i]]
+                vals = pred.predict([final[i].composition for i in idx])
+                for i, v in zip(idx, vals):
+                    rows[i]["band_gap_pred"] = float(v)
+                extras["band_gap_model_test_mae"] = pred.metrics.get("test_mae_eV")
+            except Exception as exc:  # noqa: BLE001
+                warnings.warn(f"band-gap prediction skipped: {exc}")
+        timings["properties"] = time.perf_counter() - t
+    ref_stats: dict = {}
+    if distribution and ref_structs is not None:
+        t = time.perf_counter()
+        try:
+            extras.update(_distribution(final, valid, ref_structs, ref_name, max_reference_fingerprints, progress,
+                                        ref_stats))
+        except Exception as exc:  # noqa: BLE001
+            warnings.warn(f"distribution metrics skipped: {exc}")
+        timings["distribution"] = time.perf_counter() - t
+    if ref_structs is not None and properties:
+        ref_stats.setdefault("spacegroups", _reference_spacegroups(reference))
+
+    # ---------------------------------------------------------------- summary
+    df = pd.DataFrame(rows)
+    summary = _summarise(df, n, relax, reference is not None)
+    summary.update(extras)
+    summary["reference"] = ref_name
+    summary["relax_model"] = model if relax else None
+    summary.update(hull_meta)
+    summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    summary["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    report = Report(df, summary, final, ref_stats, out)
+    if out is not None:
+        report.save(out)
+    return report
+
+
+def _safe(fn, default=None):
+    try:
+        return fn()
+    except Exception:  # noqa: BLE001
+        return default
+
+
+def _stability(rows, final, hull, mp_api_key, model, meta):
+    if hull == "mp":
+        from mattergen_kit.evaluation.hull import MaterialsProjectHull
+
+        mph = MaterialsProjectHull(mp_api_key)  # raises a clear error without a key
+        for i, s in enumerate(final):
+            e = rows[i].get("energy")
+            if s is None or not rows[i].get("relaxed"):
+                continue
+            rows[i]["e_above_hull"] = _safe(lambda: mph.e_above_hull_from_energy(s, e), float("nan"))
+        meta["hull"] = "materials-project (mp-api, MP2020-corrected)"
+    elif hull == "bundled":
+        from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences
+
+        if model != "chgnet":
+            warnings.warn("elemental references are fitted for CHGNet only: E_hull needs model='chgnet' or hull='mp'")
+            return
+        refs = ElementalReferences.load()
+        chull = _hull_singleton()
+        for i, s in enumerate(final):
+            if s is None or not rows[i].get("relaxed"):
+                continue
+            missing = refs.missing(s.composition)
+            if missing:
+                rows[i]["hull_note"] = f"no CHGNet reference for {','.join(missing)}"
+                continue
+            ef = refs.formation_energy_per_atom(s.composition, rows[i]["energy"], s)
+            rows[i]["e_form_per_atom"] = ef
+            rows[i]["e_above_hull"] = _safe(lambda: chull.e_above_hull(s.composition, ef), float("nan"))
+        meta["hull"] = "bundled DFT formation-energy hull (MP-20 phases + bundled), CHGNet fitted elemental refs"
+        meta["formation_energy_calibration"] = refs.meta.get("calibration")
+    else:
+        raise ValueError(f"hull must be 'bundled' or 'mp' (got {hull!r})")
+    for r in rows:
+        eh = r.get("e_above_hull")
+        if eh is not None and np.isfinite(eh):
+            r["stable"] = bool(eh <= STABILITY_THRESHOLD)
+            r["stable_0"] = bool(eh <= 1e-8)
+        else:
+            r["stable"] = False
+            r["stable_0"] = False
+
+
+_HULL = None
+
+
+def _hull_singleton():
+    global _HULL
+    if _HULL is None:
+        from mattergen_kit.evaluation.hull import ConvexHull
+
+        _HULL = ConvexHull()
+    return _HULL
+
+
+def _summarise(df: pd.DataFrame, n: int, relaxed: bool, has_reference: bool) -> dict:
+    def col(name, default=False):
+        return df[name].fillna(default).astype(bool) if name in df else pd.Series([default] * n, dtype=bool)
+
+    s: dict[str, Any] = {"n": int(n)}
+    s["structural_validity"] = _frac(col("structural_valid"), n)
+    s["compositional_validity"] = _frac(col("compositional_valid"), n)
+    s["valid"] = _frac(col("structural_valid") & col("compositional_valid"), n)
+    s["bond_sanity"] = _frac(col("bond_ok"), n)
+    s["uniqueness"] = _frac(col("unique"), n)
+    s["novelty"] = _frac(col("novel"), n) if has_reference else None
+    s["novel_composition_mp20"] = _frac(col("novel_composition_mp20"), n) if "novel_composition_mp20" in df else None
+    if relaxed and "e_above_hull" in df:
+        stable, stable0 = col("stable"), col("stable_0")
+        s["stability"] = _frac(stable, n)
+        s["stability_0"] = _frac(stable0, n)
+        if has_reference:
+            s["sun"] = _frac(stable & col("unique") & col("novel"), n)
+            s["sun_0"] = _frac(stable0 & col("unique") & col("novel"), n)
+        else:
+            s["sun"] = s["sun_0"] = None
+        eh = pd.to_numeric(df["e_above_hull"], errors="coerce")
+        s["mean_e_above_hull"] = float(eh.mean()) if eh.notna().any() else None
+        s["n_with_e_above_hull"] = int(eh.notna().sum())
+    else:
+        s["stability"] = s["stability_0"] = s["sun"] = s["sun_0"] = None
+    if relaxed and "rmsd" in df and pd.to_numeric(df["rmsd"], errors="coerce").notna().any():
+        s["rmsd"] = float(pd.to_numeric(df["rmsd"], errors="coerce").mean())
+        s["relaxed_ok"] = _frac(col("relaxed"), n)
+        s["relax_converged"] = _frac(col("relax_converged"), n)
+    else:
+        s["rmsd"] = None
+    return s
+
+
+def _distribution(final, valid, ref_structs, ref_name, max_ref, progress, ref_stats) -> dict:
+    from mattergen_kit.evaluation.distribution import (coverage, fingerprints, reference_fingerprints,
+                                                       wasserstein_metrics)
+
+    gen = [s if (s is not None and v) else None for s, v in zip(final, valid)]
+    ref = reference_fingerprints(ref_structs, ref_name, max_n=max_ref, progress=progress)
+    sf, cf = fingerprints(gen, progress=progress, desc="fingerprints")
+    cov = coverage(sf, cf, ref["struct"], ref["comp"])
+    out = {"cov_recall": cov["cov_recall"], "cov_precision": cov["cov_precision"],
+           "n_reference_fingerprints": cov["n_ref"]}
+    out.update(wasserstein_metrics([g for g in gen if g is not None], ref["structures_meta"]))
+    ref_stats.update(ref["structures_meta"])
+    return out
+
+
+def _reference_spacegroups(reference):
+    try:
+        if isinstance(reference, str):
+            from mattergen_kit.evaluation.reference import bundled
+
+            p = bundled(reference.split("-", 1)[1]).properties
+            if "spacegroup" in p:
+                return p["spacegroup"].dropna().astype(int).to_numpy()
+    except Exception:  # noqa: BLE001
+        pass
+    return None
+
+
+# ============================================================================================== CLI
+def evaluate_cli(argv: Sequence[str] | None = None) -> int:
+    """``mattergen-kit evaluate DIR --out OUT [--no-relax] [--reference NAME] ...``; returns the exit code."""
+    p = argparse.ArgumentParser(prog="mattergen-kit evaluate",
+                                description="Evaluate generated crystals (CIF / extxyz / POSCAR files in DIR): "
+                                            "validity, uniqueness, novelty, CHGNet stability, S.U.N., RMSD, "
+                                            "distribution metrics. Writes OUT/per_structure.csv, OUT/summary.json, "
+                                            "figures, and OUT/relaxed.jsonl (re-running resumes).")
+    p.add_argument("dir", help="folder (or file) of structures")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--no-relax", action="store_true", help="skip relaxation (no stability / S.U.N. / RMSD)")
+    p.add_argument("--reference", default="bundled-train",
+                   help="bundled-train (default), bundled-val, bundled-test, bundled-all, none, or a folder of CIFs")
+    p.add_argument("--model", default="chgnet", choices=["chgnet", "sevennet"])
+    p.add_argument("--device", default=None, help="cpu / cuda (default: auto)")
+    p.add_argument("--fmax", type=float, default=0.1)
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--hull", default="bundled", choices=["bundled", "mp"])
+    p.add_argument("--no-distribution", action="store_true", help="skip coverage / Wasserstein metrics")
+    p.add_argument("--max-reference-fingerprints", type=int, default=1000)
+    args = p.parse_args(argv)
+    ref: Any = args.reference
+    if ref.lower() == "none":
+        ref = None
+    elif not ref.startswith("bundled-"):
+        ref_path = Path(ref)
+        if not ref_path.exists():
+            p.error(f"--reference {ref!r}: not a bundled split name and not an existing folder")
+        ref = [s for s in load_structures(ref_path)[0] if s is not None]
+    try:
+        report = evaluate(args.dir, reference=ref, relax=not args.no_relax, out=args.out, model=args.model,
+                          device=args.device, fmax=args.fmax, steps=args.steps, hull=args.hull,
+                          distribution=not args.no_distribution,
+                          max_reference_fingerprints=args.max_reference_fingerprints)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished relaxations are kept in {args.out}/relaxed.jsonl; re-run the same command "
+              "to resume")
+        return 130
+    except (FileNotFoundError, RuntimeError, ValueError) as exc:
+        print(f"error: {exc}")
+        return 2
+    for k in SUMMARY_KEYS:
+        print(f"{k:>24}: {_fmt(report.summary.get(k))}")
+    print(f"wrote {args.out}/per_structure.csv, {args.out}/summary.json and figures")
+    return 0

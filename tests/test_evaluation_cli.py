@@ -1,0 +1,91 @@
+"""evaluate_cli: `mattergen-kit evaluate DIR --out OUT [--no-relax] [--reference NAME]` writes its files."""
+
+import json
+import warnings
+
+import pandas as pd
+import pytest
+
+from mattergen_kit.evaluation import evaluate_cli, load_structures
+
+
+@pytest.fixture()
+def folder(tmp_path):
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    from mattergen_kit.evaluation.reference import bundled
+
+    te = bundled("test")
+    d = tmp_path / "gen"
+    d.mkdir()
+    small = [s for s in te.structures if len(s) <= 6][:3]
+    for k, s in enumerate(small):
+        s.to(filename=str(d / f"s{k}.cif"))
+    write(str(d / "frames.extxyz"), [AseAtomsAdaptor.get_atoms(s) for s in small[:2]], format="extxyz")
+    (d / "broken.cif").write_text("data_broken\n_cell_length_a nonsense\n")
+    return d
+
+
+def test_load_structures_reports_unreadable_files(folder):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        structs, names, errors = load_structures(folder)
+    assert len(structs) == 6
+    assert names.count("frames.extxyz#0") == 1 and "broken.cif" in names
+    assert structs[names.index("broken.cif")] is None and errors[names.index("broken.cif")]
+
+
+def test_cli_no_relax_writes_outputs(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = evaluate_cli([str(folder), "--out", str(out), "--no-relax", "--reference", "bundled-test",
+                           "--no-distribution"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    for k in ("n", "structural_validity", "compositional_validity", "uniqueness", "novelty", "stability", "sun",
+              "rmsd"):
+        assert k in summary
+    assert summary["n"] == 6 and summary["stability"] is None and summary["rmsd"] is None
+    assert summary["novelty"] == 0.0  # they are bundled test crystals, compared with the test split
+    assert summary["uniqueness"] == pytest.approx(3 / 6)  # extxyz frames duplicate two CIFs; broken is not unique
+    df = pd.read_csv(out / "per_structure.csv")
+    assert len(df) == 6 and not df.loc[df.name == "broken.cif", "structural_valid"].item()
+    assert (out / "summary.png").exists() and (out / "spacegroups.png").exists()
+    assert "structural_validity" in capsys.readouterr().out
+
+
+def test_cli_relax_small(folder, tmp_path):
+    out = tmp_path / "out_relax"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = evaluate_cli([str(folder / "s0.cif"), "--out", str(out), "--reference", "none", "--steps", "20",
+                           "--no-distribution"])
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["n"] == 1 and summary["rmsd"] is not None and summary["stability"] in (0.0, 1.0)
+    assert summary["sun"] is None  # no reference: novelty (and so S.U.N.) not computed
+    assert (out / "relaxed.jsonl").exists()
+
+
+def test_cli_bad_arguments(tmp_path):
+    rc = evaluate_cli([str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--no-relax"])
+    assert rc == 2
+
+
+def test_optional_backends_fail_fast_with_clear_errors(monkeypatch):
+    from pymatgen.core import Lattice, Structure
+
+    from mattergen_kit.evaluation import evaluate
+
+    s = [Structure(Lattice.cubic(3.0), ["Cu"], [[0, 0, 0]])]
+    try:
+        import sevenn  # noqa: F401
+    except ImportError:
+        with pytest.raises(RuntimeError, match="SevenNet"):
+            evaluate(s, reference=None, model="sevennet", progress=False)
+    for k in ("MP_API_KEY", "PMG_MAPI_KEY"):
+        monkeypatch.delenv(k, raising=False)
+    with pytest.raises(RuntimeError, match="API key"):
+        evaluate(s, reference=None, hull="mp", progress=False)
