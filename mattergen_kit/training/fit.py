@@ -12,6 +12,7 @@ Run layout (``config.run_dir``)::
 from __future__ import annotations
 
 import argparse
+import warnings
 import datetime
 import sys
 from pathlib import Path
@@ -58,8 +59,9 @@ def export_module(module: DiffusionModule, path: str | Path, trainer: L.Trainer 
     if callable(hist):
         try:
             meta["num_atoms_histogram"] = [float(p) for p in hist()]
-        except Exception:  # noqa: BLE001 - a missing prior must not lose a finished training run
-            pass
+        except Exception as err:  # noqa: BLE001 - a missing prior must not lose a finished training run
+            warnings.warn(f"number-of-atoms prior not stored ({err}); load_model() will refuse this checkpoint "
+                          "until it is re-exported with export_lightning_checkpoint(..., meta=...)")
     return save_checkpoint(path, module.denoiser.config_dict(), module.ema.state_dict(), module.config.diffusion,
                            meta)
 

@@ -1,0 +1,47 @@
+"""Copy a finished training run's exported model into the package as the bundled checkpoint.
+
+    python tools/ship_model.py runs/bundled_cpu --wall-minutes 90 --hardware "2 CPU cores (x86_64)"
+
+Adds to the checkpoint's meta what the model card needs (the commit that trained it, wall time,
+hardware, the reproduce command, the recommended CPU sampling steps) and prints the meta as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+from pathlib import Path
+
+from mattergen_kit.generation import BUNDLED_CHECKPOINT
+from mattergen_kit.training.checkpoint import load_checkpoint, save_checkpoint
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir")
+    p.add_argument("--wall-minutes", type=float, required=True)
+    p.add_argument("--hardware", required=True)
+    p.add_argument("--commit", default=None, help="commit the run was trained from (default: HEAD)")
+    p.add_argument("--recommended-steps", type=int, default=1000)
+    p.add_argument("--config", default="configs/bundled_cpu.yaml")
+    args = p.parse_args(argv)
+
+    run = Path(args.run_dir)
+    ckpt = load_checkpoint(run / "model.pt")
+    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = dict(ckpt["meta"])
+    meta.update({"dataset": "mp-bundled-20 (train split)", "trained_from_commit": commit,
+                 "wall_minutes": args.wall_minutes, "hardware": args.hardware,
+                 "reproduce": f"mattergen-kit train --config {args.config}",
+                 "recommended_steps": args.recommended_steps})
+    if "num_atoms_histogram" not in meta:
+        raise SystemExit("the exported model has no num_atoms_histogram: re-export it from the run")
+    save_checkpoint(BUNDLED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta)
+    print(json.dumps({k: v for k, v in meta.items() if k != "train_config"}, indent=1))
+    print(f"wrote {BUNDLED_CHECKPOINT} ({BUNDLED_CHECKPOINT.stat().st_size / 2**20:.2f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
