@@ -94,3 +94,16 @@ def test_shipped_configs_parse():
 
     for path in sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")):
         TrainConfig.from_yaml(path)
+
+
+def test_init_from_starts_training_from_a_plain_checkpoint(good):
+    from mattergen_kit.training import DiffusionModule
+
+    path, model = good
+    module = DiffusionModule(TrainConfig(hidden_dim=16, num_layers=1, num_freqs=model.config_dict()["num_freqs"],
+                                         init_from=str(path)))
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(module.denoiser.state_dict()[k], v)
+        torch.testing.assert_close(module.ema.state_dict()[k], v)
+    with pytest.raises(CheckpointError, match="hidden_dim"):
+        DiffusionModule(TrainConfig(hidden_dim=32, num_layers=1, init_from=str(path)))

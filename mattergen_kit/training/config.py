@@ -57,6 +57,9 @@ class TrainConfig:
     devices: Any = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    # start from the weights of a plain checkpoint (continue the bundled model in a new run, or fine-tune);
+    # its model config must match hidden_dim / num_layers / num_freqs
+    init_from: str | None = None
     num_threads: int | None = None  # torch.set_num_threads; 1 is fastest when the 2 CPU cores are shared
 
     def __post_init__(self) -> None:

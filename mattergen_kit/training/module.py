@@ -31,8 +31,19 @@ class DiffusionModule(L.LightningModule):
         self.save_hyperparameters({"config": config.to_dict()})
         self.config = config
         self.denoiser = CrystalDenoiser(**config.model_config)
+        if config.init_from:
+            self._init_weights_from(config.init_from)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
         self.diffusion = diffusion if diffusion is not None else build_diffusion(config)
+
+    def _init_weights_from(self, path) -> None:
+        from mattergen_kit.training.checkpoint import CheckpointError, load_checkpoint
+
+        ckpt = load_checkpoint(path)
+        if ckpt["model_config"] != self.denoiser.config_dict():
+            raise CheckpointError(f"init_from={path} holds a model {ckpt['model_config']} but this config builds "
+                                  f"{self.denoiser.config_dict()}: set hidden_dim/num_layers/num_freqs to match")
+        self.denoiser.load_state_dict(ckpt["state_dict"])
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device)
