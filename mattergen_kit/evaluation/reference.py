@@ -11,6 +11,8 @@ MP-20 phases table (for composition novelty and the convex hull).
 
 from __future__ import annotations
 
+import warnings
+
 from functools import lru_cache
 from typing import Any
 
@@ -31,14 +33,9 @@ def cache_dir():
 
 
 def _datasets():
-    try:
-        from mattergen_kit import datasets  # re-export module (preferred)
+    from mattergen_kit import datasets
 
-        return datasets
-    except Exception:
-        from mattergen_kit.data import datasets
-
-        return datasets
+    return datasets
 
 
 _BUNDLED: dict[str, Any] = {}
@@ -83,8 +80,8 @@ def load_phases_table() -> pd.DataFrame:
     if path.exists():
         try:
             return pd.read_pickle(path)
-        except Exception:
-            pass
+        except Exception as exc:  # noqa: BLE001 - a broken cache file is rebuilt from the verified source
+            warnings.warn(f"rebuilding the unreadable phases cache {path}: {exc}")
     from collections import Counter
 
     from pymatgen.core import Composition
@@ -113,7 +110,8 @@ def hull_reference_table(include_bundled: bool = True) -> pd.DataFrame:
         return phases
     try:
         ds = bundled("all")
-    except Exception:  # bundled data unavailable: the phases table alone is a valid hull
+    except Exception as exc:  # noqa: BLE001 - the phases table alone is still a valid hull: say so loudly
+        warnings.warn(f"bundled structures left out of the convex hull (hull = MP-20 phases only): {exc}")
         return phases
     p = ds.properties
     if "formation_energy_per_atom" not in p:
