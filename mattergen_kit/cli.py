@@ -66,15 +66,15 @@ def _fetch_data(argv: list[str]) -> int:
     p.add_argument("--root", default=None, help="destination folder (default: datasets/mp20 in the data root)")
     p.add_argument("--base-url", default=None, help="mirror to download from")
     args = p.parse_args(argv)
-    from mattergen_kit.datasets import fetch_mp20
+    from mattergen_kit.datasets import DataIntegrityError, fetch_mp20
 
     try:
         paths = fetch_mp20(root=args.root, base_url=args.base_url)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, DataIntegrityError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for path in (paths.values() if isinstance(paths, dict) else paths):
-        print(f"verified {path}")
+    for split, path in paths.items():
+        print(f"verified MP-20 {split}: {path}")
     return 0
 
 
