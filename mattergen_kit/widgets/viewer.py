@@ -14,7 +14,7 @@ import uuid
 
 import numpy as np
 
-from mattergen_kit.widgets.render import _CORNERS, _EDGES
+from mattergen_kit.widgets.render import _CORNERS, _EDGES, _element_style
 
 _JS = r"""
 (function(){
@@ -49,9 +49,6 @@ class CrystalView:
     """Jupyter-renderable 3D view of one structure (see module docstring)."""
 
     def __init__(self, structure, width: int = 360, height: int = 320, supercell=(1, 1, 1)):
-        from ase.data import covalent_radii
-        from ase.data.colors import jmol_colors
-
         self.structure = structure
         self.width, self.height = width, height
         L = np.asarray(structure.lattice.matrix)
@@ -59,12 +56,12 @@ class CrystalView:
         for shift in itertools.product(*(range(n) for n in supercell)):
             for site in structure:
                 xyz = (np.mod(site.frac_coords, 1.0) + np.array(shift)) @ L
-                rgb = (np.asarray(jmol_colors[site.specie.Z]) * 255).astype(int)
-                atoms.append({"xyz": xyz.round(4).tolist(), "r": round(0.5 * float(covalent_radii[site.specie.Z]), 3),
+                color, radius = _element_style(site.specie.Z)
+                rgb = (np.asarray(color) * 255).astype(int)
+                atoms.append({"xyz": xyz.round(4).tolist(), "r": round(0.5 * radius, 3),
                               "color": "rgb({},{},{})".format(*rgb), "el": site.specie.symbol})
         corners = (_CORNERS * np.array(supercell, dtype=float)) @ L
-        edges = _EDGES
-        self.data = {"atoms": atoms, "corners": corners.round(4).tolist(), "edges": edges,
+        self.data = {"atoms": atoms, "corners": corners.round(4).tolist(), "edges": _EDGES,
                      "center": corners.mean(axis=0).round(4).tolist(),
                      "span": float(np.ptp(corners, axis=0).max() + 2.0),
                      "title": f"{structure.composition.reduced_formula}  ({len(structure)} atoms)"}
