@@ -41,7 +41,7 @@ def _generate(argv: list[str]) -> int:
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    steps = args.steps or int(model.meta.get("recommended_steps", 1000))
+    steps = args.steps if args.steps is not None else int(model.meta.get("recommended_steps", 1000))
     allowed = [e.strip() for e in args.elements.split(",")] if args.elements else None
     print(f"generating {args.num} crystals with {model.path.name} ({steps} steps, seed {args.seed})")
     start = time.perf_counter()

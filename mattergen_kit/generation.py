@@ -20,6 +20,7 @@ import torch
 
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.diffusion import CrystalDiffusion
+from mattergen_kit.diffusion.atom_types import ALLOWED_Z
 from mattergen_kit.sampling import NumAtomsPrior, PredictorCorrectorSampler
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
@@ -44,12 +45,28 @@ class GenerativeModel:
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                allowed_elements=None, fixed_atom_types=None, progress: bool = True) -> CrystalBatch:
         """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`)."""
+        return CrystalBatch.collate([batch for _, batch in self.iter_batches(
+            num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
+            conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
+            progress=progress)])
+
+    def iter_batches(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
+                     num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
+                     allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=()):
+        """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
+
+        The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
+        written by an interrupted run); the other batches are the same as in a run that skipped none.
+        """
         if num < 1:
             raise ValueError(f"num must be at least 1, got {num}")
         if steps < 2:
             raise ValueError(f"steps must be at least 2, got {steps}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        allowed_elements = check_allowed_elements(allowed_elements)
+        _check_per_crystal("fixed_atom_types", fixed_atom_types, num)
+        _check_per_crystal("num_atoms", num_atoms, num)
         generator = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
         # Batches of `batch_size` crystals, each with its own seed derived from the run's seed: the result
         # does not depend on how many batches ran before (and a batch can be recomputed on its own).
@@ -57,15 +74,16 @@ class GenerativeModel:
         if num_atoms is None and fixed_atom_types is None:
             num_atoms = self.num_atoms_prior.sample(num, generator=generator)
         sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps)
-        batches = []
+        skip = set(skip)
         for start in range(0, num, batch_size):
+            if start in skip:
+                continue
             stop = min(num, start + batch_size)
             kw = dict(seed=base_seed + start, guidance_scale=guidance_scale, conditions=conditions,
                       allowed_elements=allowed_elements, progress=progress)
             if fixed_atom_types is not None:
                 kw["fixed_atom_types"] = fixed_atom_types[start:stop]
-            batches.append(sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw))
-        return CrystalBatch.collate(batches)
+            yield start, sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw)
 
     def generate(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                  **kwargs) -> list:
@@ -77,6 +95,48 @@ class GenerativeModel:
         ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``.
         """
         return self.sample(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs).to_structures()
+
+
+def check_allowed_elements(allowed_elements) -> list[int] | None:
+    """The atomic numbers of an ``allowed_elements`` restriction that the model can generate.
+
+    ``None`` means no restriction. A restriction is never dropped: an empty list, an unknown symbol, or a
+    list none of whose elements is among MatterGen's 76 generable elements (noble gases, Tc, Pm and Z ≥ 84
+    are not) raises ``ValueError``; elements of the list that cannot be generated are named in a warning.
+    """
+    if allowed_elements is None or torch.is_tensor(allowed_elements):
+        return allowed_elements
+    from pymatgen.core import Element
+
+    if isinstance(allowed_elements, (str, int)):
+        allowed_elements = [allowed_elements]
+    zs = []
+    for e in allowed_elements:
+        try:
+            zs.append(int(Element(e.strip()).Z) if isinstance(e, str) else int(e))
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"allowed_elements: {e!r} is not an element symbol or atomic number") from None
+        if not 1 <= zs[-1] <= 118:
+            raise ValueError(f"allowed_elements: {e!r} is not an atomic number (1-118)")
+    if not zs:
+        raise ValueError("allowed_elements is empty: give at least one element (or None for no restriction)")
+    usable = [z for z in dict.fromkeys(zs) if z in ALLOWED_Z]
+    unusable = [Element.from_Z(z).symbol for z in dict.fromkeys(zs) if z not in ALLOWED_Z]
+    if not usable:
+        raise ValueError(f"none of the allowed elements ({', '.join(unusable)}) can be generated: the model generates "
+                         "only MatterGen's 76 elements (Z 1-83 without noble gases, Tc and Pm)")
+    if unusable:
+        import warnings
+
+        warnings.warn(f"allowed_elements: {', '.join(unusable)} cannot be generated by this model and will not "
+                      "appear; sampling uses the rest", stacklevel=3)
+    return usable
+
+
+def _check_per_crystal(name: str, values, num: int) -> None:
+    """``values`` (one entry per crystal) must have exactly ``num`` entries."""
+    if values is not None and len(values) != num:
+        raise ValueError(f"{name} has {len(values)} entries but num={num}: give one per crystal")
 
 
 def load_model(path: str | Path | None = None, device: str | torch.device = "cpu") -> GenerativeModel:

@@ -15,6 +15,8 @@ CIF_LIKE = {
     "unknown_element.cif": r"Xx.*not a valid Element",
     "element_z101.cif": r"unsupported element Md",
     "zero_volume.cif": r"malformed CIF|degenerate lattice",
+    "negative_lattice_length.cif": r"_cell_length_a is -5.0488.*must be > 0",
+    "angle_over_180.cif": r"_cell_angle_beta is 200.*\(0, 180\)",
     "nan_lattice.cif": r"NaN",
     "nan_coords.cif": r"malformed CIF|NaN",
     "overlapping_atoms.cif": r"overlapping atoms",
@@ -99,3 +101,26 @@ def test_missing_paths_are_clear_errors(tmp_path):
         datasets.load_cif_folder(tmp_path / "nope.zip")
     with pytest.raises(ValueError, match="no .cif/.extxyz files"):
         datasets.load_cif_folder(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop", "to_directory"])
+def test_unreadable_cif_entries_are_reported_not_dropped(tmp_path, real_rows, kind):
+    """A .cif symlink that dangles, loops or points at a folder is a counted skip naming it."""
+    (tmp_path / "good.cif").write_text(real_rows.cif[3])
+    bad = tmp_path / "bad.cif"
+    if kind == "dangling":
+        bad.symlink_to(tmp_path / "gone.cif")
+    elif kind == "loop":
+        bad.symlink_to(tmp_path / "bad2.cif")
+        (tmp_path / "bad2.cif").symlink_to(bad)
+    else:
+        (tmp_path / "sub").mkdir()
+        bad.symlink_to(tmp_path / "sub")
+    ds = datasets.load_cif_folder(tmp_path, workers=1, progress=False)
+    assert list(ds.properties["material_id"]) == ["good"]
+    reasons = {s.source: s.reason for s in ds.report.skipped}
+    assert "bad.cif" in reasons, ds.report
+    expected = {"dangling": r"symlink to .*gone.cif cannot be read", "loop": r"symlink .*cannot be read",
+                "to_directory": r"symlink to .*sub cannot be read \(Is a directory\)"}[kind]
+    assert pytest.importorskip("re").search(expected, reasons["bad.cif"]), reasons
+    assert ds.report.kept + ds.report.n_skipped == 1 + len(reasons)

@@ -516,11 +516,23 @@ _STRUCT_SUFFIXES = (".cif", ".extxyz", ".xyz")
 
 
 def _iter_structure_files(path: Path):
-    """Yield (name, text) for every CIF/extxyz file in a folder (recursive) or a zip archive."""
+    """Yield ``(name, raw bytes, problem)`` for every CIF/extxyz file in a folder (recursive) or a zip archive.
+
+    ``problem`` is None, or why a file could not be read (a symlink that dangles or loops, no permission):
+    such files are yielded with ``raw=b""`` so that loaders report them as skips instead of dropping them.
+    """
     if path.is_dir():
         for p in sorted(path.rglob("*")):
-            if p.is_file() and p.suffix.lower() in _STRUCT_SUFFIXES:
-                yield str(p.relative_to(path)), p.read_bytes()
+            if p.suffix.lower() not in _STRUCT_SUFFIXES or (p.is_dir() and not p.is_symlink()):
+                continue
+            name = str(p.relative_to(path))
+            try:
+                yield name, p.read_bytes(), None
+            except OSError as exc:
+                target = os.readlink(p) if p.is_symlink() else None
+                why = exc.strerror or type(exc).__name__
+                yield name, b"", (f"symlink to {target} cannot be read ({why})" if target is not None
+                                  else f"cannot be read ({why})")
         return
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist (give a folder or a .zip of CIF/extxyz files)")
@@ -532,7 +544,7 @@ def _iter_structure_files(path: Path):
             for info in sorted(zf.infolist(), key=lambda i: i.filename):
                 if info.is_dir() or not info.filename.lower().endswith(_STRUCT_SUFFIXES):
                     continue
-                yield info.filename, zf.read(info)
+                yield info.filename, zf.read(info), None
     except zipfile.BadZipFile as exc:
         raise ValueError(f"{path} is a corrupt zip archive ({exc}); re-create or re-download it") from None
 
@@ -540,8 +552,11 @@ def _iter_structure_files(path: Path):
 def _structure_file_records(path: Path, report: LoadReport, options: dict):
     records, rows_props = [], {}
     n_files = 0
-    for fname, raw in _iter_structure_files(path):
+    for fname, raw, problem in _iter_structure_files(path):
         n_files += 1
+        if problem:
+            report.skipped.append(Skip(fname, 0, problem))
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:

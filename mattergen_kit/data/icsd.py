@@ -65,10 +65,13 @@ def load_icsd(path: str | os.PathLike, *, max_atoms: int | None = 20, disorder: 
     report = LoadReport(name=name or f"icsd:{path.name}", sources=[str(path)])
     records, rows_props = [], {}
     n_files = 0
-    for fname, raw in _iter_structure_files(path):
+    for fname, raw, problem in _iter_structure_files(path):
         if not fname.lower().endswith(".cif"):
             continue
         n_files += 1
+        if problem:
+            report.skipped.append(Skip(fname, 0, problem, "invalid", Path(fname).stem))
+            continue
         text = raw.decode("utf-8", errors="replace")
         m = _CODE.search(text)
         mid = f"icsd-{m.group(1)}" if m else Path(fname).stem

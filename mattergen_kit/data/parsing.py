@@ -115,6 +115,7 @@ def parse_cif_text(text: str):
         warnings.simplefilter("always")
         try:
             parser = CifParser.from_str(text)
+            _check_cell_parameters(parser)
             structures = parser.parse_structures(primitive=False, on_error="raise")
         except StructureError:
             raise
@@ -132,6 +133,26 @@ def parse_cif_text(text: str):
     if len(structures) > 1:
         raise StructureError(f"CIF holds {len(structures)} structures; give one per file/row")
     return structures[0]
+
+
+def _check_cell_parameters(parser) -> None:
+    """Cell lengths must be > 0 and angles in (0°, 180°) as written: pymatgen accepts a negative length
+    (it flips the lattice vector), which would hide a broken file behind a valid-looking structure."""
+    from pymatgen.io.cif import str2float
+
+    def value(block, key):
+        try:
+            return float(str2float(block.data[key]))
+        except (ValueError, TypeError):
+            raise StructureError(f"malformed CIF: {key} is {block.data[key]!r}, not a number") from None
+
+    for block in parser._cif.data.values():  # the parsed CIF blocks (pymatgen keeps no public handle)
+        for key in ("_cell_length_a", "_cell_length_b", "_cell_length_c"):
+            if key in block.data and value(block, key) <= 0:
+                raise StructureError(f"malformed CIF: {key} is {block.data[key]} (a cell length must be > 0)")
+        for key in ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"):
+            if key in block.data and not 0 < value(block, key) < 180:
+                raise StructureError(f"malformed CIF: {key} is {block.data[key]} (an angle must be in (0, 180))")
 
 
 def parse_extxyz_text(text: str) -> list:

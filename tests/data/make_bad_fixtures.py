@@ -25,6 +25,8 @@ def main() -> None:
     w("unknown_element.cif", cif.replace("  Hg  Hg2", "  Xx  Hg2"))
     w("element_z101.cif", cif.replace("  Tm  Tm0", "  Md  Tm0"))
     w("zero_volume.cif", cif.replace("_cell_length_c   5.04880040", "_cell_length_c   0.00000000"))
+    w("negative_lattice_length.cif", cif.replace("_cell_length_a   5.04880040", "_cell_length_a   -5.04880040"))
+    w("angle_over_180.cif", cif.replace("_cell_angle_beta   60.00000000", "_cell_angle_beta   200.00000000"))
     w("nan_lattice.cif", cif.replace("_cell_length_a   5.04880040", "_cell_length_a   nan"))
     w("nan_coords.cif", cif.replace("  Mg  Mg1  1  0.50000000", "  Mg  Mg1  1  nan"))
     w("overlapping_atoms.cif", cif.replace("  Mg  Mg1  1  0.50000000  0.50000000  0.50000000",
@@ -43,7 +45,7 @@ def main() -> None:
                   "cif": [rows.cif[1], "this is not a CIF", "", cif.replace("  Hg  Hg2", "  Qq  Hg2")]}
                  ).to_csv(BAD / "bad_rows.csv", index=False)
     w("not_gzip.csv.gz", "material_id,cif\nx,y\n")
-    raw = gzip.compress(pd.DataFrame({"cif": list(rows.cif)}).to_csv(index=False).encode())
+    raw = gzip.compress(pd.DataFrame({"cif": list(rows.cif)}).to_csv(index=False).encode(), mtime=0)
     (BAD / "truncated.csv.gz").write_bytes(raw[: len(raw) // 2])
     w("no_entries.json", json.dumps({"data": [1, 2, 3]}))
     w("truncated_alexandria.json", '{"entries": [{"energy": -1.0, "structure": {"sites": [')
