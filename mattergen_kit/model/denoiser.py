@@ -11,9 +11,18 @@ edges per crystal, no neighbour search). Everything the network sees is invarian
 
 One layer (pre-LayerNorm residual, mean aggregation, messages split so the big matmuls run per atom):
 
-    x_i   = LN(h_i) + W_z z_b + adapter_l(h_i, conditions)        (adapter term = 0 for the base model)
+    x_i   = LN(h_i) + W_z z_b + S_l(c_b, mean_j LN(h_j)) + adapter_l(h_i, conditions)
     m_ij  = SiLU( W2 · SiLU( A x_i + B x_j + C φ_ij + D g_b ) )
     h_i  ← h_i + MLP( x_i ‖ mean_j m_ij )
+
+Crystal summary S_l (``crystal_summary=True``; 0 for models trained without it, and exactly 0 at
+initialisation, so a base model continued with it starts as the base model):
+
+    c_b   = (1/N_b) Σ_i onehot(x_i) ∈ R^101      the cell's composition so far (revealed elements and the
+                                                 fraction still masked), the same for every atom of b
+    S_l   = W_l^out SiLU( W_l^in [E(c_b) ‖ mean_i LN(h_i)] ),   W_l^out = 0 at init
+    It hands every atom the exact composition revealed so far and a global state, so the types predicted
+    for still-masked atoms can agree with the ones already revealed (the incoherence the base model had).
 
 Outputs (DenoiserOutput, see docs/architecture.md):
 
@@ -37,6 +46,7 @@ import torch
 from torch import nn
 
 from mattergen_kit.data.crystal_batch import CrystalBatch
+from mattergen_kit.diffusion.joint import DenoiserOutput
 
 NUM_TYPE_CLASSES = 101  # Z − 1 for Z = 1..100, and 100 for the mask token Z = 101
 LIMIT_DENSITY = 0.05771451654022283  # atoms/Å³ (ref §4.2); only used to scale lattice features to O(1)
@@ -49,18 +59,7 @@ class DenoiserConfig:
     num_freqs: int = 8  # K in the Fourier features of Δf
     time_dim: int = 128  # width of the sinusoidal time encoding
     coord_edge_head: bool = True  # add the pairwise Fourier "force" term to the coordinate score
-
-
-def _output_cls():
-    """DenoiserOutput lives in diffusion/joint.py; fall back to a local twin until that module exists."""
-    try:
-        from mattergen_kit.diffusion.joint import DenoiserOutput
-
-        return DenoiserOutput
-    except ImportError:  # pragma: no cover - only while diffusion/ is being written
-        from collections import namedtuple
-
-        return namedtuple("DenoiserOutput", ["type_logits", "coord_score", "lattice_score"])
+    crystal_summary: bool = False  # per-layer composition + pooled-state summary (zero-initialised mix-in)
 
 
 def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -94,10 +93,26 @@ def mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.SiLU(), nn.Linear(d_hidden, d_out))
 
 
+class CrystalSummary(nn.Module):
+    """S_l(c_b, mean_i LN(h_i)) of one layer (module doc); the output layer is zero-initialised."""
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.inner = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.SiLU())
+        self.out = nn.Linear(hidden, hidden)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, composition_embedding, h_normed, batch_idx, num_crystals):
+        pooled = scatter_mean(h_normed, batch_idx, num_crystals)
+        return self.out(self.inner(torch.cat([composition_embedding, pooled], dim=-1))).index_select(0, batch_idx)
+
+
 class Layer(nn.Module):
-    def __init__(self, hidden: int, edge_dim: int, lattice_dim: int):
+    def __init__(self, hidden: int, edge_dim: int, lattice_dim: int, crystal_summary: bool = False):
         super().__init__()
         self.norm = nn.LayerNorm(hidden)
+        self.summary = CrystalSummary(hidden) if crystal_summary else None
         self.time = nn.Linear(hidden, hidden)
         self.pair = nn.Linear(hidden, 2 * hidden)  # A x_i and B x_j in one matmul, per atom
         self.edge = nn.Linear(edge_dim, hidden, bias=False)  # C φ_ij
@@ -105,8 +120,11 @@ class Layer(nn.Module):
         self.msg = nn.Sequential(nn.SiLU(), nn.Linear(hidden, hidden), nn.SiLU())
         self.update = mlp(2 * hidden, hidden, hidden)
 
-    def forward(self, h, z, g, phi, src, dst, batch_idx, extra):
-        x = self.norm(h) + self.time(z).index_select(0, batch_idx) + extra
+    def forward(self, h, z, g, phi, src, dst, batch_idx, extra, composition=None):
+        normed = self.norm(h)
+        x = normed + self.time(z).index_select(0, batch_idx) + extra
+        if self.summary is not None:
+            x = x + self.summary(composition, normed, batch_idx, z.shape[0])
         a, b = self.pair(x).chunk(2, dim=-1)
         a = a + self.lattice(g).index_select(0, batch_idx)  # D g_b is per crystal: add it per atom, not per edge
         pre = a.index_select(0, src) + b.index_select(0, dst) + self.edge(phi)  # index_select: cheap backward
@@ -125,16 +143,17 @@ class CrystalDenoiser(nn.Module):
     """
 
     def __init__(self, hidden_dim: int = 128, num_layers: int = 4, num_freqs: int = 8, time_dim: int = 128,
-                 coord_edge_head: bool = True):
+                 coord_edge_head: bool = True, crystal_summary: bool = False):
         super().__init__()
-        self.config = DenoiserConfig(hidden_dim, num_layers, num_freqs, time_dim, coord_edge_head)
+        self.config = DenoiserConfig(hidden_dim, num_layers, num_freqs, time_dim, coord_edge_head, crystal_summary)
         H = hidden_dim
         self.register_buffer("freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32),
                              persistent=False)
         edge_dim, lattice_dim = 6 * num_freqs, 6
         self.type_embed = nn.Embedding(NUM_TYPE_CLASSES, H)
         self.crystal_embed = mlp(time_dim + 1, H, H)  # z_b from (t, N)
-        self.layers = nn.ModuleList(Layer(H, edge_dim, lattice_dim) for _ in range(num_layers))
+        self.layers = nn.ModuleList(Layer(H, edge_dim, lattice_dim, crystal_summary) for _ in range(num_layers))
+        self.composition_embed = nn.Linear(NUM_TYPE_CLASSES, H) if crystal_summary else None  # E(c_b)
         self.out_norm = nn.LayerNorm(H)
         self.type_head = nn.Linear(H, NUM_TYPE_CLASSES)
         self.coord_head = nn.Linear(H, 3)
@@ -171,13 +190,17 @@ class CrystalDenoiser(nn.Module):
         z = self.crystal_embed(torch.cat([sinusoidal(1000.0 * t, self.config.time_dim),
                                           num_atoms.float()[:, None] / 20.0], dim=-1))
         h = self.type_embed(noisy.atom_types - 1)
+        composition = None
+        if self.composition_embed is not None:  # c_b = (1/N_b) Σ_i onehot(x_i), then E(c_b)
+            onehot = torch.nn.functional.one_hot(noisy.atom_types - 1, NUM_TYPE_CLASSES).float()
+            composition = self.composition_embed(scatter_mean(onehot, batch_idx, B))
 
-        use_adapter = self.adapter is not None and conditions is not None
-        if use_adapter and use_condition is None:
-            use_condition = torch.ones(B, dtype=torch.bool, device=lattice.device)
+        use_adapter = self.adapter is not None  # called also without conditions: then all null embeddings
+        if use_adapter and use_condition is None:  # (conditioning/adapter.py: that is the unconditional model)
+            use_condition = torch.full((B,), conditions is not None, dtype=torch.bool, device=lattice.device)
         for i, layer in enumerate(self.layers):
-            extra = self.adapter(i, h, batch_idx, conditions, use_condition) if use_adapter else 0.0
-            h, m = layer(h, z, g, phi, src, dst, batch_idx, extra)
+            extra = self.adapter(i, h, batch_idx, conditions or {}, use_condition) if use_adapter else 0.0
+            h, m = layer(h, z, g, phi, src, dst, batch_idx, extra, composition)
 
         h = self.out_norm(h)
         pooled = scatter_mean(h, batch_idx, B)
@@ -188,7 +211,7 @@ class CrystalDenoiser(nn.Module):
             E, K2 = phi.shape[0], 2 * self.config.num_freqs
             force = (self.coord_edge(m).view(E, 3, K2) * phi.view(E, 3, K2)).sum(-1)
             coord = coord + scatter_mean(force, src, n_total)
-        return _output_cls()(
+        return DenoiserOutput(
             type_logits=self.type_head(h),
             coord_score=coord,
             lattice_score=0.5 * (ML + ML.transpose(1, 2)) if self.symmetrize_lattice else ML,

@@ -27,6 +27,7 @@ class TrainConfig:
     hidden_dim: int = 128
     num_layers: int = 4
     num_freqs: int = 8
+    crystal_summary: bool = False  # per-layer composition/pooled-state mix-in (model/denoiser.py)
     # diffusion: keyword arguments of CrystalDiffusion (empty = the reference defaults)
     diffusion: dict = field(default_factory=dict)
     # data
@@ -77,7 +78,10 @@ class TrainConfig:
 
     @property
     def model_config(self) -> dict:
-        return {"hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "num_freqs": self.num_freqs}
+        config = {"hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "num_freqs": self.num_freqs}
+        if self.crystal_summary:  # only when on: checkpoints of models without it keep their exact config
+            config["crystal_summary"] = True
+        return config
 
     def to_dict(self) -> dict:
         return asdict(self)

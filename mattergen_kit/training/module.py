@@ -37,13 +37,26 @@ class DiffusionModule(L.LightningModule):
         self.diffusion = diffusion if diffusion is not None else build_diffusion(config)
 
     def _init_weights_from(self, path) -> None:
+        """Copy the weights of a plain checkpoint. The architectures must match, except that a model without
+        the crystal summary may seed one with it: those modules are new, and zero-initialised (the output of
+        the network is then exactly the checkpoint's at step 0)."""
+        from dataclasses import asdict
+
+        from mattergen_kit.model import DenoiserConfig
         from mattergen_kit.training.checkpoint import CheckpointError, load_checkpoint
 
         ckpt = load_checkpoint(path)
-        if ckpt["model_config"] != self.denoiser.config_dict():
+        theirs, ours = asdict(DenoiserConfig(**ckpt["model_config"])), self.denoiser.config_dict()
+        grows_summary = ours["crystal_summary"] and not theirs["crystal_summary"]
+        if {**theirs, "crystal_summary": ours["crystal_summary"]} != ours or (
+                theirs["crystal_summary"] and not ours["crystal_summary"]):
             raise CheckpointError(f"init_from={path} holds a model {ckpt['model_config']} but this config builds "
-                                  f"{self.denoiser.config_dict()}: set hidden_dim/num_layers/num_freqs to match")
-        self.denoiser.load_state_dict(ckpt["state_dict"])
+                                  f"{ours}: set hidden_dim/num_layers/num_freqs to match")
+        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not grows_summary)
+        new = [k for k in result.missing_keys if not (k.startswith("composition_embed.") or ".summary." in k)]
+        if new or result.unexpected_keys:
+            raise CheckpointError(f"init_from={path}: weights do not fit (missing {new}, unexpected "
+                                  f"{result.unexpected_keys})")
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         return batch.to(device)
