@@ -12,50 +12,144 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
+from pathlib import Path
+
+
+def _fail(message: str, code: int = 2) -> int:
+    """Print a one-line error to stderr and return the exit code."""
+    print(f"error: {message}", file=sys.stderr)
+    return code
+
+
+def _check_device(device: str) -> str | None:
+    """Why ``device`` cannot be used here (None when it can)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"--device {device!r} is not a device name (use cpu or cuda)"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"--device {device}: CUDA is not available on this machine (use --device cpu)"
+    if dev.type not in ("cpu", "cuda"):
+        return f"--device {device}: only cpu and cuda are supported"
+    return None
 
 
 def _generate(argv: list[str]) -> int:
-    from mattergen_kit.generation import BUNDLED_CHECKPOINT, load_model, write_samples
+    from mattergen_kit.generation import BUNDLED_CHECKPOINT
 
     p = argparse.ArgumentParser(prog="mattergen-kit generate",
-                                description="Generate crystals and write one CIF each, summary.csv and grid.png.")
+                                description="Generate crystals into a folder: one CIF each (written batch by batch), "
+                                            "generated_crystals.extxyz, generated_crystals_cif.zip, summary.csv, "
+                                            "grid.png and manifest.json.")
     p.add_argument("--num", type=int, default=16, help="number of crystals (default 16)")
-    p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--seed", type=int, default=None, help="random seed (same seed, same crystals)")
+    p.add_argument("--out", required=True, help="output folder (must be empty unless --overwrite or --resume)")
+    p.add_argument("--overwrite", action="store_true", help="clear a non-empty output folder first")
+    p.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run in --out (same settings); finished batches are kept")
+    p.add_argument("--seed", type=int, default=None, help="random seed, 0 <= seed < 2**63 (same seed, same crystals)")
     p.add_argument("--steps", type=int, default=None,
-                   help="predictor-corrector steps (default: the model's recommended CPU setting; 1000 = reference)")
+                   help="predictor-corrector steps, >= 2 (default: the model's recommended CPU setting; "
+                        "1000 = reference)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default=None, help=f"checkpoint path (default: the bundled {BUNDLED_CHECKPOINT.name})")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--elements", default=None, help="restrict elements, e.g. 'Li,Fe,P,O'")
     p.add_argument("--no-picture", action="store_true", help="skip grid.png")
     p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for torch (default: torch's choice; use 1 when other jobs share the cores)")
+                   help="CPU threads for torch (default: 1, the fastest on a shared or small machine)")
     args = p.parse_args(argv)
-    if args.threads:
-        import torch
+    problem = _generate_argument_problem(args)
+    if problem:
+        return _fail(problem)
+    from mattergen_kit.outputs import OutputError, check_out_dir
 
-        torch.set_num_threads(args.threads)
+    try:
+        check_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
+    except OutputError as err:
+        return _fail(str(err))
+    set_threads(args.threads)
+    return _run_generation(args)
+
+
+def _generate_argument_problem(args) -> str | None:
+    """The first user mistake in the generate arguments (checked before loading anything), or None."""
+    if args.num < 1:
+        return f"--num must be at least 1, got {args.num}"
+    if args.steps is not None and args.steps < 2:
+        return f"--steps must be at least 2, got {args.steps}"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1, got {args.batch_size}"
+    if args.threads is not None and args.threads < 1:
+        return f"--threads must be at least 1, got {args.threads}"
+    if args.seed is not None and not 0 <= args.seed < 2**63:
+        return f"--seed must be between 0 and 2**63 - 1, got {args.seed}"
+    if args.model is not None and not Path(args.model).is_file():
+        return f"--model {args.model}: no such checkpoint file"
+    if args.elements is not None:
+        from mattergen_kit.generation import check_allowed_elements
+
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                check_allowed_elements([e for e in args.elements.split(",") if e.strip()])
+        except ValueError as err:
+            return f"--elements {args.elements}: {err}"
+    return _check_device(args.device)
+
+
+def set_threads(threads: int | None) -> int:
+    """Set torch's CPU threads: ``threads``, or the default :data:`mattergen_kit.generation.DEFAULT_THREADS`."""
+    import torch
+
+    from mattergen_kit.generation import DEFAULT_THREADS
+
+    torch.set_num_threads(threads or DEFAULT_THREADS)
+    return torch.get_num_threads()
+
+
+def _run_generation(args) -> int:
+    from mattergen_kit.generation import load_model
+    from mattergen_kit.outputs import OutputError, generate_to_folder
+
     try:
         model = load_model(args.model, device=args.device)
     except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
     steps = args.steps if args.steps is not None else int(model.meta.get("recommended_steps", 1000))
-    allowed = [e.strip() for e in args.elements.split(",")] if args.elements else None
-    print(f"generating {args.num} crystals with {model.path.name} ({steps} steps, seed {args.seed})")
+    allowed = [e.strip() for e in args.elements.split(",") if e.strip()] if args.elements else None
+    sampled = [0]
+
+    def on_batch(start, stop, num):
+        sampled[0] += stop - start
+        print(f"  wrote crystals {start}..{stop - 1} of {num}", flush=True)
+
+    print(f"generating {args.num} crystals with {model.path.name} ({steps} steps, seed "
+          f"{'random' if args.seed is None else args.seed}, {args.batch_size} per batch) into {args.out}", flush=True)
     start = time.perf_counter()
     try:
-        structures = model.generate(args.num, seed=args.seed, steps=steps, batch_size=args.batch_size,
-                                    allowed_elements=allowed)
-    except ValueError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        written = generate_to_folder(model, args.out, args.num, seed=args.seed, steps=steps,
+                                     batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
+                                     picture=not args.no_picture,
+                                     allowed_elements=allowed, on_batch=on_batch)
+    except KeyboardInterrupt:
+        from mattergen_kit.outputs import RunManifest
+
+        try:
+            done = sum(len(v) for v in RunManifest.load(Path(args.out)).batches.values())
+        except OutputError:
+            done = 0
+        print(f"interrupted: kept {done} finished crystal(s) of {args.num} in {args.out} (CIFs and manifest.json); "
+              f"run the same command with --resume to finish", file=sys.stderr)
+        return 130
+    except (OutputError, ValueError) as err:
+        return _fail(str(err))
     seconds = time.perf_counter() - start
-    written = write_samples(structures, args.out, picture=not args.no_picture)
-    print(f"wrote {len(written['cifs'])} CIFs, {written['summary'].name}"
-          + (f" and {written['picture'].name}" if "picture" in written else "") + f" to {args.out} "
-          f"in {seconds:.1f} s ({args.num / seconds:.2f} crystals/s)")
+    print(f"wrote {len(written['cifs'])} CIFs, summary.csv, {written['extxyz'].name}, {written['cif_zip'].name}"
+          + (" and grid.png" if "picture" in written else "") + f" to {args.out} (seed {written['seed']}) "
+          f"in {seconds:.1f} s ({sampled[0] / seconds:.2f} crystals/s sampled)")
     return 0
 
 

@@ -21,10 +21,13 @@ import torch
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.diffusion import CrystalDiffusion
 from mattergen_kit.diffusion.atom_types import ALLOWED_Z
+from mattergen_kit.outputs import generate_to_folder, write_samples  # noqa: F401  (public here too)
 from mattergen_kit.sampling import NumAtomsPrior, PredictorCorrectorSampler
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
 DEFAULT_STEPS = 1000  # the reference sampler (2 network calls per step)
+#: torch CPU threads the CLI sets unless --threads is given (measured: see README "Speed notes").
+DEFAULT_THREADS = 1
 
 
 @dataclass
@@ -43,16 +46,18 @@ class GenerativeModel:
 
     def sample(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
-               allowed_elements=None, fixed_atom_types=None, progress: bool = True) -> CrystalBatch:
+               allowed_elements=None, fixed_atom_types=None, progress: bool = True,
+               type_temperature: float | None = None) -> CrystalBatch:
         """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`)."""
         return CrystalBatch.collate([batch for _, batch in self.iter_batches(
             num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
             conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
-            progress=progress)])
+            progress=progress, type_temperature=type_temperature)])
 
     def iter_batches(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                      num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
-                     allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=()):
+                     allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=(),
+                     type_temperature: float | None = None):
         """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
 
         The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
@@ -73,7 +78,9 @@ class GenerativeModel:
         base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         if num_atoms is None and fixed_atom_types is None:
             num_atoms = self.num_atoms_prior.sample(num, generator=generator)
-        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps)
+        if type_temperature is None:  # the model's measured default (model card), else the reference 1.0
+            type_temperature = float(self.meta.get("type_temperature", 1.0))
+        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps, type_temperature=type_temperature)
         skip = set(skip)
         for start in range(0, num, batch_size):
             if start in skip:
@@ -92,7 +99,8 @@ class GenerativeModel:
         seed: same seed (and batch_size) gives the same crystals. steps: predictor-corrector steps (each is
         two network calls); 1000 is MatterGen's reference. Other keywords: ``num_atoms`` (one N per
         crystal), ``guidance_scale``, ``conditions``, ``allowed_elements`` (symbols or Z),
-        ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``.
+        ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``, ``type_temperature``
+        (τ of the atom-type reveals; default: the model's recommended value, 1.0 = MatterGen's sampler).
         """
         return self.sample(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs).to_structures()
 
@@ -158,6 +166,10 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     if probs is None:
         raise CheckpointError(f"{path} has no number-of-atoms prior (meta['num_atoms_histogram']); re-export it with "
                               "mattergen_kit.training.export_lightning_checkpoint")
+    p = torch.as_tensor(probs, dtype=torch.float64)
+    if p.ndim != 1 or not bool(torch.isfinite(p).all()) or bool((p < 0).any()) or float(p.sum()) <= 0:
+        raise CheckpointError(f"{path} has an invalid number-of-atoms prior (meta['num_atoms_histogram'] must be "
+                              "finite, non-negative and not all zero); re-export the checkpoint")
     return GenerativeModel(denoiser, diffusion, NumAtomsPrior(probs), dict(ckpt["meta"]), path)
 
 
@@ -173,30 +185,3 @@ def generate(num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batc
     if not isinstance(model, GenerativeModel):
         model = load_model(model)
     return model.generate(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs)
-
-
-def write_samples(structures: list, out_dir: str | Path, picture: bool = True, prefix: str = "crystal") -> dict:
-    """Write one CIF per crystal, a ``summary.csv`` table and (optionally) ``grid.png`` into ``out_dir``."""
-    import pandas as pd
-    from pymatgen.io.cif import CifWriter
-
-    from mattergen_kit.widgets.render import structure_grid
-
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    width = max(3, len(str(len(structures) - 1)))
-    for i, s in enumerate(structures):
-        name = f"{prefix}_{i:0{width}d}.cif"
-        CifWriter(s).write_file(out / name)
-        rows.append({"file": name, "formula": s.composition.reduced_formula, "num_atoms": len(s),
-                     "volume": round(s.volume, 3), "density_g_cm3": round(float(s.density), 4)})
-    table = pd.DataFrame(rows)
-    table.to_csv(out / "summary.csv", index=False)
-    written = {"cifs": [out / r["file"] for r in rows], "summary": out / "summary.csv"}
-    if picture:
-        shown = structures[:64]
-        structure_grid(shown, titles=[f"{i}: {s.composition.reduced_formula}" for i, s in enumerate(shown)],
-                       path=out / "grid.png")
-        written["picture"] = out / "grid.png"
-    return written

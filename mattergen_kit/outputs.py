@@ -1,0 +1,334 @@
+"""Writing generated crystals to a folder without losing or mixing output.
+
+A run folder holds, for ``num`` crystals:
+
+* ``crystal_0000.cif`` ... one CIF per crystal, written as soon as its batch is sampled;
+* ``generated_crystals.extxyz`` and ``generated_crystals_cif.zip`` — MatterGen's names, readable by
+  MatterGen's own evaluation scripts and by :func:`mattergen_kit.evaluate`;
+* ``summary.csv`` (file, formula, number of atoms, volume, density) and ``grid.png`` (a picture);
+* ``manifest.json``: the run's settings and which batches are finished; ``.batches/batch_NNNNNN.npz``:
+  each finished batch at full float precision (the final files are built from these, so a resumed run
+  writes the same bytes as an uninterrupted one).
+
+Every file is written to a temporary name and renamed into place (``os.replace`` is atomic), so an
+interrupted run leaves whole files only. :func:`prepare_out_dir` refuses a non-empty folder unless the
+caller asks to overwrite it (it is cleared) or to resume it (finished batches are kept and not redone).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import zipfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "mattergen_kit.generation_run"
+MANIFEST_VERSION = 1
+BATCH_DIR = ".batches"
+EXTXYZ = "generated_crystals.extxyz"
+CIF_ZIP = "generated_crystals_cif.zip"
+
+
+class OutputError(ValueError):
+    """The output folder cannot be used as asked (not a folder, not writable, not empty, foreign manifest)."""
+
+
+# ------------------------------------------------------------------------------------------ atomic files
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+# ------------------------------------------------------------------------------------------ the folder
+def _is_protected(out: Path) -> bool:
+    """Folders never cleared by ``overwrite``: the filesystem root, the home folder, the working folder and
+    any folder that contains it."""
+    out = out.resolve()
+    cwd = Path.cwd().resolve()
+    return out == Path(out.anchor) or out == Path.home().resolve() or out == cwd or out in cwd.parents
+
+
+def check_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Check an output folder without changing anything (to fail before long work); raise :class:`OutputError`.
+
+    The rules are those of :func:`prepare_out_dir`; a folder that does not exist yet must be creatable
+    (its nearest existing parent is a writable folder).
+    """
+    if overwrite and resume:
+        raise OutputError("choose either overwrite (start again) or resume (continue), not both")
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise OutputError(f"output path {out} is a file, not a folder; give a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if overwrite and _is_protected(out):
+            raise OutputError(f"refusing to clear {out} (the working folder, home or one of their parents); "
+                              "give a dedicated output folder")
+        if resume and not (out / MANIFEST).is_file():
+            raise OutputError(f"cannot resume in {out}: it has no {MANIFEST} (not a mattergen_kit run folder)")
+        if not (overwrite or resume):
+            raise OutputError(f"output folder {out} is not empty; pass --overwrite to replace its contents or "
+                              "--resume to continue an interrupted run (Python: overwrite=True / resume=True)")
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"cannot create output folder {out}: {parent} is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write to output folder {out}: {parent} is not writable")
+    return out
+
+
+def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Check and create an output folder; raise :class:`OutputError` with the reason.
+
+    A folder that is not empty is refused unless ``overwrite`` (its contents are deleted) or ``resume``
+    (it must hold a run manifest, or be empty) is given. The folder must be writable.
+    """
+    out = check_out_dir(out, overwrite=overwrite, resume=resume)
+    if overwrite and out.is_dir():
+        for child in out.iterdir():
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        raise OutputError(f"cannot write to output folder {out}: {exc.strerror or exc}") from None
+    return out
+
+
+# ------------------------------------------------------------------------------------------ manifest
+@dataclass
+class RunManifest:
+    """What a run folder holds: the settings that produced it and the finished batches (start -> CIF names)."""
+
+    settings: dict[str, Any]
+    batches: dict[str, list[str]] = field(default_factory=dict)
+    complete: bool = False
+    format: str = MANIFEST_FORMAT
+    version: int = MANIFEST_VERSION
+
+    def save(self, out: Path) -> None:
+        atomic_write_text(Path(out) / MANIFEST, json.dumps(asdict(self), indent=1, sort_keys=True) + "\n")
+
+    @classmethod
+    def load(cls, out: Path) -> "RunManifest":
+        path = Path(out) / MANIFEST
+        try:
+            d = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise OutputError(f"{path} is not a readable run manifest ({exc})") from None
+        if not isinstance(d, dict) or d.get("format") != MANIFEST_FORMAT:
+            raise OutputError(f"{path} is not a mattergen_kit run manifest")
+        if d.get("version") != MANIFEST_VERSION:
+            raise OutputError(f"{path} has manifest version {d.get('version')}; this mattergen_kit reads "
+                              f"version {MANIFEST_VERSION}")
+        return cls(settings=d["settings"], batches=d.get("batches", {}), complete=bool(d.get("complete")))
+
+
+def cif_names(num: int, prefix: str = "crystal") -> list[str]:
+    """File names of ``num`` crystals: ``crystal_0000.cif`` ... (at least 4 digits, sorted = generation order)."""
+    width = max(4, len(str(num - 1)))
+    return [f"{prefix}_{i:0{width}d}.cif" for i in range(num)]
+
+
+def _batch_path(out: Path, start: int) -> Path:
+    return Path(out) / BATCH_DIR / f"batch_{start:06d}.npz"
+
+
+def write_batch(out: Path, manifest: RunManifest, start: int, batch, names: list[str]) -> None:
+    """Write one finished batch (its CIFs and its exact arrays), then record it in the manifest."""
+    from pymatgen.io.cif import CifWriter
+
+    out = Path(out)
+    (out / BATCH_DIR).mkdir(exist_ok=True)
+    buf = io.BytesIO()
+    np.savez(buf, atom_types=batch.atom_types.cpu().numpy(), frac_coords=batch.frac_coords.cpu().numpy(),
+             lattice=batch.lattice.cpu().numpy(), num_atoms=batch.num_atoms.cpu().numpy())
+    atomic_write_bytes(_batch_path(out, start), buf.getvalue())
+    for name, s in zip(names, batch.to_structures()):
+        atomic_write_text(out / name, str(CifWriter(s)))
+    manifest.batches[str(start)] = list(names)
+    manifest.save(out)
+
+
+def read_batches(out: Path, manifest: RunManifest):
+    """All finished batches of a run folder, in order, as one :class:`CrystalBatch`."""
+    import torch
+
+    from mattergen_kit.data import CrystalBatch
+
+    parts = []
+    for start in sorted(int(k) for k in manifest.batches):
+        with np.load(_batch_path(out, start), allow_pickle=False) as z:
+            parts.append(CrystalBatch(atom_types=torch.from_numpy(z["atom_types"]),
+                                      frac_coords=torch.from_numpy(z["frac_coords"]),
+                                      lattice=torch.from_numpy(z["lattice"]), num_atoms=torch.from_numpy(z["num_atoms"])))
+    return CrystalBatch.collate(parts)
+
+
+# ------------------------------------------------------------------------------------------ collections
+def extxyz_text(structures: list, names: list[str]) -> str:
+    """All structures as one extxyz text (one frame each, ``file=<name>`` in the frame info)."""
+    from ase.io import write
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    frames = []
+    for name, s in zip(names, structures):
+        atoms = AseAtomsAdaptor.get_atoms(s)
+        atoms.info = {"file": name}
+        frames.append(atoms)
+    buf = io.StringIO()
+    write(buf, frames, format="extxyz")
+    return buf.getvalue()
+
+
+def cif_zip_bytes(out: Path, names: list[str]) -> bytes:
+    """A zip of the named CIFs of ``out`` (fixed timestamps, so the same CIFs give the same bytes)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, (Path(out) / name).read_bytes())
+    return buf.getvalue()
+
+
+def write_collection(out: Path, structures: list, names: list[str], picture: bool = True) -> dict:
+    """``summary.csv``, ``generated_crystals.extxyz``, ``generated_crystals_cif.zip`` (and ``grid.png``)."""
+    import pandas as pd
+
+    out = Path(out)
+    rows = [{"file": n, "formula": s.composition.reduced_formula, "num_atoms": len(s), "volume": round(s.volume, 3),
+             "density_g_cm3": round(float(s.density), 4)} for n, s in zip(names, structures)]
+    atomic_write_text(out / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
+    atomic_write_text(out / EXTXYZ, extxyz_text(structures, names))
+    atomic_write_bytes(out / CIF_ZIP, cif_zip_bytes(out, names))
+    written = {"cifs": [out / n for n in names], "summary": out / "summary.csv", "extxyz": out / EXTXYZ,
+               "cif_zip": out / CIF_ZIP}
+    if picture:
+        from mattergen_kit.widgets.render import structure_grid
+
+        shown = structures[:64]
+        tmp = out / f".grid.tmp{os.getpid()}.png"
+        structure_grid(shown, titles=[f"{i}: {s.composition.reduced_formula}" for i, s in enumerate(shown)], path=tmp)
+        os.replace(tmp, out / "grid.png")
+        written["picture"] = out / "grid.png"
+    return written
+
+
+def _only_earlier_output(out: Path) -> bool:
+    """True when ``out`` holds nothing but the files an earlier run recorded in its manifest."""
+    try:
+        manifest = RunManifest.load(out)
+    except OutputError:
+        return False
+    known = {MANIFEST, BATCH_DIR, "summary.csv", EXTXYZ, CIF_ZIP, "grid.png"}
+    for names in manifest.batches.values():
+        known.update(names)
+    return all(p.name in known for p in out.iterdir())
+
+
+def write_samples(structures: list, out_dir: str | Path, picture: bool = True, prefix: str = "crystal",
+                  overwrite: bool = False) -> dict:
+    """Write one CIF per crystal, ``summary.csv``, MatterGen's ``generated_crystals.extxyz`` and
+    ``generated_crystals_cif.zip``, ``manifest.json`` and (optionally) ``grid.png`` into ``out_dir``.
+
+    A folder holding only the output of an earlier ``write_samples``/generate run is replaced as a whole
+    (never mixed); a folder holding anything else is refused unless ``overwrite=True`` (it is cleared).
+    """
+    out = Path(out_dir)
+    if out.is_dir() and any(out.iterdir()) and not overwrite and _only_earlier_output(out):
+        overwrite = True
+    out = prepare_out_dir(out, overwrite=overwrite)
+    names = cif_names(len(structures), prefix)
+    from pymatgen.io.cif import CifWriter
+
+    for name, s in zip(names, structures):
+        atomic_write_text(out / name, str(CifWriter(s)))
+    written = write_collection(out, structures, names, picture=picture)
+    RunManifest(settings={"source": "write_samples", "num": len(structures), "prefix": prefix},
+                batches={"0": names}, complete=True).save(out)
+    return written
+
+
+# ------------------------------------------------------------------------------------------ a run
+def generate_to_folder(model, out: str | Path, num: int, *, seed: int | None = None, steps: int = 1000,
+                       batch_size: int = 64, overwrite: bool = False, resume: bool = False, picture: bool = True,
+                       prefix: str = "crystal", on_batch=None, **sample_kwargs) -> dict:
+    """Generate ``num`` crystals into ``out``, writing each batch as soon as it is sampled.
+
+    ``resume=True`` continues an interrupted run in ``out`` (same settings required; finished batches are
+    not redone and the result is identical to an uninterrupted run). ``on_batch(start, stop, num)`` is
+    called after each batch is written. Returns the written paths (see :func:`write_collection`) plus
+    ``"manifest"`` and ``"seed"`` (the seed used: a fresh one is drawn and recorded when ``seed`` is None).
+    """
+    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
+    if seed is None:
+        seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
+    settings = run_settings(model, num=num, seed=seed, steps=steps, batch_size=batch_size, prefix=prefix,
+                            **sample_kwargs)
+    if previous is not None:
+        diff = sorted(k for k in set(settings) | set(previous.settings)
+                      if settings.get(k) != previous.settings.get(k))
+        if diff:
+            raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run ("
+                              + ", ".join(f"{k}: {previous.settings.get(k)!r} then, {settings.get(k)!r} now"
+                                          for k in diff[:4]) + ")")
+    manifest = previous or RunManifest(settings=settings)
+    names = cif_names(num, prefix)
+    done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
+    manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+    for start, batch in model.iter_batches(num, seed=seed, steps=steps, batch_size=batch_size, skip=done,
+                                           **sample_kwargs):
+        stop = start + batch.num_crystals
+        write_batch(out, manifest, start, batch, names[start:stop])
+        if on_batch is not None:
+            on_batch(start, stop, num)
+    structures = read_batches(out, manifest).to_structures()
+    written = write_collection(out, structures, names, picture=picture)
+    manifest.complete = True
+    manifest.save(out)
+    return {**written, "manifest": out / MANIFEST, "seed": seed, "resumed_batches": sorted(done)}
+
+
+def run_settings(model, **settings) -> dict:
+    """The JSON form of everything that decides a run's crystals (compared on resume)."""
+    import hashlib
+
+    import torch
+
+    def plain(v):
+        if torch.is_tensor(v):
+            return v.tolist()
+        if isinstance(v, dict):
+            return {str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            return v
+        return repr(v)
+
+    path = getattr(model, "path", None)
+    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
+    return {"model": Path(path).name if path else None, "model_sha256": digest,
+            **{k: plain(v) for k, v in settings.items() if k != "progress"}}
