@@ -95,7 +95,7 @@ def test_check_conditions_guidance_and_unconditioned_models(real_rows):
     with pytest.raises(ValueError, match="needs conditions"):
         check_conditions({}, specs, guidance_scale=2.0)
     assert check_conditions({"chemical_system": "O-Li-Fe", "space_group": 225.0}, specs, 2.0) == {
-        "chemical_system": "Li-O-Fe", "space_group": 225}
+        "chemical_system": "Fe-Li-O", "space_group": 225}
     assert check_conditions(None, {}, 0.0) == {}
 
 

@@ -204,7 +204,7 @@ def _category_lookup(spec: PropertySpec) -> dict:
 
 
 def element_symbols(system, name: str = "chemical_system") -> list[str]:
-    """Sorted unique element symbols of "Li-Fe-P-O" (or a list of symbols); ``ValueError`` for an unknown
+    """Alphabetically sorted unique element symbols (the datasets' ``chemical_system`` order) of "Li-Fe-P-O" (or a list of symbols); ``ValueError`` for an unknown
     element or one the model cannot generate (noble gases, Tc, Pm, Z ≥ 84)."""
     from pymatgen.core import Element
 
@@ -222,7 +222,7 @@ def element_symbols(system, name: str = "chemical_system") -> list[str]:
     if bad:
         raise ValueError(f"{name}: {', '.join(bad)} cannot be generated (the model knows MatterGen's 76 elements: "
                          "Z 1–83 without noble gases, Tc and Pm)")
-    return sorted({Element.from_Z(z).symbol for z in zs}, key=lambda s: Element(s).Z)
+    return sorted({Element.from_Z(z).symbol for z in zs})
 
 
 @lru_cache(maxsize=4096)
