@@ -14,7 +14,7 @@ Loop over t_i = linspace(1, 1e−3, num_steps), dt = −(1 − 1e−3)/(num_step
         L ← Langevin(L, out.lattice_score / std(t_i; N), snr 0.2), polar    (lattice.py)
     out = D(x, f, L, t_i)                        # predictor: one more call, at the corrected state
     f, f̄ ← ancestral VE step t_i → s;  L, L̄ ← ancestral VP step t_i → s
-    x, x̄ ← D3PM step x_k → x_{k'} with p = softmax(masked guided logits)   (atom_types.py)
+    x, x̄ ← D3PM step x_k → x_{k'} with p = softmax(masked guided logits / τ)  (atom_types.py; τ = 1 reference)
     continue with the samples; keep the means
     return the noise-free means (x̄, f̄, L̄) of the last step
 
@@ -73,12 +73,18 @@ class PredictorCorrectorSampler:
     snr_coords, snr_lattice: Langevin signal-to-noise ratios (0.4, 0.2).
     n_corrector_steps: corrector steps per predictor step (1).
     eps_t: last time of the grid (1e−3).
+    type_temperature: τ in p(x_0) = softmax(logits / τ) used for the atom-type reveals (1 = the reference;
+        τ < 1 sharpens each reveal toward the network's most likely elements).
     """
 
     def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
-                 snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3):
+                 snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3,
+                 type_temperature: float = 1.0):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
+        if not type_temperature > 0:
+            raise ValueError(f"type_temperature must be > 0, got {type_temperature}")
+        self.type_temperature = float(type_temperature)
         self.diffusion = diffusion
         self.num_steps = num_steps
         self.snr_coords = snr_coords
@@ -89,7 +95,8 @@ class PredictorCorrectorSampler:
 
     def __repr__(self) -> str:
         return (f"PredictorCorrectorSampler(num_steps={self.num_steps}, snr_coords={self.snr_coords}, "
-                f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps})")
+                f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps}, "
+                f"type_temperature={self.type_temperature})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
@@ -265,8 +272,9 @@ class PredictorCorrectorSampler:
                                                              sigma_t, sigma_s, generator)
             lattice, lattice_mean = diff.lattice.predictor_step(lattice, out.lattice_score / std_t, t, s_vec,
                                                                 num_atoms, generator)
-            if update_types:
-                x, x_mean = diff.atom_types.reverse_step(types - 1, out.type_logits, k_grid[i].to(device),
+            if update_types:                                                      # p(x_0) = softmax(logits / τ)
+                logits = out.type_logits if self.type_temperature == 1.0 else out.type_logits / self.type_temperature
+                x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k_grid[i].to(device),
                                                          k_next[i].to(device), generator)
                 types, types_mean = x + 1, x_mean + 1
 

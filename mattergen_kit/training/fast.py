@@ -1,0 +1,254 @@
+"""A pure-torch training recipe for a lent GPU: no Lightning, no pymatgen, the whole data set on the device.
+
+Two steps, the first where mattergen_kit and its data are installed, the second anywhere torch is::
+
+    python -m mattergen_kit.training.fast pack --out runs/pack/mp-bundled-20.pt      # train/val tensors
+    python -m mattergen_kit.training.fast train --pack runs/pack/mp-bundled-20.pt --out runs/gpu \\
+        --minutes 9 --hidden 256 --layers 6 --batch-size 512 --device cuda
+
+The pack holds the canonical crystals as flat tensors (atom types, fractional coordinates, lattices,
+atom counts) of the train and val splits, the number-of-atoms histogram and the lattice-prior density, so
+the GPU machine needs torch and this package's ``data.crystal_batch``, ``diffusion`` and ``model``
+modules only (they import no pymatgen).
+
+One step of the loop is the same objective as the Lightning module (training/module.py):
+
+    t ~ U[1e-5, 1];  (x_t, f_t, L_t) ~ q(· | x_0, f_0, L_0);   loss = L_types + 0.1 L_coords + L_lattice
+    θ ← AdamW(θ, ∇ loss),  lr: linear warm-up then cosine to min_lr_ratio·lr over the time budget
+    θ_EMA ← decay θ_EMA + (1 − decay) θ,  decay = min(ema_decay, (1 + step)/(10 + step))
+
+Batches are gathered on the device from random crystal indices (no DataLoader, no host round trip); the
+forward pass runs under bf16 autocast on CUDA. The EMA weights are validated every ``val_every_s`` seconds
+on the whole val split with a fixed generator, and the best are written as a plain checkpoint
+(``OUT/model.pt``, training/checkpoint.py) that ``load_model`` reads. ``OUT/state.pt`` (weights, EMA,
+optimiser, step, elapsed time) is written at each validation: rerunning the same command resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from mattergen_kit.data.crystal_batch import CrystalBatch
+
+PACK_FORMAT = "mattergen_kit.training_pack"
+
+
+# ---------------------------------------------------------------------------------------------- data pack
+def pack_bundled(out: str | Path, limit_train: int | None = None, limit_val: int | None = None) -> Path:
+    """Write the bundled train/val splits as a training pack (needs the package's data layer)."""
+    import numpy as np
+
+    from mattergen_kit.datasets import load_bundled, num_atoms_histogram
+
+    splits = {}
+    for name, limit in (("train", limit_train), ("val", limit_val)):
+        ds = load_bundled(name, progress=False)
+        batch = CrystalBatch.collate([ds[i] for i in range(min(limit or len(ds), len(ds)))])
+        splits[name] = {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords,
+                        "lattice": batch.lattice, "num_atoms": batch.num_atoms}
+    hist = np.asarray(num_atoms_histogram("train"), dtype=float)
+    train = splits["train"]
+    density = float((train["num_atoms"].double() / torch.linalg.det(train["lattice"].double()).abs()).mean())
+    pack = {"format": PACK_FORMAT, "version": 1, "name": "mp-bundled-20", "splits": splits,
+            "num_atoms_histogram": [float(p) for p in hist], "density": density}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(pack, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def load_pack(path: str | Path) -> dict:
+    pack = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(pack, dict) or pack.get("format") != PACK_FORMAT:
+        raise ValueError(f"{path} is not a mattergen_kit training pack: write one with "
+                         "`python -m mattergen_kit.training.fast pack --out PATH`")
+    return pack
+
+
+class DeviceCrystals:
+    """One split of a pack held on the device; ``batch(indices)`` gathers crystals into a CrystalBatch."""
+
+    def __init__(self, split: dict, device: torch.device):
+        self.atom_types = split["atom_types"].to(device)
+        self.frac_coords = split["frac_coords"].to(device)
+        self.lattice = split["lattice"].to(device)
+        self.num_atoms = split["num_atoms"].to(device)
+        self.first_atom = torch.cumsum(self.num_atoms, 0) - self.num_atoms
+        self.device = device
+
+    def __len__(self) -> int:
+        return len(self.num_atoms)
+
+    def batch(self, idx: torch.Tensor) -> CrystalBatch:
+        n = self.num_atoms[idx]
+        starts = torch.repeat_interleave(self.first_atom[idx], n)
+        rank = torch.arange(int(n.sum()), device=self.device) - torch.repeat_interleave(torch.cumsum(n, 0) - n, n)
+        atoms = starts + rank
+        return CrystalBatch(self.atom_types[atoms], self.frac_coords[atoms], self.lattice[idx], n)
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass
+class FastConfig:
+    pack: str
+    out: str = "runs/gpu"
+    minutes: float = 9.0
+    hidden: int = 256
+    layers: int = 6
+    crystal_summary: bool = True
+    batch_size: int = 512
+    lr: float = 1e-3
+    warmup_steps: int = 500
+    min_lr_ratio: float = 0.02
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    val_every_s: float = 60.0
+    seed: int = 0
+    device: str = "cuda"
+    bf16: bool = True
+    max_steps: int | None = None  # for tests and dry runs
+
+
+def train_fast(cfg: FastConfig, log=print) -> Path:
+    """Train until ``cfg.minutes`` (or ``cfg.max_steps``); returns the plain checkpoint of the best EMA."""
+    import copy
+
+    from mattergen_kit.model import CrystalDenoiser, count_parameters
+    from mattergen_kit.training.checkpoint import diffusion_from_config, save_checkpoint
+
+    device = torch.device(cfg.device)
+    pack = load_pack(cfg.pack)
+    train, val = DeviceCrystals(pack["splits"]["train"], device), DeviceCrystals(pack["splits"]["val"], device)
+    diffusion_config = {"density": pack["density"]}
+    diffusion = diffusion_from_config(diffusion_config)
+    model_config = {"hidden_dim": cfg.hidden, "num_layers": cfg.layers, "crystal_summary": cfg.crystal_summary}
+    torch.manual_seed(cfg.seed)
+    model = CrystalDenoiser(**model_config).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    state_path, best_path = out / "state.pt", out / "model.pt"
+    step, elapsed, best = 0, 0.0, math.inf
+    if state_path.exists():
+        state = torch.load(state_path, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        step, elapsed, best = state["step"], state["elapsed"], state["best"]
+        log(f"resumed from {state_path} at step {step} ({elapsed / 60:.1f} min, best val {best:.4f})")
+    budget = 60.0 * cfg.minutes
+    log(f"{count_parameters(model):,} parameters; {len(train)} train / {len(val)} val crystals on {device}; "
+        f"budget {cfg.minutes} min")
+    gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
+
+    def lr_at(step: int, progress: float) -> float:  # linear warm-up, then cosine to min_lr_ratio · lr
+        if step < cfg.warmup_steps:
+            return cfg.lr * (step + 1) / cfg.warmup_steps
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+    def validate() -> dict:
+        vgen = torch.Generator(device=device).manual_seed(12345)
+        totals, count = {}, 0
+        with torch.no_grad():
+            for start in range(0, len(val), cfg.batch_size):
+                idx = torch.arange(start, min(start + cfg.batch_size, len(val)), device=device)
+                losses = diffusion.training_losses(ema, val.batch(idx), generator=vgen)
+                for k, v in losses.items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
+                count += len(idx)
+        return {k: v / count for k, v in totals.items()}
+
+    def save(val_metrics: dict | None) -> None:
+        nonlocal best
+        if val_metrics is not None and val_metrics["loss"] < best:
+            best = val_metrics["loss"]
+            meta = {"num_atoms_histogram": pack["num_atoms_histogram"], "global_step": step,
+                    "train_config": {"recipe": "training/fast.py", **asdict(cfg)},
+                    "val_metrics": {f"val/{k}": v for k, v in val_metrics.items()},
+                    "wall_minutes": elapsed / 60, "device": torch.cuda.get_device_name(device)
+                    if device.type == "cuda" else "cpu", "torch": torch.__version__}
+            save_checkpoint(best_path, ema.config_dict(), ema.state_dict(), diffusion_config, meta)
+        tmp = state_path.with_name("state.pt.tmp")
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "elapsed": elapsed, "best": best}, tmp)
+        os.replace(tmp, state_path)
+
+    use_bf16 = cfg.bf16 and device.type == "cuda"
+    last_val, t0, seen = elapsed, time.perf_counter() - elapsed, 0
+    while elapsed < budget and (cfg.max_steps is None or step < cfg.max_steps):
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, elapsed / budget)
+        idx = torch.randint(0, len(train), (cfg.batch_size,), device=device, generator=gen)
+        batch = train.batch(idx)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
+            losses = diffusion.training_losses(model, batch, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+        step += 1
+        seen += cfg.batch_size
+        elapsed = time.perf_counter() - t0
+        if elapsed - last_val >= cfg.val_every_s:
+            metrics = validate()
+            save(metrics)
+            log(f"step {step:>7} {elapsed / 60:6.2f} min  {seen / max(elapsed - last_val, 1e-9):8.0f} crystals/s  "
+                f"lr {opt.param_groups[0]['lr']:.2e}  train {float(losses['loss'].detach()):.4f}  val {metrics['loss']:.4f} "
+                f"(types {metrics['loss_types']:.4f}, coords {metrics['loss_coords']:.3f}, lattice "
+                f"{metrics['loss_lattice']:.4f})  best {best:.4f}")
+            last_val, seen = time.perf_counter() - t0, 0   # the rate excludes validation time
+    metrics = validate()
+    save(metrics)
+    log(f"done: step {step}, {elapsed / 60:.2f} min, final val {metrics['loss']:.4f}, best {best:.4f} → {best_path}")
+    return best_path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mattergen_kit.training.fast", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True)
+    pk = sub.add_parser("pack", help="write the bundled train/val splits as a training pack")
+    pk.add_argument("--out", required=True)
+    pk.add_argument("--limit-train", type=int)
+    pk.add_argument("--limit-val", type=int)
+    tr = sub.add_parser("train", help="train from a pack (rerun the same command to resume)")
+    defaults = FastConfig(pack="")
+    for name, value in asdict(defaults).items():
+        if name == "pack":
+            tr.add_argument("--pack", required=True)
+        elif isinstance(value, bool):
+            tr.add_argument(f"--{name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
+                            default=value, metavar="BOOL")
+        else:
+            kind = int if name == "max_steps" else type(value)
+            tr.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
+    args = vars(p.parse_args(argv))
+    command = args.pop("command")
+    if command == "pack":
+        path = pack_bundled(args["out"], args["limit_train"], args["limit_val"])
+        print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+        return 0
+    try:
+        train_fast(FastConfig(**args), log=lambda msg: print(msg, flush=True))
+    except (OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
