@@ -70,13 +70,17 @@ def fit(n_fit: int = 3000, use_mp2020: bool = False, ridge: float = 1e-7, progre
     idx = _select_covering(ds, n_fit)
     structs = [ds.structures[i] for i in idx]
     props = ds.properties.iloc[idx].reset_index(drop=True)
-    cache = cache_dir() / f"chgnet-static-train-{len(idx)}.pkl"
-    if cache.exists():
-        e = pd.read_pickle(cache)
+    from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
+
+    cache = cache_dir() / f"chgnet-static-train-{len(idx)}.npz"
+    stored = load_arrays(cache)
+    if stored is not None and np.array_equal(stored["idx"], idx):
+        e = stored["energy"]
     else:
         t = time.perf_counter()
-        e = static_energies(structs, progress=progress)
-        pd.to_pickle(e, cache)
+        with building(f"CHGNet single points of {len(structs)} train structures", cache):
+            e = static_energies(structs, progress=progress)
+        save_arrays(cache, idx=idx, energy=e)
         print(f"CHGNet single points: {(time.perf_counter() - t) / len(structs):.3f} s/structure")
     refs = fit_elemental_references([s.composition for s in structs], e, props["formation_energy_per_atom"],
                                     use_mp2020=use_mp2020, ridge=ridge, structures=structs,

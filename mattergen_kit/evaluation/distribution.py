@@ -129,8 +129,7 @@ def reference_fingerprints(structures: Sequence, name: str, max_n: int | None = 
                            progress: bool = True):
     """Fingerprints of (a deterministic subsample of at most ``max_n``) reference structures, cached on disk
     under ``datasets/cache/evaluation/`` by the reference's name and content hash."""
-    import pickle
-
+    from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
     from mattergen_kit.evaluation.reference import cache_dir
 
     n = len(structures)
@@ -142,24 +141,34 @@ def reference_fingerprints(structures: Sequence, name: str, max_n: int | None = 
         s = structures[i]
         h.update(f"{s.composition.formula}|{np.round(s.lattice.abc, 4).tolist()}".encode())
     safe = "".join(c if c.isalnum() or c in "-_" else "_" for c in str(name))[:40]
-    path = cache_dir() / f"fp-{safe}-{len(idx)}-{h.hexdigest()[:12]}.pkl"
-    if path.exists():
-        try:
-            return pickle.loads(path.read_bytes())
-        except Exception:
-            pass
+    path = cache_dir() / f"fp-{safe}-{len(idx)}-{h.hexdigest()[:12]}.npz"
+    z = load_arrays(path)
+    if z is not None:
+        return {"idx": z["idx"], "struct": _unstack(z["struct"], z["struct_ok"]),
+                "comp": _unstack(z["comp"], z["comp_ok"]),
+                "structures_meta": {k: z[k] for k in ("density", "n_elements", "n_atoms")}}
     sub = [structures[i] for i in idx]
-    sf, cf = fingerprints(sub, progress=progress, desc=f"reference fingerprints ({name})")
+    with building(f"reference fingerprints of {len(sub)} {name} structures", path):
+        sf, cf = fingerprints(sub, progress=progress, desc=f"reference fingerprints ({name})")
     out = {"idx": idx, "struct": sf, "comp": cf, "structures_meta": _basic_stats(sub)}
-    path.write_bytes(pickle.dumps(out))
+    (s_arr, s_ok), (c_arr, c_ok) = _stack_or_nan(sf), _stack_or_nan(cf)
+    save_arrays(path, idx=idx, struct=s_arr, struct_ok=s_ok, comp=c_arr, comp_ok=c_ok, **out["structures_meta"])
     return out
 
 
-def _stack(fps):
+def _stack_or_nan(fps) -> tuple[np.ndarray, np.ndarray]:
+    """A list of vectors or None -> ((n, d) float array with NaN rows for None, (n,) bool present)."""
     ok = np.array([f is not None for f in fps], bool)
-    if not ok.any():
-        return ok, np.zeros((0, 1))
-    return ok, np.stack([f for f in fps if f is not None])
+    dim = next((len(f) for f in fps if f is not None), 1)
+    arr = np.full((len(fps), dim), np.nan)
+    for i, f in enumerate(fps):
+        if f is not None:
+            arr[i] = f
+    return arr, ok
+
+
+def _unstack(arr: np.ndarray, ok: np.ndarray) -> list:
+    return [row if present else None for row, present in zip(arr, ok)]
 
 
 def coverage(gen_struct, gen_comp, ref_struct, ref_comp, struct_cutoff: float = STRUCT_CUTOFF,

@@ -24,6 +24,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -40,6 +41,7 @@ __all__ = ["evaluate", "evaluate_cli", "Report", "load_structures"]
 SUMMARY_KEYS = ("n", "structural_validity", "compositional_validity", "uniqueness", "novelty", "stability", "sun",
                 "rmsd")
 STRUCTURE_SUFFIXES = (".cif", ".extxyz", ".xyz", ".vasp", ".poscar", ".json")
+RELAXED_EXTXYZ = "relaxed_crystals.extxyz"
 
 
 # ============================================================================================== input
@@ -50,9 +52,7 @@ def load_structures(path: str | os.PathLike) -> tuple[list, list[str], list[str]
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist")
-    files = [path] if path.is_file() else sorted(
-        p for p in path.rglob("*") if p.is_file() and (p.suffix.lower() in STRUCTURE_SUFFIXES
-                                                       or p.name.upper().startswith(("POSCAR", "CONTCAR"))))
+    files = [path] if path.is_file() else _structure_files(path)
     structures, names, errors = [], [], []
     for f in files:
         rel = str(f.relative_to(path)) if path.is_dir() else f.name
@@ -62,10 +62,11 @@ def load_structures(path: str | os.PathLike) -> tuple[list, list[str], list[str]
                 found = _read_file(f)
             if not found:
                 raise ValueError("no structure in file")
-            for k, s in enumerate(found):
-                structures.append(s)
-                names.append(rel if len(found) == 1 else f"{rel}#{k}")
-                errors.append("")
+            for k, (s, name) in enumerate(found):
+                bad = isinstance(s, Exception)  # one unreadable member of a zip
+                structures.append(None if bad else s)
+                names.append(name or (rel if len(found) == 1 else f"{rel}#{k}"))
+                errors.append(f"parse error: {type(s).__name__}: {s}"[:300] if bad else "")
         except Exception as exc:  # noqa: BLE001
             structures.append(None)
             names.append(rel)
@@ -75,22 +76,69 @@ def load_structures(path: str | os.PathLike) -> tuple[list, list[str], list[str]
     return structures, names, errors
 
 
-def _read_file(f: Path) -> list:
+def _structure_files(folder: Path) -> list[Path]:
+    """The structure files of a folder (hidden files and folders left out).
+
+    A ``mattergen-kit generate`` folder holds every crystal three times (CIFs, ``generated_crystals.extxyz``,
+    ``generated_crystals_cif.zip``): the collections are read only when no single-structure file is there
+    (a MatterGen output folder), and then the extxyz alone.
+    """
+    from mattergen_kit.outputs import CIF_ZIP, EXTXYZ, MANIFEST
+
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.name != MANIFEST
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                   and (p.suffix.lower() in STRUCTURE_SUFFIXES or p.name == CIF_ZIP
+                        or p.name.upper().startswith(("POSCAR", "CONTCAR"))))
+    collections = [p for p in files if p.name in (EXTXYZ, CIF_ZIP)]
+    singles = [p for p in files if p.name not in (EXTXYZ, CIF_ZIP)]
+    if singles:
+        return singles
+    return [p for p in collections if p.name == EXTXYZ] or collections
+
+
+def _read_file(f: Path) -> list[tuple[Any, str | None]]:
+    """``[(structure, name or None), ...]`` of one file (a zip: every CIF/extxyz inside, named by its path)."""
     from pymatgen.core import Structure
 
     suf = f.suffix.lower()
+    if suf == ".zip":
+        return _read_zip(f)
     if suf == ".cif":
         from pymatgen.io.cif import CifParser
 
-        return list(CifParser(str(f)).parse_structures(primitive=False))
+        return [(s, None) for s in CifParser(str(f)).parse_structures(primitive=False)]
     if suf in (".extxyz", ".xyz"):
         from ase.io import read
         from pymatgen.io.ase import AseAtomsAdaptor
 
-        return [AseAtomsAdaptor.get_structure(a) for a in read(str(f), index=":")]
+        return [(AseAtomsAdaptor.get_structure(a), str(a.info["file"]) if "file" in a.info else None)
+                for a in read(str(f), index=":")]
     if suf == ".json":
-        return [Structure.from_dict(json.loads(f.read_text()))]
-    return [Structure.from_file(str(f))]
+        return [(Structure.from_dict(json.loads(f.read_text())), None)]
+    return [(Structure.from_file(str(f)), None)]
+
+
+def _read_zip(f: Path) -> list:
+    import io
+
+    from ase.io import read
+    from pymatgen.io.ase import AseAtomsAdaptor
+    from pymatgen.io.cif import CifParser
+
+    from mattergen_kit.data.datasets import _iter_structure_files
+
+    found = []
+    for name, raw, _ in _iter_structure_files(f):
+        text = raw.decode("utf-8", errors="replace")
+        try:
+            if name.lower().endswith(".cif"):
+                found += [(s, name) for s in CifParser.from_str(text).parse_structures(primitive=False)]
+            else:
+                found += [(AseAtomsAdaptor.get_structure(a), f"{name}#{k}")
+                          for k, a in enumerate(read(io.StringIO(text), index=":", format="extxyz"))]
+        except Exception as exc:  # noqa: BLE001 - reported for this member, the others are still read
+            found.append((exc, name))
+    return found
 
 
 def _as_structure(x):
@@ -136,8 +184,23 @@ class Report:
         out.mkdir(parents=True, exist_ok=True)
         self.per_structure.to_csv(out / "per_structure.csv", index=False)
         (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=1))
+        self.write_relaxed(out / RELAXED_EXTXYZ)
         self.plot(out=out, show=False)
         return out
+
+    def write_relaxed(self, path: str | os.PathLike) -> int:
+        """Write the relaxed structures (one extxyz frame each, ``name`` in the frame info) to ``path``; returns
+        how many. Only structures that were relaxed successfully are written."""
+        from mattergen_kit.outputs import atomic_write_text, extxyz_text
+
+        df = self.per_structure
+        relaxed = df["relaxed"].fillna(False).astype(bool) if "relaxed" in df else pd.Series(False, index=df.index)
+        picked = [i for i in range(len(df)) if relaxed.iloc[i] and self.structures[i] is not None]
+        if not picked:
+            return 0
+        atomic_write_text(Path(path), extxyz_text([self.structures[i] for i in picked],
+                                                  [str(df["name"].iloc[i]) for i in picked]))
+        return len(picked)
 
     def plot(self, out: str | os.PathLike | None = None, show: bool = True) -> dict:
         """Figures (matplotlib): summary fractions, E_hull histogram, space groups, density / #atoms / #elements
@@ -533,6 +596,32 @@ def _reference_spacegroups(reference):
 
 
 # ============================================================================================== CLI
+def _cli_problem(args) -> str | None:
+    """The first user mistake in the evaluate arguments (checked before any work), or None."""
+    if not Path(args.dir).exists():
+        return f"{args.dir} does not exist (give a folder or file of CIF / extxyz / POSCAR structures, or a .zip)"
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        return f"--out {args.out} is a file, not a folder"
+    parent = out.absolute()
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        return f"--out {args.out}: cannot create a folder under {parent}"
+    if args.steps < 1:
+        return f"--steps must be at least 1, got {args.steps}"
+    if not args.fmax > 0:
+        return f"--fmax must be > 0, got {args.fmax}"
+    if args.max_reference_fingerprints < 1:
+        return f"--max-reference-fingerprints must be at least 1, got {args.max_reference_fingerprints}"
+    if args.device is not None:
+        import torch
+
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            return f"--device {args.device}: CUDA is not available on this machine (use --device cpu)"
+    return None
+
+
 def evaluate_cli(argv: Sequence[str] | None = None) -> int:
     """``mattergen-kit evaluate DIR --out OUT [--no-relax] [--reference NAME] ...``; returns the exit code."""
     p = argparse.ArgumentParser(prog="mattergen-kit evaluate",
@@ -553,6 +642,10 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-distribution", action="store_true", help="skip coverage / Wasserstein metrics")
     p.add_argument("--max-reference-fingerprints", type=int, default=1000)
     args = p.parse_args(argv)
+    problem = _cli_problem(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     ref: Any = args.reference
     if ref.lower() == "none":
         ref = None
@@ -568,10 +661,10 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
                           max_reference_fingerprints=args.max_reference_fingerprints)
     except KeyboardInterrupt:
         print(f"interrupted: finished relaxations are kept in {args.out}/relaxed.jsonl; re-run the same command "
-              "to resume")
+              "to resume", file=sys.stderr)
         return 130
-    except (FileNotFoundError, RuntimeError, ValueError) as exc:
-        print(f"error: {exc}")
+    except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     for k in SUMMARY_KEYS:
         print(f"{k:>24}: {_fmt(report.summary.get(k))}")

@@ -6,7 +6,7 @@
 * **Space group**: ``SpacegroupAnalyzer(symprec=0.1, angle_tolerance=5)`` (spglib), MatterGen's reporting setting.
 * **Band gap**: Magpie composition features (matminer ``ElementProperty``) → scikit-learn
   ``HistGradientBoostingRegressor`` trained on the bundled **train** split's DFT band gaps (eV), test MAE on the
-  bundled **test** split. Fitted once and cached in ``datasets/cache/evaluation/``. It sees composition only, so
+  bundled **test** split. Fitted once per process from features cached (as .npz) in ``datasets/cache/evaluation/``. It sees composition only, so
   it cannot tell polymorphs apart: use it to compare distributions, not to screen single crystals.
 """
 
@@ -65,13 +65,7 @@ class BandGapPredictor:
     def train(cls, seed: int = 0, progress: bool = True) -> "BandGapPredictor":
         from sklearn.ensemble import HistGradientBoostingRegressor
 
-        from mattergen_kit.evaluation.reference import bundled
-
-        tr, te = bundled("train"), bundled("test")
-        ytr = tr.properties["band_gap"].to_numpy(float)
-        yte = te.properties["band_gap"].to_numpy(float)
-        Xtr = _features([s.composition for s in tr.structures])
-        Xte = _features([s.composition for s in te.structures])
+        Xtr, ytr, Xte, yte = _training_data()
         ok = np.isfinite(ytr)
         model = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.06, random_state=seed)
         model.fit(Xtr[ok], np.clip(ytr[ok], 0, None))
@@ -90,33 +84,41 @@ class BandGapPredictor:
         return np.clip(self.model.predict(X), 0, None)
 
 
+def _training_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Magpie features and DFT band gaps of the bundled train and test splits, cached as .npz (no pickle)."""
+    from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
+    from mattergen_kit.evaluation.reference import bundled, cache_dir
+
+    tr, te = bundled("train"), bundled("test")
+    path = cache_dir() / f"bandgap-features-{len(tr)}-{len(te)}.npz"
+    z = load_arrays(path)
+    if z is None:
+        with building(f"band-gap training features ({len(tr) + len(te)} compositions)", path):
+            z = {"Xtr": _features([s.composition for s in tr.structures]),
+                 "ytr": tr.properties["band_gap"].to_numpy(float),
+                 "Xte": _features([s.composition for s in te.structures]),
+                 "yte": te.properties["band_gap"].to_numpy(float)}
+            save_arrays(path, **z)
+    return z["Xtr"], z["ytr"], z["Xte"], z["yte"]
+
+
 _PREDICTOR: BandGapPredictor | None = None
 
 
 def band_gap_predictor(retrain: bool = False) -> BandGapPredictor:
-    """The cached band-gap predictor (trained on first use, ~1–2 min on 2 CPU cores; then loaded from disk)."""
+    """The band-gap predictor of this process (fitted on first use from cached features, ~10 s on one core).
+
+    The fitted model is not stored: scikit-learn models can only be saved by pickling, and no cache of this
+    project is unpickled (evaluation/cache.py). The features are cached as .npz; the fit is deterministic.
+    """
     global _PREDICTOR
     if _PREDICTOR is not None and not retrain:
         return _PREDICTOR
-    import joblib
-    import sklearn
-
-    from mattergen_kit.evaluation.reference import bundled, cache_dir
-
-    ds = bundled("all")
-    key = f"{len(ds)}-{int(ds.properties['split'].eq('train').sum())}-skl{sklearn.__version__}"
-    path = cache_dir() / f"bandgap-{key}.joblib"
-    if path.exists() and not retrain:
-        try:
-            model, metrics = joblib.load(path)
-            _PREDICTOR = BandGapPredictor(model, metrics)
-            return _PREDICTOR
-        except Exception:
-            pass
     from threadpoolctl import threadpool_limits
+
+    from mattergen_kit.evaluation.reference import cache_dir
 
     with threadpool_limits(limits=1):  # OpenMP on a shared CPU: 8 s with one thread, ~5 min with two busy ones
         _PREDICTOR = BandGapPredictor.train()
-    joblib.dump((_PREDICTOR.model, _PREDICTOR.metrics), path)
-    path.with_suffix(".json").write_text(json.dumps(_PREDICTOR.metrics, indent=1))
+    (cache_dir() / "bandgap-metrics.json").write_text(json.dumps(_PREDICTOR.metrics, indent=1))
     return _PREDICTOR

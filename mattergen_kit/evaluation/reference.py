@@ -11,8 +11,8 @@ MP-20 phases table (for composition novelty and the convex hull).
 
 from __future__ import annotations
 
+import json
 import warnings
-
 from functools import lru_cache
 from typing import Any
 
@@ -76,19 +76,33 @@ def load_phases_table() -> pd.DataFrame:
 
     rel = "mp20_phases/mp20_phases.parquet"
     digest = verify_file(rel)
-    path = cache_dir() / f"phases-{digest[:16]}.pkl"
+    path = cache_dir() / f"phases-{digest[:16]}.parquet"  # a table (no pickle): see evaluation/cache.py
     if path.exists():
         try:
-            return pd.read_pickle(path)
+            out = pd.read_parquet(path)
+            out["composition"] = [json.loads(c) for c in out["composition"]]
+            return out
         except Exception as exc:  # noqa: BLE001 - a broken cache file is rebuilt from the verified source
             warnings.warn(f"rebuilding the unreadable phases cache {path}: {exc}")
     from collections import Counter
 
     from pymatgen.core import Composition
 
+    from mattergen_kit.evaluation.cache import building
+
     df = pd.read_parquet(data_root() / rel)
+    with building(f"the MP-20 phases table ({len(df)} phases)", path):
+        out = _phases_table(df, Counter, Composition)
+        stored = out.assign(composition=[json.dumps(c, sort_keys=True) for c in out["composition"]])
+        tmp = path.with_name(f".{path.name}.tmp")
+        stored.to_parquet(tmp)
+        tmp.replace(path)
+    return out
+
+
+def _phases_table(df: pd.DataFrame, Counter, Composition) -> pd.DataFrame:
     comps = [dict(Counter(str(x) for x in sp)) for sp in df["species_at_sites"]]
-    out = pd.DataFrame({
+    return pd.DataFrame({
         "material_id": df["material_id"].astype(str),
         "reduced_formula": [Composition(c).reduced_formula for c in comps],
         "composition": comps,
@@ -98,8 +112,6 @@ def load_phases_table() -> pd.DataFrame:
         "band_gap": df["band_gap"].astype(float),
         "source": "mp20_phases",
     })
-    out.to_pickle(path)
-    return out
 
 
 def hull_reference_table(include_bundled: bool = True) -> pd.DataFrame:

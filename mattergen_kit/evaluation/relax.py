@@ -190,16 +190,31 @@ class ResultStore:
         self.path = Path(path) if path is not None else None
         self.results: dict[str, dict] = {}
         if self.path is not None and self.path.exists():
-            with open(self.path) as f:
-                for line in f:
-                    line = line.strip()
-                    if not line:
-                        continue
-                    try:
-                        r = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut by an interrupt
-                    self.results[r["key"]] = r
+            self._read()
+
+    def _read(self) -> None:
+        """Load every complete record; a torn last line (an interrupted write) is cut off the file, so the
+        next record starts on a line of its own. Unreadable complete lines are counted in a warning."""
+        import warnings
+
+        data = self.path.read_bytes()
+        end = data.rfind(b"\n") + 1
+        if end < len(data):
+            with open(self.path, "r+b") as f:
+                f.truncate(end)
+            warnings.warn(f"{self.path}: removed a torn last record ({len(data) - end} bytes) left by an "
+                          "interrupted run; it will be recomputed")
+        bad = 0
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                r = json.loads(line)
+                self.results[r["key"]] = r
+            except (ValueError, KeyError, TypeError):
+                bad += 1
+        if bad:
+            warnings.warn(f"{self.path}: ignored {bad} unreadable line(s); those structures will be recomputed")
 
     def __contains__(self, key: str) -> bool:
         return key in self.results
