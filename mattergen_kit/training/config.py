@@ -31,7 +31,11 @@ class TrainConfig:
     # diffusion: keyword arguments of CrystalDiffusion (empty = the reference defaults)
     diffusion: dict = field(default_factory=dict)
     # data
-    dataset: str = "bundled"
+    dataset: str = "bundled"        # bundled | mp20 (after `fetch-data mp20`) | alexandria | csv | cif
+    data_path: Any = None           # alexandria: dump file(s); csv: train CSV; cif: folder/zip
+    val_path: str | None = None     # csv/cif: a separate val set; otherwise val_fraction of data_path
+    val_fraction: float = 0.05      # held out by a fixed hash of material_id (alexandria, csv/cif without val_path)
+    max_atoms: int = 20             # crystals with more sites are skipped (alexandria)
     batch_size: int = 64
     num_workers: int = 0
     limit_train: int | None = None  # use only the first n training crystals (tests, overfitting)
@@ -56,11 +60,20 @@ class TrainConfig:
     # hardware (passed to lightning.Trainer)
     accelerator: str = "cpu"
     devices: Any = 1
+    num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
     # start from the weights of a plain checkpoint (continue the bundled model in a new run, or fine-tune);
     # its model config must match hidden_dim / num_layers / num_freqs
     init_from: str | None = None
+    # take hidden_dim/num_layers/num_freqs/crystal_summary and the diffusion settings from init_from's checkpoint
+    # (a fine-tune that is re-run unchanged whenever the base model changes)
+    model_from_init: bool = False
+    # property conditioning (mattergen_kit/conditioning): names from the registry, each label dropped
+    # independently with probability condition_dropout; adapter MLP width (None = hidden_dim, MatterGen)
+    properties: list = field(default_factory=list)
+    condition_dropout: float = 0.2
+    adapter_dim: int | None = None
     num_threads: int | None = None  # torch.set_num_threads; 1 is fastest when the 2 CPU cores are shared
 
     def __post_init__(self) -> None:
@@ -73,8 +86,16 @@ class TrainConfig:
                     raise ValueError(f"{f.name} must be a number, got {value!r}") from None
         if self.lr_schedule not in ("cosine", "plateau", "constant"):
             raise ValueError(f"lr_schedule must be cosine, plateau or constant (got {self.lr_schedule!r})")
+        if self.dataset not in ("bundled", "mp20", "alexandria", "csv", "cif"):
+            raise ValueError(f"dataset must be bundled, mp20, alexandria, csv or cif (got {self.dataset!r})")
+        if self.dataset in ("alexandria", "csv", "cif") and not self.data_path:
+            raise ValueError(f"dataset {self.dataset!r} needs data_path (the file(s) or folder to read)")
         if self.grad_clip_algorithm not in ("norm", "value"):
             raise ValueError(f"grad_clip_algorithm must be norm or value (got {self.grad_clip_algorithm!r})")
+        if not 0.0 <= float(self.condition_dropout) <= 1.0:
+            raise ValueError(f"condition_dropout must be in [0, 1] (got {self.condition_dropout!r})")
+        if self.model_from_init and not self.init_from:
+            raise ValueError("model_from_init needs init_from (the checkpoint whose architecture to take)")
 
     @property
     def model_config(self) -> dict:
@@ -82,6 +103,25 @@ class TrainConfig:
         if self.crystal_summary:  # only when on: checkpoints of models without it keep their exact config
             config["crystal_summary"] = True
         return config
+
+    def with_model_from_init(self) -> "TrainConfig":
+        """With ``model_from_init``: a copy whose architecture and diffusion settings are init_from's."""
+        if not self.model_from_init:
+            return self
+        from dataclasses import replace
+
+        from mattergen_kit.training.checkpoint import load_checkpoint
+
+        ckpt = load_checkpoint(self.init_from)
+        mc = dict(ckpt["model_config"])
+        from mattergen_kit.model import DenoiserConfig
+
+        known, defaults = {"hidden_dim", "num_layers", "num_freqs", "crystal_summary"}, asdict(DenoiserConfig())
+        other = sorted(k for k in set(mc) - known if mc[k] != defaults.get(k))
+        if other:
+            raise ValueError(f"init_from={self.init_from}: model settings {other} cannot be expressed in a TrainConfig")
+        return replace(self, hidden_dim=mc["hidden_dim"], num_layers=mc["num_layers"], num_freqs=mc.get("num_freqs", 8),
+                       crystal_summary=bool(mc.get("crystal_summary", False)), diffusion=dict(ckpt["diffusion_config"]))
 
     def to_dict(self) -> dict:
         return asdict(self)

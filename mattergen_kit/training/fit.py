@@ -24,7 +24,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from mattergen_kit.training.checkpoint import save_checkpoint
 from mattergen_kit.training.config import TrainConfig
-from mattergen_kit.training.module import CrystalDataModule, DiffusionModule
+from mattergen_kit.training.module import CrystalDataModule, DiffusionModule, num_atoms_histogram
 
 
 def build_trainer(config: TrainConfig, callbacks=(), **overrides) -> L.Trainer:
@@ -35,7 +35,7 @@ def build_trainer(config: TrainConfig, callbacks=(), **overrides) -> L.Trainer:
                            enable_version_counter=False)
     max_time = (datetime.timedelta(minutes=config.max_time_minutes) if config.max_time_minutes else None)
     kwargs = dict(
-        accelerator=config.accelerator, devices=config.devices, strategy=config.strategy,
+        accelerator=config.accelerator, devices=config.devices, num_nodes=config.num_nodes, strategy=config.strategy,
         precision=config.precision, max_epochs=config.max_epochs, max_steps=config.max_steps, max_time=max_time,
         check_val_every_n_epoch=config.val_every_n_epochs, gradient_clip_val=config.grad_clip or None,
         gradient_clip_algorithm=config.grad_clip_algorithm, log_every_n_steps=config.log_every_n_steps,
@@ -55,13 +55,15 @@ def export_module(module: DiffusionModule, path: str | Path, trainer: L.Trainer 
     if trainer is not None:
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
         meta["val_metrics"] = metrics
-    hist = getattr(getattr(datamodule, "train_set", None), "num_atoms_histogram", None)
-    if callable(hist):
+    train_set = getattr(datamodule, "train_set", None)
+    if train_set is not None:
         try:
-            meta["num_atoms_histogram"] = [float(p) for p in hist()]
+            meta["num_atoms_histogram"] = [float(p) for p in num_atoms_histogram(train_set, module.config.max_atoms)]
         except Exception as err:  # noqa: BLE001 - a missing prior must not lose a finished training run
             warnings.warn(f"number-of-atoms prior not stored ({err}); load_model() will refuse this checkpoint "
                           "until it is re-exported with export_lightning_checkpoint(..., meta=...)")
+    if module.ema.adapter is not None:  # property specs + normalisation stats: load_model rebuilds the adapter
+        meta["adapter"] = module.ema.adapter.config_dict()
     return save_checkpoint(path, module.denoiser.config_dict(), module.ema.state_dict(), module.config.diffusion,
                            meta)
 
@@ -83,6 +85,7 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
     """Train (or resume: ``run_dir/checkpoints/last.ckpt`` is picked up automatically); returns the path of
     the exported plain checkpoint ``run_dir/model.pt`` (EMA weights)."""
     config = config if isinstance(config, TrainConfig) else TrainConfig.from_yaml(config)
+    config = config.with_model_from_init()
     run_dir = Path(config.run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     config.to_yaml(run_dir / "config.yaml")
@@ -90,8 +93,15 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
 
-    module = DiffusionModule(config, diffusion=diffusion)
     datamodule = datamodule if datamodule is not None else CrystalDataModule(config)
+    adapter = None
+    if config.properties:  # normalisation stats of the training labels (conditioning/properties.py)
+        from mattergen_kit.conditioning import Adapter, fit_property_specs
+
+        datamodule.setup("fit")
+        specs = fit_property_specs(config.properties, datamodule.train_set, getattr(datamodule, "property_specs", None))
+        adapter = Adapter(specs, config.hidden_dim, config.num_layers, config.adapter_dim).config_dict()
+    module = DiffusionModule(config, diffusion=diffusion, adapter=adapter)
     out = run_dir / "model.pt"
     trainer = build_trainer(config, [*callbacks, ExportOnTrainEnd(out, datamodule)], **trainer_overrides)
     last = run_dir / "checkpoints" / "last.ckpt"

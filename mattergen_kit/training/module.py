@@ -25,12 +25,20 @@ class DiffusionModule(L.LightningModule):
     """Trains ``denoiser`` with ``diffusion.training_losses``; keeps an EMA copy ``ema`` (in the state dict,
     so a resumed run restores it) that is used for validation and exported for sampling."""
 
-    def __init__(self, config: TrainConfig | dict, diffusion=None):
+    def __init__(self, config: TrainConfig | dict, diffusion=None, adapter: dict | None = None):
+        """``adapter``: ``Adapter.config_dict()`` (property specs with their normalisation stats) when
+        ``config.properties`` is set: a zero-initialised adapter is attached before ``init_from`` is loaded."""
         super().__init__()
         config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
-        self.save_hyperparameters({"config": config.to_dict()})
+        self.save_hyperparameters({"config": config.to_dict(), "adapter": adapter})
         self.config = config
         self.denoiser = CrystalDenoiser(**config.model_config)
+        if config.properties:
+            if adapter is None:
+                raise ValueError("config.properties is set: pass the fitted adapter config (train() does this)")
+            from mattergen_kit.conditioning import Adapter
+
+            self.denoiser.adapter = Adapter.from_config(adapter)
         if config.init_from:
             self._init_weights_from(config.init_from)
         self.ema = copy.deepcopy(self.denoiser).requires_grad_(False)
@@ -52,8 +60,10 @@ class DiffusionModule(L.LightningModule):
                 theirs["crystal_summary"] and not ours["crystal_summary"]):
             raise CheckpointError(f"init_from={path} holds a model {ckpt['model_config']} but this config builds "
                                   f"{ours}: set hidden_dim/num_layers/num_freqs to match")
-        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not grows_summary)
-        new = [k for k in result.missing_keys if not (k.startswith("composition_embed.") or ".summary." in k)]
+        fresh_adapter = self.denoiser.adapter is not None and not any(k.startswith("adapter.") for k in ckpt["state_dict"])
+        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not (grows_summary or fresh_adapter))
+        new = [k for k in result.missing_keys if not (k.startswith("composition_embed.") or ".summary." in k
+                                                        or (fresh_adapter and k.startswith("adapter.")))]
         if new or result.unexpected_keys:
             raise CheckpointError(f"init_from={path}: weights do not fit (missing {new}, unexpected "
                                   f"{result.unexpected_keys})")
@@ -71,8 +81,17 @@ class DiffusionModule(L.LightningModule):
                 self.log(f"{prefix}/{key}", value, batch_size=batch_size, on_step=on_step, on_epoch=not on_step,
                          prog_bar=(key == "loss"), sync_dist=not on_step)
 
+    def _conditions(self, batch: CrystalBatch, dropout: float):
+        """The batch's labels of config.properties, each dropped independently with prob. ``dropout``."""
+        if not self.config.properties:
+            return None
+        from mattergen_kit.conditioning import batch_conditions, drop_conditions
+
+        return drop_conditions(batch_conditions(batch, self.config.properties), dropout)
+
     def training_step(self, batch: CrystalBatch, batch_idx: int):
-        losses = self.diffusion.training_losses(self.denoiser, batch)
+        losses = self.diffusion.training_losses(self.denoiser, batch,
+                                                conditions=self._conditions(batch, self.config.condition_dropout))
         self._log_losses("train", losses, batch.num_crystals, on_step=True)
         return losses["loss"]
 
@@ -80,7 +99,7 @@ class DiffusionModule(L.LightningModule):
         # the same noise every epoch (seeded by batch and rank) for a stable validation curve
         gen = torch.Generator(device=batch.device)
         gen.manual_seed(self.config.seed * 1_000_003 + 7919 * self.global_rank + batch_idx)
-        losses = self.diffusion.training_losses(self.ema, batch, generator=gen)
+        losses = self.diffusion.training_losses(self.ema, batch, generator=gen, conditions=self._conditions(batch, 0.0))
         self._log_losses("val", losses, batch.num_crystals, on_step=False)
 
     # ---------------------------------------------------------------- EMA
@@ -129,6 +148,57 @@ class DiffusionModule(L.LightningModule):
         return max(fractions) if fractions else None
 
 
+def _hash_split(dataset, val_fraction: float):
+    """(train, val) Subsets by a fixed hash of material_id (row index where there is none): the same
+    crystals land in val on every run and every rank."""
+    import hashlib
+
+    ids = (list(dataset.properties["material_id"].astype(str)) if "material_id" in dataset.properties
+           else [str(i) for i in range(len(dataset))])
+    in_val = [int(hashlib.sha1(i.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < val_fraction for i in ids]
+    val = [i for i, v in enumerate(in_val) if v]
+    train = [i for i, v in enumerate(in_val) if not v]
+    if not val or not train:
+        raise ValueError(f"val_fraction={val_fraction} leaves an empty train or val set of {len(ids)} crystals")
+    return Subset(dataset, train), Subset(dataset, val)
+
+
+def num_atoms_histogram(dataset, max_atoms: int = 20):
+    """p[N], N = 0..max_atoms, of a training set: a CrystalDataset, a Subset of one, or any sequence of
+    one-crystal CrystalBatch items (the sampler's number-of-atoms prior)."""
+    import numpy as np
+
+    if isinstance(dataset, Subset) and hasattr(dataset.dataset, "num_atoms"):
+        counts = np.asarray(dataset.dataset.num_atoms)[np.asarray(dataset.indices)]
+    elif hasattr(dataset, "num_atoms") and not callable(dataset.num_atoms):
+        counts = np.asarray(dataset.num_atoms)
+    else:
+        counts = np.array([int(dataset[i].num_atoms.sum()) for i in range(len(dataset))])
+    if len(counts) and counts.max() > max_atoms:
+        raise ValueError(f"{int((counts > max_atoms).sum())} crystals have more than {max_atoms} atoms")
+    hist = np.bincount(counts, minlength=max_atoms + 1)[: max_atoms + 1].astype(float)
+    return hist / max(hist.sum(), 1.0)
+
+
+def load_datasets(config: TrainConfig):
+    """(train, val) datasets named by ``config.dataset`` (see TrainConfig)."""
+    from mattergen_kit import datasets
+
+    kind = config.dataset
+    if kind == "bundled":
+        return datasets.load_bundled("train"), datasets.load_bundled("val")
+    if kind == "mp20":  # verified CSVs under the data root; `mattergen-kit fetch-data mp20` downloads them
+        return datasets.load_mp20("train", root=config.data_path), datasets.load_mp20("val", root=config.data_path)
+    if kind == "alexandria":
+        full = datasets.load_alexandria(config.data_path, max_atoms=config.max_atoms)
+        return _hash_split(full, config.val_fraction)
+    loader = datasets.load_csv if kind == "csv" else datasets.load_cif_folder
+    full = loader(config.data_path, max_atoms=config.max_atoms)
+    if config.val_path:
+        return full, loader(config.val_path, max_atoms=config.max_atoms)
+    return _hash_split(full, config.val_fraction)
+
+
 class CrystalDataModule(L.LightningDataModule):
     """Train/val loaders over ``mattergen_kit.datasets.load_bundled`` (or datasets given explicitly: any
     sequence whose items are one-crystal CrystalBatch objects)."""
@@ -143,13 +213,16 @@ class CrystalDataModule(L.LightningDataModule):
             return
         self._ready = True
         if self.train_set is None or self.val_set is None:
-            if self.config.dataset != "bundled":
-                raise ValueError(f"unknown dataset {self.config.dataset!r} (only 'bundled' is built in; pass "
-                                 "train_set/val_set to CrystalDataModule for anything else)")
-            from mattergen_kit.datasets import load_bundled
+            train, val = load_datasets(self.config)
+            self.train_set = self.train_set if self.train_set is not None else train
+            self.val_set = self.val_set if self.val_set is not None else val
+        if self.config.properties:  # condition labels from datasets/labels/ by material_id (conditioning/labels.py)
+            from mattergen_kit.conditioning.labels import attach_labels
 
-            self.train_set = self.train_set if self.train_set is not None else load_bundled("train")
-            self.val_set = self.val_set if self.val_set is not None else load_bundled("val")
+            for ds in (self.train_set, self.val_set):
+                ds = ds.dataset if isinstance(ds, Subset) else ds
+                if hasattr(ds, "properties"):
+                    attach_labels(ds, self.config.properties)
         if self.config.limit_train:
             self.train_set = Subset(self.train_set, range(min(self.config.limit_train, len(self.train_set))))
         if self.config.limit_val:
