@@ -154,3 +154,9 @@ def attach_adapter(denoiser: nn.Module, specs, adapter_dim: int | None = None) -
     adapter = Adapter(specs, cfg.hidden_dim, cfg.num_layers, adapter_dim)
     denoiser.adapter = adapter.to(next(denoiser.parameters()).device)
     return adapter
+
+
+def adapter_from_meta(meta: dict) -> Adapter | None:
+    """The (untrained) adapter a checkpoint's ``meta["adapter"]`` describes, or None for a base model."""
+    config = (meta or {}).get("adapter")
+    return Adapter.from_config(config) if config else None

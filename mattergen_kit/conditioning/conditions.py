@@ -51,3 +51,33 @@ def drop_conditions(conditions: dict[str, Any], p: float, generator: torch.Gener
         else:
             out[name] = [None if d else v for v, d in zip(values, drop.tolist())]
     return out
+
+
+def dataset_properties(dataset):
+    """The property DataFrame of a CrystalDataset, or of the rows of a ``torch.utils.data.Subset`` of one."""
+    from torch.utils.data import Subset
+
+    if isinstance(dataset, Subset):
+        return dataset_properties(dataset.dataset).iloc[list(dataset.indices)].reset_index(drop=True)
+    if not hasattr(dataset, "properties"):
+        raise TypeError(f"{type(dataset).__name__} has no .properties table to read condition labels from")
+    return dataset.properties
+
+
+def fit_property_specs(names, dataset, specs: dict | None = None) -> list:
+    """Registry specs of ``names`` (or ``specs[name]`` for custom ones) with normalisation stats fitted on the
+    training labels of ``dataset`` (absent labels ignored); ``ValueError`` if a property has no labels at all."""
+    from mattergen_kit.conditioning.properties import get_spec
+
+    frame = dataset_properties(dataset)
+    out = []
+    for name in names:
+        spec = (specs or {}).get(name) or get_spec(name)
+        column = next((c for c in ALIASES.get(name, (name,)) if c in frame.columns), None)
+        if column is None:
+            raise ValueError(f"the training data has no {name!r} column (columns: {sorted(frame.columns)})")
+        values = frame[column]
+        if values.isna().all():
+            raise ValueError(f"the training data has no {name!r} labels (all {len(values)} are missing)")
+        out.append(spec.fit_normalisation(values))
+    return out

@@ -96,6 +96,10 @@ def load_denoiser(path_or_ckpt: str | Path | dict, device: str | torch.device = 
 
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     model = CrystalDenoiser(**ckpt["model_config"])
+    if ckpt.get("meta", {}).get("adapter"):  # a conditioned model: its adapter (specs + normalisation) is described in meta
+        from mattergen_kit.conditioning import adapter_from_meta
+
+        model.adapter = adapter_from_meta(ckpt["meta"])
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
@@ -115,4 +119,6 @@ def export_lightning_checkpoint(ckpt_path: str | Path, out_path: str | Path, met
     state = {k[len("ema."):]: v for k, v in raw["state_dict"].items() if k.startswith("ema.")}
     info = {"global_step": raw.get("global_step"), "epoch": raw.get("epoch"), "train_config": hp,
             "source": str(ckpt_path), **(meta or {})}
+    if raw.get("hyper_parameters", {}).get("adapter"):
+        info["adapter"] = raw["hyper_parameters"]["adapter"]
     return save_checkpoint(out_path, config.model_config, state, config.diffusion, info)

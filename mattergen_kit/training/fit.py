@@ -96,10 +96,14 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
     datamodule = datamodule if datamodule is not None else CrystalDataModule(config)
     adapter = None
     if config.properties:  # normalisation stats of the training labels (conditioning/properties.py)
-        from mattergen_kit.conditioning import Adapter, fit_property_specs
+        from mattergen_kit.conditioning import Adapter, fit_property_specs, get_spec
 
+        custom = getattr(datamodule, "property_specs", None) or {}   # user properties (conditioning.finetune)
+        for name in config.properties:
+            if name not in custom:
+                get_spec(name)  # ValueError naming the known properties, before any data is loaded
         datamodule.setup("fit")
-        specs = fit_property_specs(config.properties, datamodule.train_set, getattr(datamodule, "property_specs", None))
+        specs = fit_property_specs(config.properties, datamodule.train_set, custom)
         adapter = Adapter(specs, config.hidden_dim, config.num_layers, config.adapter_dim).config_dict()
     module = DiffusionModule(config, diffusion=diffusion, adapter=adapter)
     out = run_dir / "model.pt"
