@@ -57,6 +57,14 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--model", default=None, help=f"checkpoint path (default: the bundled {BUNDLED_CHECKPOINT.name})")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--elements", default=None, help="restrict elements, e.g. 'Li,Fe,P,O'")
+    p.add_argument("--condition", action="append", default=[], metavar="NAME=VALUE",
+                   help="condition on a property, repeatable: band_gap=3.0, space_group=225, chemical_system=Li-Fe-P-O, "
+                        "... (needs a conditioned model; without --model the conditioned bundled model is used)")
+    p.add_argument("--guidance", type=float, default=None,
+                   help="classifier-free guidance scale γ >= 0 (default 2.0 with --condition, MatterGen's advice; 0 = "
+                        "unconditional)")
+    p.add_argument("--formula", default=None, help="fixed formula for every crystal, taken as written (e.g. Li4Fe4P4O16)")
+    p.add_argument("--num-atoms", type=int, default=None, help="fixed number of atoms for every crystal")
     p.add_argument("--no-picture", action="store_true", help="skip grid.png")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: 1, the fastest on a shared or small machine)")
@@ -88,6 +96,14 @@ def _generate_argument_problem(args) -> str | None:
         return f"--seed must be between 0 and 2**63 - 1, got {args.seed}"
     if args.model is not None and not Path(args.model).is_file():
         return f"--model {args.model}: no such checkpoint file"
+    try:
+        args.conditions = parse_conditions(args.condition)
+    except ValueError as err:
+        return str(err)
+    if args.guidance is not None and not args.guidance >= 0:
+        return f"--guidance must be >= 0, got {args.guidance}"
+    if args.num_atoms is not None and not 1 <= args.num_atoms <= 1000:
+        return f"--num-atoms must be at least 1, got {args.num_atoms}"
     if args.elements is not None:
         from mattergen_kit.generation import check_allowed_elements
 
@@ -98,6 +114,27 @@ def _generate_argument_problem(args) -> str | None:
         except ValueError as err:
             return f"--elements {args.elements}: {err}"
     return _check_device(args.device)
+
+
+def parse_conditions(items: list[str]) -> dict:
+    """``["band_gap=3.0", "space_group=225", "chemical_system=Li-O"]`` → {name: int | float | str}."""
+    out = {}
+    for item in items:
+        name, sep, text = item.partition("=")
+        name, text = name.strip(), text.strip()
+        if not sep or not name or not text:
+            raise ValueError(f"--condition expects NAME=VALUE, got {item!r}")
+        if name in out:
+            raise ValueError(f"--condition {name} is given twice")
+        for cast in (int, float):
+            try:
+                out[name] = cast(text)
+                break
+            except ValueError:
+                continue
+        else:
+            out[name] = text
+    return out
 
 
 def set_threads(threads: int | None) -> int:
@@ -111,11 +148,19 @@ def set_threads(threads: int | None) -> int:
 
 
 def _run_generation(args) -> int:
-    from mattergen_kit.generation import load_model
+    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, load_model
     from mattergen_kit.outputs import OutputError, generate_to_folder
 
+    conditions = getattr(args, "conditions", None) or {}
+    guidance = args.guidance if args.guidance is not None else (2.0 if conditions else 0.0)
+    composition = {k: v for k, v in (("formula", args.formula),
+                                     ("num_atoms", None if args.num_atoms is None else [args.num_atoms] * args.num))
+                   if v is not None}
+    if conditions or guidance:
+        composition.update(conditions=conditions, guidance_scale=guidance)
     try:
-        model = load_model(args.model, device=args.device)
+        model = load_model(args.model or (BUNDLED_CONDITIONED_CHECKPOINT if conditions or guidance else None),
+                           device=args.device)
     except (FileNotFoundError, ValueError) as err:
         return _fail(str(err))
     steps = args.steps if args.steps is not None else int(model.meta.get("recommended_steps", 1000))
@@ -133,7 +178,7 @@ def _run_generation(args) -> int:
         written = generate_to_folder(model, args.out, args.num, seed=args.seed, steps=steps,
                                      batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
                                      picture=not args.no_picture,
-                                     allowed_elements=allowed, on_batch=on_batch)
+                                     allowed_elements=allowed, on_batch=on_batch, **composition)
     except KeyboardInterrupt:
         from mattergen_kit.outputs import RunManifest
 

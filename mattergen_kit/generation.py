@@ -25,6 +25,8 @@ from mattergen_kit.outputs import generate_to_folder, write_samples  # noqa: F40
 from mattergen_kit.sampling import NumAtomsPrior, PredictorCorrectorSampler
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
+#: the bundled model fine-tuned with property conditioning (configs/conditioned_cpu.yaml); used when conditions are given
+BUNDLED_CONDITIONED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20_conditioned.pt"
 DEFAULT_STEPS = 1000  # the reference sampler (2 network calls per step)
 #: torch CPU threads the CLI sets unless --threads is given (measured: see README "Speed notes").
 DEFAULT_THREADS = 1
@@ -44,20 +46,56 @@ class GenerativeModel:
     def device(self) -> torch.device:
         return next(self.denoiser.parameters()).device
 
+    @property
+    def property_specs(self) -> dict:
+        """{name: PropertySpec} of the properties this model can be conditioned on ({} for a base model)."""
+        adapter = getattr(self.denoiser, "adapter", None)
+        return dict(adapter.specs) if adapter is not None else {}
+
+    def check_conditions(self, conditions, guidance_scale: float, allowed_elements, num: int):
+        """(checked conditions or None, allowed_elements) — ``ValueError`` before any sampling for a property the
+        model was not trained on, conditions or γ ≠ 0 without conditioning, an out-of-range value, an unknown
+        element or γ < 0. A ``chemical_system`` condition also restricts the sampled elements to the system
+        (ref §12.2): intersected with ``allowed_elements``; per-crystal systems give a (num, K) class mask."""
+        from pymatgen.core import Element
+
+        from mattergen_kit.conditioning import check_conditions
+        from mattergen_kit.diffusion.atom_types import allowed_classes_mask
+
+        conditions = check_conditions(conditions, self.property_specs, guidance_scale)
+        system = conditions.get("chemical_system")
+        if system is None:
+            return conditions or None, allowed_elements
+        base = set(allowed_elements) if isinstance(allowed_elements, list) else None
+        if torch.is_tensor(allowed_elements):
+            raise ValueError("give allowed_elements as symbols or atomic numbers together with a chemical_system condition")
+        masks = []
+        for one in ([system] if isinstance(system, str) else system):
+            zs = {int(Element(e).Z) for e in one.split("-")}
+            if base is not None:
+                zs &= base
+                if not zs:
+                    raise ValueError(f"chemical_system {one!r} shares no element with allowed_elements")
+            masks.append(allowed_classes_mask(sorted(zs), self.diffusion.atom_types.num_classes))
+        if isinstance(system, str):
+            return conditions, sorted(int(z) + 1 for z in torch.nonzero(masks[0]).flatten())
+        _check_per_crystal("chemical_system", system, num)
+        return conditions, torch.stack(masks)
+
     def sample(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                allowed_elements=None, fixed_atom_types=None, progress: bool = True,
-               type_temperature: float | None = None) -> CrystalBatch:
+               type_temperature: float | None = None, formula: str | None = None) -> CrystalBatch:
         """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`)."""
         return CrystalBatch.collate([batch for _, batch in self.iter_batches(
             num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
             conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
-            progress=progress, type_temperature=type_temperature)])
+            progress=progress, type_temperature=type_temperature, formula=formula)])
 
     def iter_batches(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                      num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                      allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=(),
-                     type_temperature: float | None = None):
+                     type_temperature: float | None = None, formula: str | None = None):
         """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
 
         The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
@@ -70,6 +108,9 @@ class GenerativeModel:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         allowed_elements = check_allowed_elements(allowed_elements)
+        conditions, allowed_elements = self.check_conditions(conditions, guidance_scale, allowed_elements, num)
+        if formula is not None:
+            fixed_atom_types = formula_atom_types(formula, num, fixed_atom_types, num_atoms)
         _check_per_crystal("fixed_atom_types", fixed_atom_types, num)
         _check_per_crystal("num_atoms", num_atoms, num)
         generator = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed() % 2**63)
@@ -86,8 +127,10 @@ class GenerativeModel:
             if start in skip:
                 continue
             stop = min(num, start + batch_size)
-            kw = dict(seed=base_seed + start, guidance_scale=guidance_scale, conditions=conditions,
-                      allowed_elements=allowed_elements, progress=progress)
+            per_crystal_mask = torch.is_tensor(allowed_elements) and allowed_elements.ndim == 2
+            kw = dict(seed=base_seed + start, guidance_scale=guidance_scale,
+                      conditions=_condition_rows(conditions, start, stop), progress=progress,
+                      allowed_elements=allowed_elements[start:stop] if per_crystal_mask else allowed_elements)
             if fixed_atom_types is not None:
                 kw["fixed_atom_types"] = fixed_atom_types[start:stop]
             yield start, sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw)
@@ -99,6 +142,9 @@ class GenerativeModel:
         seed: same seed (and batch_size) gives the same crystals. steps: predictor-corrector steps (each is
         two network calls); 1000 is MatterGen's reference. Other keywords: ``num_atoms`` (one N per
         crystal), ``guidance_scale``, ``conditions``, ``allowed_elements`` (symbols or Z),
+        ``conditions`` ({property: value}, e.g. {"band_gap": 3.0, "space_group": 225, "chemical_system": "Li-Fe-P-O"},
+        for a model trained on them; checked before sampling; a chemical system also restricts the elements),
+        ``formula`` (e.g. "Li4Fe4P4O16": every crystal has exactly these atoms, as written),
         ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``, ``type_temperature``
         (τ of the atom-type reveals; default: the model's recommended value, 1.0 = MatterGen's sampler).
         """
@@ -141,6 +187,38 @@ def check_allowed_elements(allowed_elements) -> list[int] | None:
     return usable
 
 
+def formula_atom_types(formula: str, num: int, fixed_atom_types=None, num_atoms=None) -> list[list[str]]:
+    """One list of element symbols per crystal for a fixed formula (crystal-structure prediction: the types
+    are given, lattice and coordinates generated). The formula is taken as written: "Li2O" is a 3-atom cell,
+    "Li4O2" a 6-atom one."""
+    from pymatgen.core import Composition
+
+    if fixed_atom_types is not None:
+        raise ValueError("give either formula or fixed_atom_types, not both")
+    try:
+        comp = Composition(formula)
+    except Exception as err:  # pymatgen raises several types for a bad formula
+        raise ValueError(f"formula {formula!r} is not a chemical formula ({err})") from None
+    if not comp.num_atoms or any(abs(n - round(n)) > 1e-8 for n in comp.values()):
+        raise ValueError(f"formula {formula!r} must have whole numbers of atoms")
+    check_allowed_elements([el.symbol for el in comp])  # unknown / non-generable elements
+    bad = [el.symbol for el in comp if el.Z not in ALLOWED_Z]
+    if bad:
+        raise ValueError(f"formula {formula!r}: {', '.join(bad)} cannot be generated (MatterGen's 76 elements only)")
+    atoms = [el.symbol for el, n in comp.items() for _ in range(int(round(n)))]
+    if num_atoms is not None and any(int(n) != len(atoms) for n in num_atoms):
+        raise ValueError(f"formula {formula!r} has {len(atoms)} atoms but num_atoms asks for others")
+    return [list(atoms) for _ in range(num)]
+
+
+def _condition_rows(conditions: dict | None, start: int, stop: int) -> dict | None:
+    """Conditions of crystals start:stop: per-crystal values (lists, 1-D tensors) sliced, single values kept."""
+    if conditions is None:
+        return None
+    return {k: v[start:stop] if isinstance(v, (list, tuple)) or (torch.is_tensor(v) and v.ndim > 0) else v
+            for k, v in conditions.items()}
+
+
 def _check_per_crystal(name: str, values, num: int) -> None:
     """``values`` (one entry per crystal) must have exactly ``num`` entries."""
     if values is not None and len(values) != num:
@@ -157,6 +235,10 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     from mattergen_kit.training.checkpoint import load_model as _load
 
     path = Path(path) if path is not None else BUNDLED_CHECKPOINT
+    if path == BUNDLED_CONDITIONED_CHECKPOINT and not path.is_file():
+        raise FileNotFoundError(f"the conditioned bundled model {path.name} has not been built yet, so conditions can only "
+                                "be used with a model you pass (model=/--model: a checkpoint from mattergen_kit.finetune "
+                                "or `mattergen-kit train --config configs/conditioned_cpu.yaml`)")
     if path == BUNDLED_CHECKPOINT and not path.is_file():
         raise FileNotFoundError(f"the bundled model {path} is missing from this install; reinstall mattergen_kit "
                                 "or pass the path of a checkpoint written by `mattergen-kit train`")
@@ -183,5 +265,7 @@ def generate(num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batc
     4
     """
     if not isinstance(model, GenerativeModel):
+        if model is None and (kwargs.get("conditions") or kwargs.get("guidance_scale")):
+            model = BUNDLED_CONDITIONED_CHECKPOINT  # conditions need the conditioned bundled model
         model = load_model(model)
     return model.generate(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs)
