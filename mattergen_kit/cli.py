@@ -2,6 +2,7 @@
 
     mattergen-kit generate --num 16 --out out/demo --seed 0 [--steps K] [--model PATH]
     mattergen-kit train --config configs/bundled_cpu.yaml
+    mattergen-kit finetune --base bundled --table my.csv --property my_prop [--kind scalar|categorical]
     mattergen-kit evaluate DIR --out OUT [--no-relax] [--reference NAME]
     mattergen-kit fetch-data mp20 [--root DIR]
     mattergen-kit info
@@ -204,11 +205,16 @@ def _fetch_data(argv: list[str]) -> int:
     p.add_argument("name", choices=["mp20"], help="mp20: CDVAE's MP-20 CSVs (train/val/test)")
     p.add_argument("--root", default=None, help="destination folder (default: datasets/mp20 in the data root)")
     p.add_argument("--base-url", default=None, help="mirror to download from")
+    p.add_argument("--timeout", type=float, default=1800.0,
+                   help="give up when the whole download has not finished after this many seconds (default 1800)")
     args = p.parse_args(argv)
+    if not args.timeout > 0:
+        return _fail(f"--timeout must be > 0 seconds, got {args.timeout}")
     from mattergen_kit.datasets import DataIntegrityError, fetch_mp20
 
     try:
-        paths = fetch_mp20(root=args.root, base_url=args.base_url)
+        paths = fetch_mp20(root=args.root, base_url=args.base_url, timeout=min(60.0, args.timeout),
+                           total_timeout=args.timeout)
     except (OSError, ValueError, DataIntegrityError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -229,11 +235,32 @@ def _info(argv: list[str]) -> int:
     return 0
 
 
+def _train(argv: list[str]) -> int:
+    """``mattergen-kit train``: the training CLI, with unreadable checkpoints reported in one line."""
+    import pickle
+
+    from mattergen_kit.training.checkpoint import CheckpointError
+    from mattergen_kit.training.fit import train_cli
+
+    try:
+        return train_cli(argv)
+    except CheckpointError as err:
+        return _fail(str(err))
+    except (EOFError, pickle.UnpicklingError, RuntimeError) as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if isinstance(err, RuntimeError) and not any(k in text for k in ("PytorchStreamReader", "zip archive",
+                                                                          "unpickl", "checkpoint")):
+            raise
+        return _fail(f"a checkpoint could not be read ({text}); if it is <run_dir>/checkpoints/last.ckpt of an "
+                     "interrupted run, it is truncated: delete it to start again from the last good state")
+
+
 COMMANDS = {
     "generate": _generate,
-    "train": lambda argv: __import__("mattergen_kit.training.fit", fromlist=["train_cli"]).train_cli(argv),
+    "train": _train,
     "evaluate": lambda argv: __import__("mattergen_kit.evaluation", fromlist=["evaluate_cli"]).evaluate_cli(argv),
     "fetch-data": _fetch_data,
+    "finetune": lambda argv: __import__("mattergen_kit.conditioning.finetune", fromlist=["finetune_cli"]).finetune_cli(argv),
     "info": _info,
 }
 

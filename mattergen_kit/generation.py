@@ -107,6 +107,8 @@ class GenerativeModel:
             raise ValueError(f"steps must be at least 2, got {steps}")
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if seed is not None and (isinstance(seed, bool) or not float(seed).is_integer() or not 0 <= seed < 2**63):
+            raise ValueError(f"seed must be an integer with 0 <= seed < 2**63, got {seed!r}")
         allowed_elements = check_allowed_elements(allowed_elements)
         conditions, allowed_elements = self.check_conditions(conditions, guidance_scale, allowed_elements, num)
         if formula is not None:

@@ -17,6 +17,7 @@ CIF_LIKE = {
     "zero_volume.cif": r"malformed CIF|degenerate lattice",
     "negative_lattice_length.cif": r"_cell_length_a is -5.0488.*must be > 0",
     "angle_over_180.cif": r"_cell_angle_beta is 200.*\(0, 180\)",
+    "duplicate_site.cif": r"duplicate sites: .*total occupancy of 2.0",
     "nan_lattice.cif": r"NaN",
     "nan_coords.cif": r"malformed CIF|NaN",
     "overlapping_atoms.cif": r"overlapping atoms",

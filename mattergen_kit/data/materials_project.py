@@ -86,9 +86,32 @@ def _make_rester(api_key: str, endpoint: str, timeout: float):
                             f"{timeout:g} s; try again later or raise `timeout=`")
     if "error" in box:
         exc = box["error"]
+        if _rejected_key(exc, endpoint, api_key):
+            raise MPAccessError(f"the Materials Project at {endpoint} rejected the API key (HTTP 401/403): check "
+                                "MP_API_KEY or api_key= (get a key at https://materialsproject.org/api)") from exc
         raise MPAccessError(f"could not start the Materials Project client for {endpoint}: "
                             f"{type(exc).__name__}: {exc}") from exc
     return box["rester"]
+
+
+def _rejected_key(exc: BaseException, endpoint: str, api_key: str) -> bool:
+    """True when the client failed because the server refused the key (mp-api shows a 401 as KeyError 'version')."""
+    text = f"{type(exc).__name__}: {exc}"
+    if any(k in text for k in ("401", "403", "Unauthorized", "Forbidden")):
+        return True
+    if not (isinstance(exc, KeyError) and exc.args == ("version",)):
+        return False
+    import urllib.error
+    import urllib.request
+
+    request = urllib.request.Request(endpoint + "heartbeat", headers={"x-api-key": api_key})
+    try:
+        urllib.request.urlopen(request, timeout=10).close()
+    except urllib.error.HTTPError as http_err:
+        return http_err.code in (401, 403)
+    except OSError:
+        return False
+    return False
 
 
 def _query_key(endpoint: str, criteria: dict) -> str:

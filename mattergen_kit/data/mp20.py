@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -39,17 +40,23 @@ def _how_to_get(root: Path) -> str:
             "Without internet, use the bundled subset: mattergen_kit.datasets.load_bundled().")
 
 
-def _download(url: str, dest: Path, expected_blob: str, timeout: float) -> None:
+def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline: float | None = None) -> None:
+    """Download ``url`` to ``dest`` (verified, atomic). ``timeout``: seconds a single read may wait;
+    ``deadline``: a ``time.monotonic()`` value by which the whole download must have finished."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
-    h = None
     size = 0
     try:
         try:
-            with urllib.request.urlopen(url, timeout=timeout) as resp, open(tmp, "wb") as out:
+            wait = timeout if deadline is None else max(0.1, min(timeout, deadline - time.monotonic()))
+            with urllib.request.urlopen(url, timeout=wait) as resp, open(tmp, "wb") as out:
                 length = resp.headers.get("Content-Length")
                 while True:
-                    block = resp.read(1 << 20)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise DataIntegrityError(f"download of {url} did not finish in time ({size} bytes after "
+                                                 "the deadline; raise --timeout or try another mirror); nothing "
+                                                 "was saved")
+                    block = resp.read1(1 << 16)  # returns what has arrived, so the deadline is checked often
                     if not block:
                         break
                     out.write(block)
@@ -70,12 +77,18 @@ def _download(url: str, dest: Path, expected_blob: str, timeout: float) -> None:
 
 
 def fetch_mp20(root: str | os.PathLike | None = None, base_url: str | None = None,
-               splits: Iterable[str] = SPLITS, timeout: float = 60.0, force: bool = False) -> dict[str, Path]:
+               splits: Iterable[str] = SPLITS, timeout: float = 60.0, force: bool = False,
+               total_timeout: float | None = 1800.0) -> dict[str, Path]:
     """Download and verify CDVAE's MP-20 CSVs into ``root`` (default ``<data root>/mp20``); returns {split: path}.
 
     ``base_url`` (default the raw GitHub folder of txie-93/cdvae ``data/mp_20/``) can point at a mirror;
-    files already present with the right blob id are kept (``force=True`` re-downloads).
+    files already present with the right blob id are kept (``force=True`` re-downloads). ``timeout``: the
+    longest a single read may wait (s); ``total_timeout``: the deadline for the whole fetch (s; None: none),
+    so a server that drips bytes cannot keep it running forever.
     """
+    if total_timeout is not None and not total_timeout > 0:
+        raise ValueError(f"total_timeout must be > 0 seconds (got {total_timeout})")
+    deadline = None if total_timeout is None else time.monotonic() + total_timeout
     root = mp20_root(root)
     base = base_url or os.environ.get("MATTERGEN_KIT_MP20_URL") or MP20_BASE_URL
     base = base if base.endswith("/") else base + "/"
@@ -87,7 +100,7 @@ def fetch_mp20(root: str | os.PathLike | None = None, base_url: str | None = Non
         if dest.exists() and not force and git_blob_id(dest) == MP20_BLOB_IDS[split]:
             out[split] = dest
             continue
-        _download(base + f"{split}.csv", dest, MP20_BLOB_IDS[split], timeout)
+        _download(base + f"{split}.csv", dest, MP20_BLOB_IDS[split], timeout, deadline)
         out[split] = dest
     return out
 

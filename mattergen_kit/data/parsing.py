@@ -30,6 +30,7 @@ element has no HHI value), ``num_atoms`` (atoms in the canonical cell).
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from typing import Any, Iterable, Sequence
 
@@ -120,6 +121,10 @@ def parse_cif_text(text: str):
         except StructureError:
             raise
         except Exception as exc:  # pymatgen raises ValueError/KeyError/IndexError/... on bad CIFs
+            occupancy = re.search(r"Occupancy ([0-9.]+) exceeded tolerance", str(exc))
+            if occupancy:
+                raise StructureError(f"duplicate sites: atoms at one position have a total occupancy of "
+                                     f"{occupancy.group(1)} (> 1); remove the repeated atom line(s)") from None
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             extra = "; ".join(str(w.message).splitlines()[0] for w in caught if "not parse" in str(w.message).lower()
                               or "invalid" in str(w.message).lower())[:200]

@@ -124,6 +124,9 @@ def _relax_ase(calc, structure, fmax, steps, relax_cell):
             float(np.linalg.norm(forces, axis=1).max()))
 
 
+CHGNET_MAX_Z = 94  # CHGNet's composition model has one input per element up to Pu
+
+
 def relax_one(item, settings: dict | None = None) -> dict:
     """Relax one structure. ``item = (index, key, structure_dict)``; returns a JSON-able result dict
     (never raises: failures come back with ``ok=False`` and ``error``)."""
@@ -137,6 +140,11 @@ def relax_one(item, settings: dict | None = None) -> dict:
     t0 = time.perf_counter()
     try:
         s = Structure.from_dict(sdict)
+        if settings["model"] == "chgnet":
+            beyond = sorted({el.symbol for el in s.composition.elements if el.Z > CHGNET_MAX_Z})
+            if beyond:
+                raise ValueError(f"CHGNet covers elements with Z <= {CHGNET_MAX_Z} (up to Pu); "
+                                 f"{', '.join(beyond)} cannot be relaxed with it")
         pot = load_potential(settings["model"], settings.get("device"))
         with warnings.catch_warnings(), _threads(settings.get("torch_threads", 1)):
             warnings.simplefilter("ignore")

@@ -96,6 +96,12 @@ class TrainConfig:
             raise ValueError(f"condition_dropout must be in [0, 1] (got {self.condition_dropout!r})")
         if self.model_from_init and not self.init_from:
             raise ValueError("model_from_init needs init_from (the checkpoint whose architecture to take)")
+        if not float(self.lr) > 0:
+            raise ValueError(f"lr must be > 0 (got {self.lr!r})")
+        for key in ("init_from", "val_path") + (("data_path",) if isinstance(self.data_path, str) else ()):
+            value = getattr(self, key)
+            if value and not Path(value).exists():
+                raise FileNotFoundError(f"{key}: {value} does not exist")
 
     @property
     def model_config(self) -> dict:

@@ -33,6 +33,8 @@ def main() -> None:
                                            "  Mg  Mg1  1  0.00100000  0.00000000  0.00000000"))
     w("partial_occupancy.cif", cif.replace("  Mg  Mg1  1  0.50000000  0.50000000  0.50000000  1",
                                            "  Mg  Mg1  1  0.50000000  0.50000000  0.50000000  0.5"))
+    mg = next(ln for ln in cif.splitlines() if ln.startswith("  Mg "))
+    w("duplicate_site.cif", cif.replace(mg, mg + "\n" + mg))
     w("no_atoms.cif", "\n".join(ln for ln in cif.splitlines() if ln not in atom_lines) + "\n")
     w("empty.cif", "")
     (BAD / "binary_garbage.cif").write_bytes(bytes(range(256)) * 4)
