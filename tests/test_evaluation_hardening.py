@@ -189,3 +189,13 @@ def test_evaluate_cli_mistakes_are_one_line_errors(tmp_path, real_rows, case):
     assert r.returncode == 2 and expected in r.stderr, r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_an_element_chgnet_cannot_handle_is_named(real_structures):
+    from mattergen_kit.evaluation.relax import RelaxSettings, relax_one
+
+    s = real_structures[0].copy()
+    s.replace_species({s.species[0]: "Cm"})
+    result = relax_one((0, "k", s.as_dict()), dict(RelaxSettings(steps=2)))
+    assert not result["ok"]
+    assert "CHGNet covers elements with Z <= 94" in result["error"] and "Cm cannot be relaxed" in result["error"]

@@ -61,3 +61,9 @@ def test_num_atoms_must_have_one_entry_per_crystal(model):
 def test_too_few_steps_are_an_error_never_the_default(model, steps):
     with pytest.raises(ValueError, match=rf"steps must be at least 2, got {steps}"):
         model.generate(2, steps=steps, progress=False)
+
+
+@pytest.mark.parametrize("seed", [10**23, -1, 2**63, 1.5, True])
+def test_a_seed_out_of_range_says_so(model, seed):
+    with pytest.raises(ValueError, match=r"seed must be an integer with 0 <= seed < 2\*\*63"):
+        model.generate(1, seed=seed, steps=STEPS, progress=False)
