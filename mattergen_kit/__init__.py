@@ -11,7 +11,7 @@ from mattergen_kit.data.crystal_batch import CrystalBatch, canonicalize_structur
 __version__ = "0.1.0"
 
 __all__ = ["CrystalBatch", "canonicalize_structure", "symmetric_polar_factor", "load_model", "generate",
-           "evaluate", "datasets", "__version__"]
+           "evaluate", "finetune", "datasets", "__version__"]
 
 
 def __getattr__(name):  # lazy: keep `import mattergen_kit` fast and free of heavy optional imports
@@ -27,4 +27,8 @@ def __getattr__(name):  # lazy: keep `import mattergen_kit` fast and free of hea
         from mattergen_kit.evaluation import evaluate
 
         return evaluate
+    if name == "finetune":
+        from mattergen_kit.conditioning.finetune import finetune
+
+        return finetune
     raise AttributeError(f"module 'mattergen_kit' has no attribute {name!r}")
