@@ -28,6 +28,7 @@ class TrainConfig:
     num_layers: int = 4
     num_freqs: int = 8
     crystal_summary: bool = False  # per-layer composition/pooled-state mix-in (model/denoiser.py)
+    composition_logits: bool = False  # co-occurrence prior on the type logits (model/denoiser.py)
     # diffusion: keyword arguments of CrystalDiffusion (empty = the reference defaults)
     diffusion: dict = field(default_factory=dict)
     # data
@@ -106,8 +107,9 @@ class TrainConfig:
     @property
     def model_config(self) -> dict:
         config = {"hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "num_freqs": self.num_freqs}
-        if self.crystal_summary:  # only when on: checkpoints of models without it keep their exact config
-            config["crystal_summary"] = True
+        for flag in ("crystal_summary", "composition_logits"):  # only when on: older checkpoints keep their config
+            if getattr(self, flag):
+                config[flag] = True
         return config
 
     def with_model_from_init(self) -> "TrainConfig":

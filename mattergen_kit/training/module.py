@@ -45,27 +45,26 @@ class DiffusionModule(L.LightningModule):
         self.diffusion = diffusion if diffusion is not None else build_diffusion(config)
 
     def _init_weights_from(self, path) -> None:
-        """Copy the weights of a plain checkpoint. The architectures must match, except that a model without
-        the crystal summary may seed one with it: those modules are new, and zero-initialised (the output of
-        the network is then exactly the checkpoint's at step 0)."""
+        """Copy the weights of a plain checkpoint. The architectures must match, except that the optional
+        zero-initialised parts (crystal summary, composition logits) may be switched on here when the
+        checkpoint lacks them: the network's output at step 0 is then exactly the checkpoint's."""
         from dataclasses import asdict
 
         from mattergen_kit.model import DenoiserConfig
         from mattergen_kit.training.checkpoint import CheckpointError, load_checkpoint
 
+        growable = {"crystal_summary": ("composition_embed.", ".summary."), "composition_logits": ("composition_logits.",)}
         ckpt = load_checkpoint(path)
         theirs, ours = asdict(DenoiserConfig(**ckpt["model_config"])), self.denoiser.config_dict()
-        grows_summary = ours["crystal_summary"] and not theirs["crystal_summary"]
-        if {**theirs, "crystal_summary": ours["crystal_summary"]} != ours or (
-                theirs["crystal_summary"] and not ours["crystal_summary"]):
+        grown = [flag for flag in growable if ours[flag] and not theirs[flag]]
+        if {**theirs, **{flag: ours[flag] for flag in grown}} != ours:
             raise CheckpointError(f"init_from={path} holds a model {ckpt['model_config']} but this config builds "
                                   f"{ours}: set hidden_dim/num_layers/num_freqs to match")
-        fresh_adapter = self.denoiser.adapter is not None and not any(k.startswith("adapter.") for k in ckpt["state_dict"])
-        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not (grows_summary or fresh_adapter))
-        new = [k for k in result.missing_keys if not (k.startswith("composition_embed.") or ".summary." in k
-                                                        or (fresh_adapter and k.startswith("adapter.")))]
-        if new or result.unexpected_keys:
-            raise CheckpointError(f"init_from={path}: weights do not fit (missing {new}, unexpected "
+        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not grown)
+        new_parts = tuple(part for flag in grown for part in growable[flag])
+        unexpected_missing = [k for k in result.missing_keys if not any(part in "." + k for part in new_parts)]
+        if unexpected_missing or result.unexpected_keys:
+            raise CheckpointError(f"init_from={path}: weights do not fit (missing {unexpected_missing}, unexpected "
                                   f"{result.unexpected_keys})")
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
