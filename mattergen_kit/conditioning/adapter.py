@@ -135,7 +135,12 @@ class Adapter(nn.Module):
                 use_condition: torch.Tensor | None) -> torch.Tensor:
         B = int(use_condition.numel()) if use_condition is not None else int(batch_idx.max()) + 1 if len(batch_idx) else 0
         P, A = len(self.specs), self.adapter_dim
-        e = self.embed(conditions, use_condition, B, h.device)                   # (P, B, H)
+        # the embeddings are the same for every layer of one forward pass: computed at layer 0, reused after
+        key = (conditions if conditions else None, use_condition, B)
+        cached = getattr(self, "_embedded", None)
+        if layer == 0 or cached is None or cached[0][0] is not key[0] or cached[0][1] is not key[1] or cached[0][2] != B:
+            self._embedded = (key, self.embed(conditions, use_condition, B, h.device))
+        e = self._embedded[1]                                                    # (P, B, H)
         pre_e = torch.einsum("pbh,pha->pba", e, self.w1_e[layer])                 # W1_e e per crystal
         pre = self.w1_h[layer](h).view(-1, P, A) + pre_e.transpose(0, 1).index_select(0, batch_idx)
         a = torch.einsum("npa,pac->npc", torch.relu(pre), self.w2[layer]) + self.b2[layer]   # (ΣN, P, A)

@@ -134,7 +134,10 @@ class PropertySpec:
                 hot = values.float()
             else:
                 items = [values] * num if isinstance(values, str) or values is None else list(values)
-                hot = torch.stack([_multi_hot(v) for v in items]) if items else torch.zeros(0, NUM_ELEMENTS)
+                hot = torch.zeros(len(items), NUM_ELEMENTS)
+                rows = [(r, c) for r, v in enumerate(items) for c in _multi_hot_index(v)]
+                if rows:
+                    hot[torch.tensor(rows).T.unbind()] = 1.0
             _check_len(self.name, len(hot), num)
             hot = hot.to(device)
             return hot, hot.sum(-1) > 0
@@ -225,26 +228,26 @@ def element_symbols(system, name: str = "chemical_system") -> list[str]:
     return sorted({Element.from_Z(z).symbol for z in zs})
 
 
-@lru_cache(maxsize=4096)
-def _multi_hot_str(system: str) -> torch.Tensor:
-    hot = torch.zeros(NUM_ELEMENTS)
+@lru_cache(maxsize=8192)
+def _multi_hot_str(system: str) -> tuple[int, ...]:
     from pymatgen.core import Element
 
+    idx = []
     for p in system.split("-"):
         z = int(Element(p.strip()).Z)
         if z not in _ELEMENT_INDEX:  # a training label with an element outside the 76: treat as absent
-            return torch.zeros(NUM_ELEMENTS)
-        hot[_ELEMENT_INDEX[z]] = 1.0
-    return hot
+            return ()
+        idx.append(_ELEMENT_INDEX[z])
+    return tuple(sorted(set(idx)))
 
 
-def _multi_hot(v) -> torch.Tensor:
-    """Multi-hot over ALLOWED_Z of one chemical system (str or list of symbols); zeros = absent."""
+def _multi_hot_index(v) -> tuple[int, ...]:
+    """Positions (in ALLOWED_Z order) of the elements of one chemical system (str or list of symbols); () = absent."""
     if v is None or (isinstance(v, float) and math.isnan(v)) or (isinstance(v, str) and not v.strip()):
-        return torch.zeros(NUM_ELEMENTS)
+        return ()
     if not isinstance(v, str):
         v = "-".join(str(x) for x in v)
-    return _multi_hot_str(v).clone()
+    return _multi_hot_str(v)
 
 
 # ============================================================================================ the registry
