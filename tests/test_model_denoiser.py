@@ -20,10 +20,17 @@ def random_batch(seed=0, sizes=(1, 3, 5, 8)):
     return CrystalBatch(types, torch.rand(int(n.sum()), 3, generator=g), lattice, n)
 
 
-@pytest.fixture(scope="module")
-def model():
+@pytest.fixture(scope="module", params=["plain", "summary+composition_logits"])
+def model(request):
     torch.manual_seed(0)
-    return CrystalDenoiser(hidden_dim=32, num_layers=2).eval()
+    if request.param == "plain":
+        return CrystalDenoiser(hidden_dim=32, num_layers=2).eval()
+    net = CrystalDenoiser(hidden_dim=32, num_layers=2, crystal_summary=True, composition_logits=True).eval()
+    with torch.no_grad():  # the optional parts start at zero: give them weights so the symmetry tests see them
+        for name, p in net.named_parameters():
+            if "summary.out" in name or "composition_logits" in name:
+                p.normal_(0, 0.1)
+    return net
 
 
 def run(model, batch, t):
@@ -132,6 +139,8 @@ class ToyAdapter(torch.nn.Module):
         torch.nn.init.zeros_(self.proj.bias)
 
     def forward(self, layer, h, batch_idx, conditions, use_condition):
+        if "x" not in conditions:  # the denoiser calls the adapter without conditions too: the null input
+            return torch.zeros_like(h)
         e = self.proj(conditions["x"][:, None])
         return (e * use_condition[:, None].float())[batch_idx]
 
@@ -173,3 +182,47 @@ def test_bundled_batch_forward_backward_finite():
         losses["loss"].backward()
         assert all(torch.isfinite(v) for v in losses.values())
         assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
+
+
+def test_optional_parts_start_at_zero_and_grow_from_a_checkpoint(tmp_path):
+    """A base checkpoint continued with the crystal summary and composition logits switched on gives exactly
+    the base outputs at step 0 (real bundled crystals); switching a part off that the checkpoint has is refused."""
+    from mattergen_kit.datasets import load_bundled
+    from mattergen_kit.training.checkpoint import CheckpointError, save_checkpoint
+    from mattergen_kit.training.config import TrainConfig
+    from mattergen_kit.training.module import DiffusionModule
+
+    torch.manual_seed(1)
+    base = CrystalDenoiser(hidden_dim=32, num_layers=2).eval()
+    path = save_checkpoint(tmp_path / "base.pt", base.config_dict(), base.state_dict())
+    grown = DiffusionModule(TrainConfig(hidden_dim=32, num_layers=2, crystal_summary=True, composition_logits=True,
+                                        init_from=str(path))).denoiser.eval()
+    batch = CrystalBatch.from_structures(load_bundled("val", progress=False).structures[:6])
+    batch = batch.replace(atom_types=torch.where(torch.arange(len(batch.atom_types)) % 3 == 0,
+                                                 torch.full_like(batch.atom_types, MASK_Z), batch.atom_types))
+    t = torch.full((6,), 0.4)
+    a, b = run(base, batch, t), run(grown, batch, t)
+    for field in ("type_logits", "coord_score", "lattice_score"):
+        assert torch.equal(getattr(a, field), getattr(b, field))
+    grown_path = save_checkpoint(tmp_path / "grown.pt", grown.config_dict(), grown.state_dict())
+    with pytest.raises(CheckpointError, match="set hidden_dim"):
+        DiffusionModule(TrainConfig(hidden_dim=32, num_layers=2, init_from=str(grown_path)))
+
+
+def test_composition_logits_see_the_revealed_elements():
+    """The co-occurrence prior W c_b depends on which elements the cell holds, not on their order."""
+    torch.manual_seed(0)
+    net = CrystalDenoiser(hidden_dim=16, num_layers=1, composition_logits=True).eval()
+    with torch.no_grad():
+        net.composition_logits.weight.copy_(torch.eye(101) * 5.0)  # "the same element again"
+    lattice = symmetric_polar_factor(torch.eye(3).expand(1, 3, 3) * 4.0)
+    frac = torch.rand(4, 3)
+    batch = CrystalBatch(torch.tensor([3, 8, MASK_Z, MASK_Z]), frac, lattice, torch.tensor([4]))
+    plain = net.composition_logits
+    net.composition_logits = None
+    without = run(net, batch, torch.tensor([0.5])).type_logits
+    net.composition_logits = plain
+    shift = run(net, batch, torch.tensor([0.5])).type_logits - without
+    # c_b = (Li: 1/4, O: 1/4, mask: 1/2) → +1.25 on Li (class 2) and O (class 7), +2.5 on the mask class
+    assert torch.allclose(shift[:, 2], torch.full((4,), 1.25)) and torch.allclose(shift[:, 7], torch.full((4,), 1.25))
+    assert torch.allclose(shift[:, 100], torch.full((4,), 2.5)) and float(shift[:, 10].abs().max()) == 0.0
