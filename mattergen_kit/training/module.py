@@ -60,8 +60,10 @@ class DiffusionModule(L.LightningModule):
         if {**theirs, **{flag: ours[flag] for flag in grown}} != ours:
             raise CheckpointError(f"init_from={path} holds a model {ckpt['model_config']} but this config builds "
                                   f"{ours}: set hidden_dim/num_layers/num_freqs to match")
-        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not grown)
-        new_parts = tuple(part for flag in grown for part in growable[flag])
+        # a conditioned fine-tune of a base checkpoint: the adapter is new (zero-initialised mix-in, conditioning/)
+        fresh_adapter = self.denoiser.adapter is not None and not any(k.startswith("adapter.") for k in ckpt["state_dict"])
+        result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not (grown or fresh_adapter))
+        new_parts = tuple(part for flag in grown for part in growable[flag]) + (("adapter.",) if fresh_adapter else ())
         unexpected_missing = [k for k in result.missing_keys if not any(part in "." + k for part in new_parts)]
         if unexpected_missing or result.unexpected_keys:
             raise CheckpointError(f"init_from={path}: weights do not fit (missing {unexpected_missing}, unexpected "
