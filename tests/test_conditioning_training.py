@@ -75,3 +75,18 @@ def test_shipped_conditioned_config_parses():
     assert cfg.properties == ["chemical_system", "space_group", "band_gap", "formation_energy_per_atom",
                               "e_above_hull", "hhi_production", "magnetic_density", "bulk_modulus"]
     assert cfg.model_from_init and cfg.init_from and cfg.condition_dropout == 0.2
+
+
+def test_model_from_init_copies_every_architecture_flag(tmp_path):
+    from mattergen_kit.model import DenoiserConfig
+
+    flags = {f: True for f in ("crystal_summary", "composition_logits") if f in DenoiserConfig.__dataclass_fields__}
+    model = CrystalDenoiser(hidden_dim=24, num_layers=3, num_freqs=5, **flags)
+    base = save_checkpoint(tmp_path / "b.pt", model.config_dict(), model.state_dict(), {"density": 0.05},
+                           {"num_atoms_histogram": [0, 1.0]})
+    cfg = TrainConfig(init_from=str(base), model_from_init=True).with_model_from_init()
+    assert CrystalDenoiser(**cfg.model_config).config_dict() == model.config_dict() and cfg.diffusion == {"density": 0.05}
+    odd = CrystalDenoiser(hidden_dim=24, num_layers=3, time_dim=32)
+    base = save_checkpoint(tmp_path / "odd.pt", odd.config_dict(), odd.state_dict(), {}, {})
+    with pytest.raises(ValueError, match=r"model settings \['time_dim'\] cannot be expressed"):
+        TrainConfig(init_from=str(base), model_from_init=True).with_model_from_init()

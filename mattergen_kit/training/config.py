@@ -121,15 +121,14 @@ class TrainConfig:
         from mattergen_kit.training.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(self.init_from)
-        mc = dict(ckpt["model_config"])
         from mattergen_kit.model import DenoiserConfig
 
-        known, defaults = {"hidden_dim", "num_layers", "num_freqs", "crystal_summary"}, asdict(DenoiserConfig())
-        other = sorted(k for k in set(mc) - known if mc[k] != defaults.get(k))
+        mc = {**asdict(DenoiserConfig()), **ckpt["model_config"]}
+        ours = {f.name for f in fields(self)}
+        other = sorted(k for k, v in mc.items() if k not in ours and v != asdict(DenoiserConfig())[k])
         if other:
             raise ValueError(f"init_from={self.init_from}: model settings {other} cannot be expressed in a TrainConfig")
-        return replace(self, hidden_dim=mc["hidden_dim"], num_layers=mc["num_layers"], num_freqs=mc.get("num_freqs", 8),
-                       crystal_summary=bool(mc.get("crystal_summary", False)), diffusion=dict(ckpt["diffusion_config"]))
+        return replace(self, diffusion=dict(ckpt["diffusion_config"]), **{k: v for k, v in mc.items() if k in ours})
 
     def to_dict(self) -> dict:
         return asdict(self)
