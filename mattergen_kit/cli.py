@@ -79,7 +79,6 @@ def _generate(argv: list[str]) -> int:
         check_out_dir(args.out, overwrite=args.overwrite, resume=args.resume)
     except OutputError as err:
         return _fail(str(err))
-    set_threads(args.threads)
     return _run_generation(args)
 
 
@@ -138,18 +137,8 @@ def parse_conditions(items: list[str]) -> dict:
     return out
 
 
-def set_threads(threads: int | None) -> int:
-    """Set torch's CPU threads: ``threads``, or the default :data:`mattergen_kit.generation.DEFAULT_THREADS`."""
-    import torch
-
-    from mattergen_kit.generation import DEFAULT_THREADS
-
-    torch.set_num_threads(threads or DEFAULT_THREADS)
-    return torch.get_num_threads()
-
-
 def _run_generation(args) -> int:
-    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, load_model
+    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, DEFAULT_THREADS, load_model
     from mattergen_kit.outputs import OutputError, generate_to_folder
 
     conditions = getattr(args, "conditions", None) or {}
@@ -179,7 +168,8 @@ def _run_generation(args) -> int:
         written = generate_to_folder(model, args.out, args.num, seed=args.seed, steps=steps,
                                      batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
                                      picture=not args.no_picture,
-                                     allowed_elements=allowed, on_batch=on_batch, **composition)
+                                     allowed_elements=allowed, on_batch=on_batch,
+                                     threads=args.threads or DEFAULT_THREADS, **composition)
     except KeyboardInterrupt:
         from mattergen_kit.outputs import RunManifest
 

@@ -28,7 +28,9 @@ BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundl
 #: the bundled model fine-tuned with property conditioning (configs/conditioned_cpu.yaml); used when conditions are given
 BUNDLED_CONDITIONED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20_conditioned.pt"
 DEFAULT_STEPS = 1000  # the reference sampler (2 network calls per step)
-#: torch CPU threads the CLI sets unless --threads is given (measured: see README "Speed notes").
+#: torch CPU threads for sampling unless told otherwise (CLI --threads, Python threads=). Measured on the
+#: 2-core box with the other core busy: `generate --num 8 --steps 100` sampled in 10.6-12.5 s with 1 thread and
+#: 216-291 s with 2 (README "Speed notes"); the network is small, so one thread is never the slow case.
 DEFAULT_THREADS = 1
 
 
@@ -85,22 +87,28 @@ class GenerativeModel:
     def sample(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                allowed_elements=None, fixed_atom_types=None, progress: bool = True,
-               type_temperature: float | None = None, formula: str | None = None) -> CrystalBatch:
+               type_temperature: float | None = None, formula: str | None = None,
+               threads: int | None = DEFAULT_THREADS) -> CrystalBatch:
         """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`)."""
         return CrystalBatch.collate([batch for _, batch in self.iter_batches(
             num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
             conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
-            progress=progress, type_temperature=type_temperature, formula=formula)])
+            progress=progress, type_temperature=type_temperature, formula=formula, threads=threads)])
 
     def iter_batches(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                      num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                      allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=(),
-                     type_temperature: float | None = None, formula: str | None = None):
+                     type_temperature: float | None = None, formula: str | None = None,
+                     threads: int | None = DEFAULT_THREADS):
         """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
 
         The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
         written by an interrupted run); the other batches are the same as in a run that skipped none.
+        ``threads``: torch CPU threads while sampling (restored afterwards; None keeps torch's setting). The
+        default, 1, is never the slow case: see :data:`DEFAULT_THREADS`.
         """
+        if threads is not None and (isinstance(threads, bool) or int(threads) < 1):
+            raise ValueError(f"threads must be at least 1 (or None), got {threads!r}")
         if num < 1:
             raise ValueError(f"num must be at least 1, got {num}")
         if steps < 2:
@@ -125,9 +133,12 @@ class GenerativeModel:
             type_temperature = float(self.meta.get("type_temperature", 1.0))
         sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps, type_temperature=type_temperature)
         skip = set(skip)
+        before = torch.get_num_threads()
         for start in range(0, num, batch_size):
             if start in skip:
                 continue
+            if threads is not None:
+                torch.set_num_threads(int(threads))  # only while a batch samples; the caller's setting holds between
             stop = min(num, start + batch_size)
             per_crystal_mask = torch.is_tensor(allowed_elements) and allowed_elements.ndim == 2
             kw = dict(seed=base_seed + start, guidance_scale=guidance_scale,
@@ -135,7 +146,11 @@ class GenerativeModel:
                       allowed_elements=allowed_elements[start:stop] if per_crystal_mask else allowed_elements)
             if fixed_atom_types is not None:
                 kw["fixed_atom_types"] = fixed_atom_types[start:stop]
-            yield start, sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw)
+            try:
+                batch = sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw)
+            finally:
+                torch.set_num_threads(before)
+            yield start, batch
 
     def generate(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                  **kwargs) -> list:

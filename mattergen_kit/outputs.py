@@ -331,4 +331,4 @@ def run_settings(model, **settings) -> dict:
     path = getattr(model, "path", None)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
     return {"model": Path(path).name if path else None, "model_sha256": digest,
-            **{k: plain(v) for k, v in settings.items() if k != "progress"}}
+            **{k: plain(v) for k, v in settings.items() if k not in ("progress", "threads")}}

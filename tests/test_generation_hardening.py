@@ -67,3 +67,26 @@ def test_too_few_steps_are_an_error_never_the_default(model, steps):
 def test_a_seed_out_of_range_says_so(model, seed):
     with pytest.raises(ValueError, match=r"seed must be an integer with 0 <= seed < 2\*\*63"):
         model.generate(1, seed=seed, steps=STEPS, progress=False)
+
+
+def test_sampling_uses_one_thread_by_default_and_restores_the_callers_setting(model, monkeypatch):
+    seen = []
+    real = model.denoiser.forward
+
+    def spy(*args, **kwargs):
+        seen.append(torch.get_num_threads())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(model.denoiser, "forward", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        model.generate(1, seed=0, steps=STEPS, progress=False)
+        assert set(seen) == {1} and torch.get_num_threads() == 2
+        seen.clear()
+        model.generate(1, seed=0, steps=STEPS, progress=False, threads=None)  # None: keep the caller's setting
+        assert set(seen) == {2}
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads must be at least 1"):
+        model.generate(1, steps=STEPS, threads=0)
