@@ -88,3 +88,14 @@ def test_label_job_appends_and_resumes(tmp_path):
     assert float(rows[0]["value"]) == pytest.approx(m, rel=1e-4)
     with pytest.raises(ValueError, match="property must be one of"):
         label_job.run("band_gap", out=out)
+
+
+def test_eos_bulk_modulus_of_rocksalt_nacl():
+    """CHGNet EOS on NaCl (rocksalt, a = 5.64 Å): experiment ~24-25 GPa, PBE ~22-24 GPa."""
+    from pymatgen.core import Lattice, Structure
+
+    from mattergen_kit.conditioning.label_job import Labeller
+
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    b0 = Labeller().bulk_modulus(nacl.get_primitive_structure())
+    assert 15.0 < b0 < 35.0, b0
