@@ -9,12 +9,13 @@ STEPS  ?=
 
 .PHONY: install demo test clean-cache
 
-$(VENV)/.installed: pyproject.toml
+# constraints.txt pins the exact versions the tests ran with; pyproject.toml keeps lower bounds.
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run 'make PYTHON=python3 ...'"; exit 1; }
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --upgrade pip "setuptools<81" wheel
-	$(PY) -m pip install torch==2.13.0
-	$(PY) -m pip install -e ".[test]"
+	$(PY) -m pip install --upgrade pip
+	$(PY) -m pip install -c constraints.txt setuptools wheel torch
+	$(PY) -m pip install -c constraints.txt -e ".[all,test]"
 	touch $@
 
 install: $(VENV)/.installed

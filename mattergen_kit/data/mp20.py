@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Iterable
 
 from mattergen_kit.data.datasets import CrystalDataset, load_csv
-from mattergen_kit.data.paths import DataIntegrityError, data_root, git_blob_id
+from mattergen_kit.data.paths import DataIntegrityError, git_blob_id, user_root
 
 __all__ = ["fetch_mp20", "load_mp20", "MP20_BLOB_IDS", "MP20_BASE_URL", "mp20_root"]
 
@@ -31,7 +31,7 @@ SPLITS = ("train", "val", "test")
 
 
 def mp20_root(root: str | os.PathLike | None = None) -> Path:
-    return Path(root) if root is not None else data_root() / "mp20"
+    return Path(root) if root is not None else user_root() / "mp20"
 
 
 def _how_to_get(root: Path) -> str:

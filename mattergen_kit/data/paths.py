@@ -1,8 +1,10 @@
 """Where the data live, and checking that the raw files are intact.
 
 * data root: ``MATTERGEN_KIT_DATA`` if set, else the repository's ``datasets/`` folder
-  (``Path(mattergen_kit.__file__).parents[1] / "datasets"``);
-* cache root: ``MATTERGEN_KIT_CACHE`` if set, else ``<data root>/cache`` (git-ignored).
+  (``Path(mattergen_kit.__file__).parents[1] / "datasets"``), else — in a wheel install — the copy shipped
+  as package data, ``mattergen_kit/bundled_data``;
+* cache root: ``MATTERGEN_KIT_CACHE`` if set, else ``<data root>/cache`` (git-ignored), or for a wheel
+  install ``$XDG_CACHE_HOME/mattergen_kit/cache`` (site-packages is not a place to write to).
 
 Raw files are verified against ``<data root>/SHA256SUMS`` (``sha256sum`` format) before they are
 parsed; a mismatch raises :class:`DataIntegrityError` naming the file and how to restore it.
@@ -14,7 +16,7 @@ import hashlib
 import os
 from pathlib import Path
 
-__all__ = ["DataIntegrityError", "data_root", "cache_root", "sha256_file", "read_sha256sums", "verify_file",
+__all__ = ["DataIntegrityError", "data_root", "user_root", "cache_root", "sha256_file", "read_sha256sums", "verify_file",
            "git_blob_id"]
 
 
@@ -22,20 +24,37 @@ class DataIntegrityError(RuntimeError):
     """A raw data file does not match its recorded checksum (corrupt, truncated or replaced)."""
 
 
+#: where a wheel install keeps the bundled data (pyproject.toml maps the repository's datasets/ here)
+PACKAGE_DATA = Path(__file__).resolve().parents[1] / "bundled_data"
+#: the repository checkout's data folder (an editable install or a source tree)
+CHECKOUT_DATA = Path(__file__).resolve().parents[2] / "datasets"
+
+
 def data_root() -> Path:
-    """The folder that holds the bundled data (``MATTERGEN_KIT_DATA`` overrides the repository's ``datasets/``)."""
+    """The folder that holds the bundled data: ``MATTERGEN_KIT_DATA`` if set, else the checkout's ``datasets/``,
+    else the copy installed with the package (``mattergen_kit/bundled_data``)."""
     env = os.environ.get("MATTERGEN_KIT_DATA")
     if env:
         return Path(env).expanduser()
-    import mattergen_kit
+    if not (CHECKOUT_DATA / "SHA256SUMS").is_file() and (PACKAGE_DATA / "SHA256SUMS").is_file():
+        return PACKAGE_DATA
+    return CHECKOUT_DATA
 
-    return Path(mattergen_kit.__file__).resolve().parents[1] / "datasets"
+
+def user_root() -> Path:
+    """A writable folder for what an installed package builds or downloads: the checkout's ``datasets/`` in a
+    source tree, else ``$XDG_CACHE_HOME/mattergen_kit`` (default ``~/.cache/mattergen_kit``)."""
+    root = data_root()
+    if root != PACKAGE_DATA:
+        return root
+    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "mattergen_kit"
 
 
 def cache_root() -> Path:
-    """The tensor/query cache folder (``MATTERGEN_KIT_CACHE`` overrides ``<data root>/cache``); created on demand."""
+    """The tensor/query cache folder (``MATTERGEN_KIT_CACHE`` overrides ``<data root>/cache``, and an installed
+    package caches under :func:`user_root`); created on demand."""
     env = os.environ.get("MATTERGEN_KIT_CACHE")
-    root = Path(env).expanduser() if env else data_root() / "cache"
+    root = Path(env).expanduser() if env else user_root() / "cache"
     root.mkdir(parents=True, exist_ok=True)
     return root
 
