@@ -75,9 +75,12 @@ def test_label_job_appends_and_resumes(tmp_path):
     out = tmp_path / "ml.csv"
     labeller = label_job.Labeller()
     label_job.run("magnetic_density", split="val", limit=2, out=out, progress=False, labeller=labeller)
+    with open(out, "a") as f:
+        f.write("mp-torn,magnetic_den")                                       # a kill in the middle of a write
     label_job.run("magnetic_density", split="val", limit=3, out=out, progress=False, labeller=labeller)
     rows = list(csv.DictReader(open(out)))
     assert len(rows) == 3 and len({r["material_id"] for r in rows}) == 3      # resumed: the first 2 not redone
+    assert "mp-torn" not in {r["material_id"] for r in rows}                  # the torn line was cut
     assert all(r["status"] == "ok" and float(r["value"]) >= 0 for r in rows)
     from mattergen_kit.datasets import load_bundled
 

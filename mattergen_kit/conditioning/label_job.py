@@ -69,7 +69,18 @@ class Labeller:
         return b0
 
 
+def _cut_torn_tail(path: Path) -> None:
+    """A job killed mid-write can leave a last line without its newline: cut it (it is redone)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    data = path.read_bytes()
+    if not data.endswith(b"\n"):
+        with open(path, "r+b") as f:
+            f.truncate(data.rfind(b"\n") + 1)
+
+
 def _done(path: Path, prop: str) -> set[str]:
+    _cut_torn_tail(path)
     if not path.is_file():
         return set()
     with open(path, newline="") as f:
