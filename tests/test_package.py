@@ -113,3 +113,23 @@ print("generated", len(mk.generate(2, seed=0, steps=2, progress=False)))
                         str(out), "--no-picture"], capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
     assert r.returncode == 0, r.stderr[-3000:]
     assert len(list(out.glob("*.cif"))) == 2
+
+
+def test_the_core_works_without_the_extras(tmp_path):
+    """Generation, data and training import with every [mp]/[eval]/[notebook] package made unimportable."""
+    script = f"""
+import sys
+for name in ["smact", "chgnet", "matminer", "sklearn", "threadpoolctl", "mp_api", "ipywidgets", "nglview",
+             "jupyterlab"]:
+    sys.modules[name] = None  # import raises ImportError, as if not installed
+import mattergen_kit as mk
+import mattergen_kit.training.fit
+from mattergen_kit import cli, datasets
+from mattergen_kit.outputs import write_samples
+write_samples(mk.generate(2, seed=0, steps=2, progress=False), {str(tmp_path / "out")!r}, picture=True)
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("*.cif"))) == 2 and (tmp_path / "out" / "grid.png").is_file()
