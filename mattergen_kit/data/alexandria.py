@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
-import pandas as pd
 
-from mattergen_kit.data.datasets import CrystalDataset, LoadReport, Skip, _isnum
+from mattergen_kit.data.dataset import CrystalDataset, _isnum
+from mattergen_kit.data.report import LoadReport, Skip
 from mattergen_kit.data.parsing import process_records
 
 __all__ = ["load_alexandria", "iter_json_array", "open_text"]

@@ -21,8 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mattergen_kit.data.datasets import CrystalDataset, LoadReport, Skip, _iter_structure_files
+from mattergen_kit.data.dataset import CrystalDataset
+from mattergen_kit.data.files import iter_structure_files
 from mattergen_kit.data.parsing import StructureError, parse_cif_text, process_records
+from mattergen_kit.data.report import LoadReport, Skip
 
 __all__ = ["load_icsd", "order_disordered"]
 
@@ -65,7 +67,7 @@ def load_icsd(path: str | os.PathLike, *, max_atoms: int | None = 20, disorder: 
     report = LoadReport(name=name or f"icsd:{path.name}", sources=[str(path)])
     records, rows_props = [], {}
     n_files = 0
-    for fname, raw, problem in _iter_structure_files(path):
+    for fname, raw, problem in iter_structure_files(path):
         if not fname.lower().endswith(".cif"):
             continue
         n_files += 1

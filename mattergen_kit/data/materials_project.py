@@ -24,14 +24,13 @@ import json
 import os
 import socket
 import threading
-from pathlib import Path
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
 import numpy as np
 import pandas as pd
 
-from mattergen_kit.data.datasets import CrystalDataset
+from mattergen_kit.data.dataset import CrystalDataset
 from mattergen_kit.data.paths import cache_root
 
 __all__ = ["load_materials_project", "MPAccessError", "MP_FIELDS", "DEFAULT_ENDPOINT"]
@@ -162,7 +161,7 @@ def _docs_to_dataset(docs: list[dict], name: str, workers: int, progress: bool) 
         structures.append(s)
     ds = CrystalDataset.from_structures(structures, pd.DataFrame(rows), name=name, source="materials_project",
                                         workers=workers, progress=progress)
-    from mattergen_kit.data.datasets import Skip
+    from mattergen_kit.data.report import Skip
 
     for i, mid, reason in bad:
         ds.report.skipped.append(Skip("materials_project", i, reason, "invalid", mid))

@@ -4,7 +4,7 @@
 (sha1 of ``b"blob <size>\\0" + content``, the fingerprints recorded in ``datasets/PROVENANCE.md``), and only
 then renames it into place with ``os.replace``; a wrong, partial or interrupted download raises
 :class:`~mattergen_kit.data.paths.DataIntegrityError` and leaves nothing behind. ``load_mp20(split)`` reads
-(and verifies) the files through :func:`~mattergen_kit.data.datasets.load_csv` with the tensor cache.
+(and verifies) the files through :func:`~mattergen_kit.data.csv_table.load_csv` with the tensor cache.
 """
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
-from mattergen_kit.data.datasets import CrystalDataset, load_csv
+from mattergen_kit.data.csv_table import load_csv
+from mattergen_kit.data.dataset import CrystalDataset
 from mattergen_kit.data.paths import DataIntegrityError, git_blob_id, user_root
 
 __all__ = ["fetch_mp20", "load_mp20", "MP20_BLOB_IDS", "MP20_BASE_URL", "mp20_root"]

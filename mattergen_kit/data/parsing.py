@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -304,14 +304,3 @@ def process_records(records: Sequence, workers: int = 2, progress: bool = True, 
     with ctx.Pool(workers) as pool:
         return list(tqdm(pool.imap(process_record, records, chunksize=chunksize), total=len(records), desc=desc,
                          disable=not progress, mininterval=1.0))
-
-
-def iter_chunks(it: Iterable, n: int):
-    buf = []
-    for x in it:
-        buf.append(x)
-        if len(buf) == n:
-            yield buf
-            buf = []
-    if buf:
-        yield buf

@@ -125,10 +125,10 @@ def _read_zip(f: Path) -> list:
     from pymatgen.io.ase import AseAtomsAdaptor
     from pymatgen.io.cif import CifParser
 
-    from mattergen_kit.data.datasets import _iter_structure_files
+    from mattergen_kit.data.files import iter_structure_files
 
     found = []
-    for name, raw, _ in _iter_structure_files(f):
+    for name, raw, _ in iter_structure_files(f):
         text = raw.decode("utf-8", errors="replace")
         try:
             if name.lower().endswith(".cif"):

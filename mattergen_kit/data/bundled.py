@@ -1,0 +1,249 @@
+"""The bundled data: the "mp-bundled-20" set with its fixed split, the AFLOW bulk moduli and MP-20 phases.
+
+Bundled set "mp-bundled-20" (design §2) — *not* MP-20:
+  MP-20's binary/ternary val+test rows (``mp20_biternary/``) plus MPTS-52 val+test rows
+  (``mpts_52/``) with ≤ 20 atoms whose material_id is not already present, filtered like MP-20
+  (e_above_hull ≤ 0.08 eV/atom, formation energy ≤ 2 eV/atom) and without MatterGen's excluded
+  elements (noble gases, Tc, Pm, Z ≥ 84). Split train/val/test = 80/10/10 by a seeded hash of the
+  material_id (:func:`split_of`), recorded in ``datasets/splits/mp-bundled-20.csv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mattergen_kit.data.csv_table import _csv_rows, _read_table
+from mattergen_kit.data.dataset import CACHE_VERSION, MAX_ATOMS, CrystalDataset, _cached, _isnum
+from mattergen_kit.data.parsing import process_records
+from mattergen_kit.data.paths import cache_root, data_root, read_sha256sums, sha256_file, verify_file
+from mattergen_kit.data.report import LoadReport, Skip
+
+__all__ = ["load_bundled", "num_atoms_histogram", "load_aflow_bulk_modulus", "load_mp20_phases", "split_of",
+           "BUNDLED_NAME"]
+
+BUNDLED_NAME = "mp-bundled-20"
+E_ABOVE_HULL_MAX = 0.08  # eV/atom, MP-20's filter
+FORMATION_ENERGY_MAX = 2.0  # eV/atom, MP-20's filter
+SPLIT_SEED = "mattergen_kit/mp-bundled-20/v1"
+SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+BUNDLED_FILES = ("mp20_biternary/val.csv.gz", "mp20_biternary/test.csv.gz", "mpts_52/val.csv.gz",
+                 "mpts_52/test.csv.gz")
+
+
+def split_of(material_id: str, seed: str = SPLIT_SEED, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
+    """Deterministic split of a material id: u = sha256(seed + ":" + id) as a number in [0, 1);
+    train if u < 0.8, val if u < 0.9, else test."""
+    h = hashlib.sha256(f"{seed}:{material_id}".encode()).digest()
+    u = int.from_bytes(h[:8], "big") / 2.0 ** 64
+    if u < fractions[0]:
+        return "train"
+    if u < fractions[0] + fractions[1]:
+        return "val"
+    return "test"
+
+
+def splits_file(root: Path | None = None) -> Path:
+    return (Path(root) if root is not None else data_root()) / "splits" / f"{BUNDLED_NAME}.csv"
+
+
+def _read_or_write_splits(ids: Sequence[str], root: Path) -> dict[str, str]:
+    """material_id -> split from datasets/splits/mp-bundled-20.csv; written (from :func:`split_of`) if absent.
+
+    An existing file wins (it is the record); ids it lacks are assigned with :func:`split_of` and an error is
+    raised if the file disagrees with the hash for any id (it was edited or made with another seed).
+    """
+    path = splits_file(root)
+    if path.exists():
+        table = pd.read_csv(path, dtype=str)
+        if list(table.columns[:2]) != ["material_id", "split"]:
+            raise ValueError(f"{path} must have columns material_id,split")
+        mapping = dict(zip(table.material_id, table.split))
+        missing = [i for i in ids if i not in mapping]
+        if missing:
+            raise ValueError(f"{path} lacks {len(missing)} material ids of the bundled set (e.g. {missing[:3]}); "
+                             f"the raw data changed: delete {path} to regenerate it, and commit the new file")
+        return mapping
+    mapping = {i: split_of(i) for i in ids}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame({"material_id": list(ids), "split": [mapping[i] for i in ids]}).to_csv(path, index=False)
+    return mapping
+
+
+def _build_bundled(root: Path, digests: dict[str, str], workers: int, progress: bool) -> CrystalDataset:
+    filters = {"max_atoms": MAX_ATOMS, "e_above_hull_max": E_ABOVE_HULL_MAX,
+               "formation_energy_max": FORMATION_ENERGY_MAX, "exclude_elements": True}
+    report = LoadReport(name=BUNDLED_NAME, sources=list(BUNDLED_FILES))
+    all_records, all_props = [], {}
+    seen: set[str] = set()
+    for rel in BUNDLED_FILES:
+        df = _read_table(root / rel)
+        mp20 = rel.startswith("mp20_biternary")
+        sub_report = LoadReport()
+        records, rows_props = _csv_rows(df, root / rel, rel, sub_report, "cif", filters)
+        for s in sub_report.skipped:
+            report.skipped.append(s)
+        kept_records = []
+        for rec in records:
+            row = rec[0]
+            given = rows_props[row]
+            mid = str(given.get("material_id"))
+            if mid in seen:
+                report.skipped.append(Skip(rel, row, "duplicate material_id (already in "
+                                           + ("an earlier file" if mp20 else "mp20_biternary") + ")", "duplicate", mid))
+                continue
+            seen.add(mid)
+            kept_records.append(((rel, row),) + rec[1:])
+            all_props[(rel, row)] = {"material_id": mid, **{k: given.get(k) for k in
+                                     ("band_gap", "formation_energy_per_atom", "e_above_hull", "spacegroup")}}
+        # duplicates among rows that were filtered later still count as "seen": keep the first occurrence only
+        all_records.extend(kept_records)
+    results = process_records(all_records, workers=workers, progress=progress, desc=f"building {BUNDLED_NAME}")
+    kept_props = []
+    types, coords, lats, counts = [], [], [], []
+    for res in results:
+        key = res[1]
+        rel, row = key
+        given = all_props[key]
+        if res[0] != "ok":
+            report.skipped.append(Skip(rel, row, res[2], "filtered" if res[0] == "filtered" else "invalid",
+                                       given["material_id"]))
+            continue
+        _, _, z, f, lat, labels = res
+        types.append(z), coords.append(f), lats.append(lat), counts.append(len(z))
+        rec = {"material_id": given["material_id"], "formula": labels["formula"],
+               "band_gap": given.get("band_gap") if _isnum(given.get("band_gap")) else np.nan,
+               "formation_energy_per_atom": given.get("formation_energy_per_atom"),
+               "e_above_hull": given.get("e_above_hull"),
+               "spacegroup": int(given["spacegroup"]) if _isnum(given.get("spacegroup")) else labels["spacegroup"],
+               "chemical_system": labels["chemical_system"], "hhi_production": labels["hhi_production"],
+               "hhi_reserve": labels["hhi_reserve"], "num_atoms": labels["num_atoms"], "source": rel}
+        kept_props.append(rec)
+    report.kept = len(counts)
+    ds = CrystalDataset._assemble(types, coords, lats, counts, kept_props, report, BUNDLED_NAME)
+    ds.properties["band_gap"] = ds.properties["band_gap"].astype(float)
+    mapping = _read_or_write_splits(list(ds.properties["material_id"]), root)
+    ds.properties["split"] = [mapping[m] for m in ds.properties["material_id"]]
+    return ds
+
+
+def _bundled_all(workers: int = 2, progress: bool = True, use_cache: bool = True) -> CrystalDataset:
+    root = data_root()
+    sums = read_sha256sums(root)
+    digests = {rel: verify_file(rel, root, sums) for rel in BUNDLED_FILES}
+    split_path = splits_file(root)
+    split_digest = sha256_file(split_path) if split_path.exists() else "none"
+    key = hashlib.sha256(json.dumps([digests, CACHE_VERSION, E_ABOVE_HULL_MAX, FORMATION_ENERGY_MAX, MAX_ATOMS,
+                                     SPLIT_SEED], sort_keys=True).encode()).hexdigest()[:16]
+    path = cache_root() / f"{BUNDLED_NAME}-{key}.pt"
+    if use_cache and path.exists():
+        try:
+            ds = CrystalDataset.load(path)
+            if split_digest == "none" or ds.report.to_dict().get("name") != BUNDLED_NAME:
+                raise ValueError("stale")
+            cached_split = ds.properties[["material_id", "split"]]
+            table = pd.read_csv(split_path, dtype=str)
+            if dict(zip(table.material_id, table.split)) == dict(zip(cached_split.material_id, cached_split.split)):
+                return ds
+        except Exception:
+            pass
+    ds = _build_bundled(root, digests, workers, progress)
+    if use_cache:
+        ds.save(path)
+    return ds
+
+
+def load_bundled(split: str = "train", *, workers: int = 2, progress: bool = True,
+                 use_cache: bool = True) -> CrystalDataset:
+    """The bundled "mp-bundled-20" set (see module docstring): split in {"train", "val", "test", "all"}.
+
+    The raw CSVs are verified against ``datasets/SHA256SUMS`` on every call (a corrupt file raises
+    :class:`~mattergen_kit.data.paths.DataIntegrityError`). The first call parses and canonicalises
+    everything (a few minutes on 2 cores, with a progress bar) and saves a tensor cache in
+    ``datasets/cache/`` keyed by the files' sha256; later calls read that cache in about a second.
+    """
+    if split not in ("train", "val", "test", "all"):
+        raise ValueError(f"split must be one of 'train', 'val', 'test', 'all' (got {split!r})")
+    ds = _bundled_all(workers=workers, progress=progress, use_cache=use_cache)
+    if split == "all":
+        ds.name = f"{BUNDLED_NAME}/all"
+        return ds
+    return ds.subset(ds.properties["split"].to_numpy() == split, name=f"{BUNDLED_NAME}/{split}")
+
+
+def num_atoms_histogram(split: str = "train", max_atoms: int = MAX_ATOMS) -> np.ndarray:
+    """p[N], N = 0..20: the fraction of bundled crystals (canonical cells) with N atoms — the sampler's prior."""
+    return load_bundled(split, progress=False).num_atoms_histogram(max_atoms)
+
+
+# ============================================================================================ other bundled tables
+def load_aflow_bulk_modulus(split: str = "train", *, workers: int = 2, progress: bool = True) -> CrystalDataset:
+    """AFLOW structures with a DFT (AEL–AGL) ``bulk_modulus`` in GPa; split in train/val/test/all (the source's split).
+
+    No material ids in the source: ``material_id`` is ``aflow-<split>-<row>``.
+    """
+    if split not in ("train", "val", "test", "all"):
+        raise ValueError(f"split must be one of 'train', 'val', 'test', 'all' (got {split!r})")
+    if split == "all":
+        parts = [load_aflow_bulk_modulus(s, workers=workers, progress=progress) for s in ("train", "val", "test")]
+        return CrystalDataset.concat(parts, name="aflow_bulk_modulus/all")
+    root = data_root()
+    rel = f"aflow_bulk_modulus/{split}.csv.gz"
+    digest = verify_file(rel, root)
+
+    def build():
+        df = _read_table(root / rel)
+        df = df.rename(columns={df.columns[0]: "source_index"}) if str(df.columns[0]).startswith("Unnamed") else df
+        df.insert(0, "material_id", [f"aflow-{split}-{i}" for i in range(len(df))])
+        report = LoadReport(name=f"aflow_bulk_modulus/{split}", sources=[rel])
+        records, rows_props = _csv_rows(df, root / rel, rel, report, "cif", {})
+        results = process_records(records, workers=workers, progress=progress, desc=f"parsing {rel}")
+        ds = CrystalDataset.from_results(results, rows_props, report, rel, f"aflow_bulk_modulus/{split}")
+        return ds
+
+    return _cached(f"aflow-{split}-{digest[:16]}-v{CACHE_VERSION}.pt", build)
+
+
+def load_mp20_phases(as_dataframe: bool = True) -> pd.DataFrame:
+    """The MP-20 phases table (35k materials, no structures): a DataFrame with material_id, formula,
+    species_at_sites, e_above_hull, formation_energy_per_atom, band_gap, the ML-potential energies, and
+    the derived chemical_system, num_atoms, hhi_production, hhi_reserve. Verified against SHA256SUMS.
+    """
+    root = data_root()
+    rel = "mp20_phases/mp20_phases.parquet"
+    digest = verify_file(rel, root)
+    path = cache_root() / f"mp20_phases-{digest[:16]}-v{CACHE_VERSION}.parquet"
+    if path.exists():
+        try:
+            return pd.read_parquet(path)
+        except Exception:
+            pass
+    df = pd.read_parquet(root / rel)
+    from pymatgen.core import Composition
+
+    from mattergen_kit.data.parsing import chemical_system, hhi
+
+    species = df["species_at_sites"].map(lambda v: [str(x) for x in v])
+    from collections import Counter
+
+    comps = species.map(lambda sp: Composition(dict(Counter(sp))))
+    out = df.rename(columns={"pretty_formula": "formula"}).copy()
+    if "formula" not in out.columns:
+        out.insert(1, "formula", comps.map(lambda c: c.reduced_formula))
+    out["chemical_system"] = comps.map(chemical_system)
+    out["num_atoms"] = species.map(len).astype(np.int64)
+    hh = comps.map(hhi)
+    out["hhi_production"] = hh.map(lambda t: t[0])
+    out["hhi_reserve"] = hh.map(lambda t: t[1])
+    out["species_at_sites"] = species
+    out["source"] = rel
+    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+    out.to_parquet(tmp)
+    os.replace(tmp, path)
+    return out
