@@ -19,8 +19,12 @@ If model_in_revealed ≪ truth_in_revealed the network's predictions are incoher
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
+
+RESULTS = Path(__file__).resolve().parent / "results" / "type_coherence.jsonl"
 
 
 def main(argv=None) -> int:
@@ -66,6 +70,11 @@ def main(argv=None) -> int:
             count += len(m)
         print(f"{t_value:>5.2f} {masked.float().mean():>7.3f} {truth / count:>18.3f} {model_mass / count:>18.3f} "
               f"{correct / count:>6.3f}", flush=True)
+        with open(RESULTS, "a") as fh:
+            fh.write(json.dumps({"model": str(model.path), "global_step": model.meta.get("global_step"),
+                                 "num": batch.num_crystals, "seed": args.seed, "t": t_value,
+                                 "masked": float(masked.float().mean()), "truth_in_revealed": truth / count,
+                                 "model_in_revealed": model_mass / count, "top1": correct / count}) + "\n")
     return 0
 
 

@@ -1,6 +1,7 @@
 """Copy a finished training run's exported model into the package as the bundled checkpoint.
 
-    python tools/ship_model.py runs/bundled_cpu --wall-minutes 90 --hardware "2 CPU cores (x86_64)"
+    python tools/ship_model.py runs/bundled_cpu_v2b --wall-minutes 217 --hardware "2 CPU cores (x86_64)" \
+        --config configs/bundled_cpu_v2.yaml --recommended-steps 100 --type-temperature 0.8 --lineage "..."
 
 Adds to the checkpoint's meta what the model card needs (the commit that trained it, wall time,
 hardware, the reproduce command, the recommended CPU sampling steps) and prints the meta as JSON.
@@ -25,6 +26,8 @@ def main(argv=None) -> int:
     p.add_argument("--commit", default=None, help="commit the run was trained from (default: HEAD)")
     p.add_argument("--recommended-steps", type=int, default=1000)
     p.add_argument("--config", default="configs/bundled_cpu.yaml")
+    p.add_argument("--type-temperature", type=float, default=1.0, help="the measured default τ of the type reveals")
+    p.add_argument("--lineage", default=None, help="the training legs that led to this model, in words")
     args = p.parse_args(argv)
 
     run = Path(args.run_dir)
@@ -34,12 +37,20 @@ def main(argv=None) -> int:
     meta.update({"dataset": "mp-bundled-20 (train split)", "trained_from_commit": commit,
                  "wall_minutes": args.wall_minutes, "hardware": args.hardware,
                  "reproduce": f"mattergen-kit train --config {args.config}",
-                 "recommended_steps": args.recommended_steps})
+                 "recommended_steps": args.recommended_steps, "type_temperature": args.type_temperature})
+    if args.lineage:
+        meta["lineage"] = args.lineage
     if "num_atoms_histogram" not in meta:
         raise SystemExit("the exported model has no num_atoms_histogram: re-export it from the run")
     save_checkpoint(BUNDLED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta)
     print(json.dumps({k: v for k, v in meta.items() if k != "train_config"}, indent=1))
     print(f"wrote {BUNDLED_CHECKPOINT} ({BUNDLED_CHECKPOINT.stat().st_size / 2**20:.2f} MB)")
+    logs = sorted((run / "logs").glob("version_*/metrics.csv"))
+    if logs:  # the training curves of this run (all resumes), beside the checkpoint
+        import pandas as pd
+
+        pd.concat([pd.read_csv(f) for f in logs]).to_csv(BUNDLED_CHECKPOINT.with_name("training_metrics.csv"),
+                                                         index=False)
     return 0
 
 
