@@ -88,19 +88,40 @@ class GenerativeModel:
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                allowed_elements=None, fixed_atom_types=None, progress: bool = True,
                type_temperature: float | None = None, formula: str | None = None,
-               threads: int | None = DEFAULT_THREADS) -> CrystalBatch:
-        """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`)."""
-        return CrystalBatch.collate([batch for _, batch in self.iter_batches(
+               threads: int | None = DEFAULT_THREADS, return_trajectory: bool = False, trajectory_every: int = 10):
+        """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`).
+
+        ``return_trajectory=True`` returns ``(batch, trajectory)``: a
+        :class:`~mattergen_kit.sampling.trajectory.DenoisingTrajectory` of every ``trajectory_every``-th step
+        (the samples are the same as without it).
+
+        >>> batch, traj = model.sample(2, seed=0, steps=20, return_trajectory=True, trajectory_every=5)  # doctest: +SKIP
+        >>> traj.steps                                                                                 # doctest: +SKIP
+        [0, 5, 10, 15, 20]
+        """
+        parts = list(self.iter_batches(
             num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
             conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
-            progress=progress, type_temperature=type_temperature, formula=formula, threads=threads)])
+            progress=progress, type_temperature=type_temperature, formula=formula, threads=threads,
+            trajectory_every=trajectory_every if return_trajectory else None))
+        batch = CrystalBatch.collate([part[1] for part in parts])
+        if not return_trajectory:
+            return batch
+        from mattergen_kit.sampling.trajectory import DenoisingTrajectory
+
+        return batch, DenoisingTrajectory.concatenate([part[2] for part in parts])
 
     def iter_batches(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                      num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                      allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=(),
                      type_temperature: float | None = None, formula: str | None = None,
-                     threads: int | None = DEFAULT_THREADS):
+                     threads: int | None = DEFAULT_THREADS, trajectory_every: int | None = None,
+                     step_callback=None):
         """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
+
+        ``trajectory_every=k`` yields ``(start, CrystalBatch, DenoisingTrajectory)`` instead (every k-th sampler
+        step recorded; same samples). ``step_callback(step, num_steps)`` is called after every sampler step of
+        each batch; an exception it raises stops sampling.
 
         The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
         written by an interrupted run); the other batches are the same as in a run that skipped none.
@@ -111,6 +132,8 @@ class GenerativeModel:
             raise ValueError(f"threads must be at least 1 (or None), got {threads!r}")
         if num < 1:
             raise ValueError(f"num must be at least 1, got {num}")
+        if trajectory_every is not None and (isinstance(trajectory_every, bool) or int(trajectory_every) < 1):
+            raise ValueError(f"trajectory_every must be a positive number of steps, got {trajectory_every!r}")
         if steps < 2:
             raise ValueError(f"steps must be at least 2, got {steps}")
         if batch_size < 1:
@@ -147,10 +170,11 @@ class GenerativeModel:
             if fixed_atom_types is not None:
                 kw["fixed_atom_types"] = fixed_atom_types[start:stop]
             try:
-                batch = sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw)
+                batch = sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw,
+                                       record_every=trajectory_every, step_callback=step_callback)
             finally:
                 torch.set_num_threads(before)
-            yield start, batch
+            yield (start, batch) if trajectory_every is None else (start, batch, sampler.last_trajectory)
 
     def generate(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                  **kwargs) -> list:
@@ -163,9 +187,14 @@ class GenerativeModel:
         for a model trained on them; checked before sampling; a chemical system also restricts the elements),
         ``formula`` (e.g. "Li4Fe4P4O16": every crystal has exactly these atoms, as written),
         ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``, ``type_temperature``
-        (τ of the atom-type reveals; default: the model's recommended value, 1.0 = MatterGen's sampler).
+        (τ of the atom-type reveals; default: the model's recommended value, 1.0 = MatterGen's sampler),
+        ``return_trajectory=True`` (returns ``(structures, DenoisingTrajectory)``, see
+        :meth:`sample`) with ``trajectory_every`` (record every k-th step, default 10).
         """
-        return self.sample(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs).to_structures()
+        out = self.sample(num, seed=seed, steps=steps, batch_size=batch_size, **kwargs)
+        if kwargs.get("return_trajectory"):
+            return out[0].to_structures(), out[1]
+        return out.to_structures()
 
 
 def check_allowed_elements(allowed_elements) -> list[int] | None:

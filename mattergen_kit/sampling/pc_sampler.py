@@ -45,6 +45,7 @@ from mattergen_kit.data import MASK_Z, CrystalBatch
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_to_discrete, mask_logits
 from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
 from mattergen_kit.sampling.guidance import combine_guidance
+from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 
 
 def _to_z(x: Any) -> int:
@@ -92,6 +93,7 @@ class PredictorCorrectorSampler:
         self.n_corrector_steps = n_corrector_steps
         self.eps_t = eps_t
         self.last_seed: int | None = None
+        self.last_trajectory = None  # DenoisingTrajectory of the last sample(record_every=k) call
 
     def __repr__(self) -> str:
         return (f"PredictorCorrectorSampler(num_steps={self.num_steps}, snr_coords={self.snr_coords}, "
@@ -106,7 +108,8 @@ class PredictorCorrectorSampler:
     def sample(self, model: torch.nn.Module, num_atoms: torch.Tensor | Sequence[int] | None = None,
                seed: int | None = None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                fixed_atom_types: torch.Tensor | Sequence[Sequence] | None = None, batch_size: int | None = None,
-               progress: bool = True, allowed_elements=None) -> CrystalBatch:
+               progress: bool = True, allowed_elements=None, record_every: int | None = None,
+               step_callback=None) -> CrystalBatch:
         """Generate crystals; returns a CPU :class:`CrystalBatch` of the final noise-free means.
 
         num_atoms: (B,) atoms per crystal (may be omitted when ``fixed_atom_types`` is a list per crystal).
@@ -117,7 +120,20 @@ class PredictorCorrectorSampler:
         batch_size: crystals per network batch (default: all at once).
         allowed_elements: restrict the sampled elements (atomic numbers / symbols, or a (K,) / (B, K) bool
             class mask); always intersected with MatterGen's 76 allowed elements.
+        record_every: also record the denoising trajectory (the prior, the state after every
+            ``record_every``-th step, and the result) into ``self.last_trajectory``, a
+            :class:`~mattergen_kit.sampling.trajectory.DenoisingTrajectory` of CPU tensors; None (default)
+            records nothing. Recording never changes the samples.
+        step_callback: called as ``step_callback(step, num_steps)`` after every sampler step (1-based) of each
+            batch; an exception it raises stops sampling (how a notebook's Stop button interrupts a batch).
+
+        >>> sampler = PredictorCorrectorSampler(model.diffusion, num_steps=20)          # doctest: +SKIP
+        >>> batch = sampler.sample(model.denoiser, [4, 6], seed=0, record_every=5)     # doctest: +SKIP
+        >>> sampler.last_trajectory.steps                                              # doctest: +SKIP
+        [0, 5, 10, 15, 20]
         """
+        if record_every is not None and (isinstance(record_every, bool) or int(record_every) < 1):
+            raise ValueError(f"record_every must be a positive number of steps (or None), got {record_every!r}")
         diff = self.diffusion
         fixed = None
         if fixed_atom_types is not None:
@@ -158,8 +174,9 @@ class PredictorCorrectorSampler:
         offsets = torch.cat([torch.zeros(1, dtype=torch.long), num_atoms.cumsum(0)])
         was_training = model.training
         model.eval()
+        self.last_trajectory = None
         try:
-            results = []
+            results, trajectories = [], []
             n_chunks = (B + batch_size - 1) // batch_size
             for c, start in enumerate(range(0, B, batch_size)):
                 stop = min(start + batch_size, B)
@@ -169,10 +186,15 @@ class PredictorCorrectorSampler:
                     self._slice_conditions(conditions, start, stop, B, device),
                     None if fixed is None else fixed[a:b].to(device),
                     None if allowed is None else (allowed[start:stop] if allowed.ndim == 2 else allowed).to(device),
-                    progress, f"sampling {c + 1}/{n_chunks}" if n_chunks > 1 else "sampling")
+                    progress, f"sampling {c + 1}/{n_chunks}" if n_chunks > 1 else "sampling",
+                    None if record_every is None else DenoisingTrajectory(), record_every, step_callback)
+                chunk, trajectory = chunk if record_every is not None else (chunk, None)
                 results.append(chunk.to("cpu"))
+                trajectories.append(trajectory)
         finally:
             model.train(was_training)
+        if record_every is not None:
+            self.last_trajectory = DenoisingTrajectory.concatenate(trajectories)
         return results[0] if len(results) == 1 else CrystalBatch.collate(results)
 
     # ------------------------------------------------------------------ internals
@@ -227,8 +249,8 @@ class PredictorCorrectorSampler:
             allowed = allowed[noisy.batch_idx]                         # per crystal → per atom
         return DenoiserOutput(mask_logits(out.type_logits, allowed), out.coord_score, out.lattice_score)
 
-    def _sample_batch(self, model, num_atoms, generator, scale, conditions, fixed, allowed, progress, desc
-                      ) -> CrystalBatch:
+    def _sample_batch(self, model, num_atoms, generator, scale, conditions, fixed, allowed, progress, desc,
+                      trajectory=None, record_every=None, step_callback=None):
         from tqdm.auto import tqdm
 
         diff = self.diffusion
@@ -250,6 +272,9 @@ class PredictorCorrectorSampler:
 
         def state(ty, f, L):
             return CrystalBatch(ty, f, L, num_atoms)
+
+        if trajectory is not None:
+            trajectory.record(0, float(ts[0]), types, coords, lattice, num_atoms)
 
         for i in tqdm(range(self.num_steps), desc=desc, disable=not progress, leave=False):
             t_i = float(ts[i])
@@ -277,5 +302,13 @@ class PredictorCorrectorSampler:
                 x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k_grid[i].to(device),
                                                          k_next[i].to(device), generator)
                 types, types_mean = x + 1, x_mean + 1
+            if trajectory is not None and (i + 1) % record_every == 0 and i + 1 < self.num_steps:
+                trajectory.record(i + 1, max(s, 0.0), types, coords, lattice, num_atoms)
+            if step_callback is not None:
+                step_callback(i + 1, self.num_steps)
 
-        return CrystalBatch(types_mean, coords_mean, lattice_mean, num_atoms)
+        result = CrystalBatch(types_mean, coords_mean, lattice_mean, num_atoms)
+        if trajectory is None:
+            return result
+        trajectory.record(self.num_steps, 0.0, types_mean, coords_mean, lattice_mean, num_atoms)
+        return result, trajectory
