@@ -1,0 +1,180 @@
+r"""Do conditioned samples have the property they were asked for? (issue 10's proof, one row per target and γ)
+
+    python -m mattergen_kit.conditioning.adherence --model mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt \
+        --property space_group --targets 225,194,62,14,2 --gammas 0,1,2,4 --num 64 --steps 200 --out runs/adherence
+
+Per (property, target, γ) it generates ``num`` crystals (γ = 0 is the unconditional model: sampled once and
+shared by all targets of a property) and measures on the samples:
+
+    space_group        hit_rate = share whose spglib number (symprec 0.1) equals the target
+    chemical_system    in_system = share whose elements ⊆ target system (must be 1: the sampler masks the
+                       others), exact_system = share with exactly the target's elements
+    scalar properties  median / mean of the samples' values, and
+                       shift = (median_γ − median_unconditional) / (target − median_unconditional)
+                       (1 = the median reached the target, ≥ 0.5 = the issue's "at least halfway")
+        band_gap          the project's composition → band-gap predictor (evaluation/properties.py)
+        hhi_production    exact (pymatgen HHI, weight-fraction weighted)
+        magnetic_density  CHGNet Σ|m_i| / V on the sample as generated (ML)
+        bulk_modulus      CHGNet relaxation + EOS (label_job.py; ML, ~3 s per crystal)
+        formation_energy_per_atom, e_above_hull: not measured here (use mattergen_kit.evaluate with relax=True)
+
+plus structural / compositional (SMACT) validity and uniqueness with the evaluator's definitions, no relaxation —
+the price of steering. Rows are appended to ``OUT/adherence.jsonl`` (one JSON object per line; a rerun skips rows present).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+MEASURED = ("space_group", "chemical_system", "band_gap", "hhi_production", "magnetic_density", "bulk_modulus")
+
+
+def measure(structures: Sequence, name: str, labeller=None) -> list:
+    """The property ``name`` of each structure (None where it cannot be computed)."""
+    if name == "space_group":
+        from mattergen_kit.data.parsing import spacegroup_number
+
+        return [spacegroup_number(s, symprec=0.1) or None for s in structures]
+    if name == "chemical_system":
+        return ["-".join(sorted(el.symbol for el in s.composition.elements)) for s in structures]
+    if name == "hhi_production":
+        from mattergen_kit.data.parsing import hhi
+
+        return [hhi(s.composition)[0] for s in structures]
+    if name == "band_gap":
+        from mattergen_kit.evaluation.properties import band_gap_predictor
+
+        return [float(v) for v in band_gap_predictor().predict([s.composition for s in structures])]
+    if name in ("magnetic_density", "bulk_modulus"):
+        from mattergen_kit.conditioning.label_job import Labeller
+
+        labeller = labeller or Labeller()
+        out = []
+        for s in structures:
+            try:
+                out.append(getattr(labeller, name)(s))
+            except Exception:  # noqa: BLE001 - a sample the potential cannot handle has no value
+                out.append(None)
+        return out
+    raise ValueError(f"adherence of {name!r} is not measured here; measurable: {', '.join(MEASURED)}")
+
+
+def score(values: Sequence, name: str, target: Any, unconditional_median: float | None = None) -> dict:
+    """Adherence of measured ``values`` to ``target`` (formulas in the module docstring)."""
+    n = len(values)
+    if name == "space_group":
+        return {"hit_rate": sum(v == int(target) for v in values) / max(n, 1)}
+    if name == "chemical_system":
+        want = set(target.split("-"))
+        have = [set(v.split("-")) for v in values]
+        return {"in_system": sum(h <= want for h in have) / max(n, 1),
+                "exact_system": sum(h == want for h in have) / max(n, 1)}
+    x = np.array([v for v in values if v is not None and np.isfinite(v)], dtype=float)
+    row = {"n_measured": int(len(x)), "median": float(np.median(x)) if len(x) else None,
+           "mean": float(x.mean()) if len(x) else None}
+    if unconditional_median is not None and row["median"] is not None and float(target) != unconditional_median:
+        row["shift"] = (row["median"] - unconditional_median) / (float(target) - unconditional_median)
+    return row
+
+
+def quality(structures: Sequence) -> dict:
+    """Structural validity (no atoms closer than 0.5 Å, volume), SMACT validity and uniqueness (StructureMatcher)
+    of the samples, with the evaluator's definitions (evaluation/validity.py, matching.py), no relaxation."""
+    from mattergen_kit.evaluation.matching import unique_mask
+    from mattergen_kit.evaluation.validity import smact_validity, structural_validity
+
+    def valid(s) -> bool:  # a cell of > 1000 Å³ per atom is no crystal, and its neighbour search can exhaust memory
+        return s.volume / len(s) <= 1000.0 and max(s.lattice.abc) <= 200.0 and structural_validity(s)[0]
+
+    n = max(len(structures), 1)
+    return {"structural_validity": sum(valid(s) for s in structures) / n,
+            "compositional_validity": sum(bool(smact_validity(s.composition)) for s in structures) / n,
+            "uniqueness": sum(unique_mask(list(structures))) / n}
+
+
+def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0, 2.0, 4.0), num: int = 64,
+        steps: int = 200, seed: int = 0, batch_size: int = 64, out: str | Path | None = None,
+        progress: bool = True) -> list[dict]:
+    """Rows of adherence for ``name`` at each target and γ (appended to ``out/adherence.jsonl`` when given)."""
+    from mattergen_kit.generation import GenerativeModel, load_model
+
+    model = model if isinstance(model, GenerativeModel) else load_model(model)
+    path = Path(out) / "adherence.jsonl" if out is not None else None
+    done = []
+    if path is not None and path.is_file():
+        done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    key = lambda r: (r["property"], str(r["target"]), float(r["gamma"]), r["num"], r["steps"], r["seed"])  # noqa: E731
+    have = {key(r): r for r in done}
+    rows, labeller = [], None
+    if name in ("magnetic_density", "bulk_modulus"):
+        from mattergen_kit.conditioning.label_job import Labeller
+
+        labeller = Labeller()
+    uncond, u_median = None, None      # γ = 0 samples (shared by all targets) and their median
+    scalar = name not in ("space_group", "chemical_system")
+    for target in targets:
+        for gamma in sorted(gammas):     # γ = 0 first: the shifts are measured from it
+            base = {"property": name, "target": target, "gamma": float(gamma), "num": num, "steps": steps, "seed": seed}
+            if key(base) in have:
+                rows.append(have[key(base)])
+                if gamma == 0 and scalar:
+                    u_median = have[key(base)]["median"]
+                continue
+            if gamma == 0 and uncond is not None:
+                structures, values = uncond
+            else:
+                conditions = {name: target} if gamma != 0 else None
+                structures = model.generate(num, seed=seed, steps=steps, batch_size=batch_size, progress=progress,
+                                            conditions=conditions, guidance_scale=float(gamma))
+                values = measure(structures, name, labeller)
+                if gamma == 0:
+                    uncond = (structures, values)
+                    u_median = score(values, name, target)["median"] if scalar else None
+            row = {**base, **score(values, name, target, u_median if gamma != 0 else None), **quality(structures)}
+            rows.append(row)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a") as f:
+                    f.write(json.dumps(row) + "\n")
+            if progress:
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m mattergen_kit.conditioning.adherence", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default=None, help="conditioned checkpoint (default: the conditioned bundled model)")
+    p.add_argument("--property", required=True, choices=MEASURED)
+    p.add_argument("--targets", required=True, help="comma-separated targets, e.g. 225,194 or Li-O,Fe-S")
+    p.add_argument("--gammas", default="0,1,2,4")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/adherence")
+    args = p.parse_args(argv)
+    import torch
+
+    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT
+
+    torch.set_num_threads(1)
+    cast = str if args.property == "chemical_system" else (int if args.property == "space_group" else float)
+    targets = [cast(t.strip()) for t in args.targets.split(",") if t.strip()]
+    gammas = [float(g) for g in args.gammas.split(",")]
+    try:
+        run(args.model or BUNDLED_CONDITIONED_CHECKPOINT, args.property, targets, gammas, args.num, args.steps,
+            args.seed, out=args.out)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
