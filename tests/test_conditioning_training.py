@@ -90,3 +90,29 @@ def test_model_from_init_copies_every_architecture_flag(tmp_path):
     base = save_checkpoint(tmp_path / "odd.pt", odd.config_dict(), odd.state_dict(), {}, {})
     with pytest.raises(ValueError, match=r"model settings \['time_dim'\] cannot be expressed"):
         TrainConfig(init_from=str(base), model_from_init=True).with_model_from_init()
+
+
+@pytest.mark.timeout(300)
+def test_build_conditioned_model_tool_ships_checkpoint_and_card(tmp_path, base_checkpoint, monkeypatch):
+    """tools/build_conditioned_model.py end to end (tiny config), so the long run cannot fail at its last step."""
+    import importlib.util
+
+    import yaml
+
+    spec = importlib.util.spec_from_file_location("build_conditioned_model", "tools/build_conditioned_model.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    shipped, card = tmp_path / "ship" / "conditioned.pt", tmp_path / "ship" / "CARD.md"
+    shipped.parent.mkdir()
+    monkeypatch.setattr(tool, "BUNDLED_CONDITIONED_CHECKPOINT", shipped)
+    monkeypatch.setattr(tool, "CARD", card)
+    cfg = conditioned_config(tmp_path / "run", base_checkpoint).to_dict()
+    cfg.update(max_steps=2, ckpt_every_n_steps=2)
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    assert tool.main(["--base", str(base_checkpoint), "--config", str(tmp_path / "c.yaml")]) == 0
+    ckpt = load_checkpoint(shipped)
+    assert ckpt["meta"]["base_sha256"] and ckpt["meta"]["labelled_train_crystals"]["band_gap"] > 10000
+    assert [p["name"] for p in ckpt["meta"]["adapter"]["properties"]] == PROPS
+    text = card.read_text()
+    assert "| band_gap | scalar |" in text and "python tools/build_conditioned_model.py" in text
+    assert list((tmp_path).glob("run-*"))                                 # the run folder is keyed by the base's sha
