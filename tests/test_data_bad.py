@@ -18,6 +18,17 @@ CIF_LIKE = {
     "negative_lattice_length.cif": r"_cell_length_a is -5.0488.*must be > 0",
     "angle_over_180.cif": r"_cell_angle_beta is 200.*\(0, 180\)",
     "duplicate_site.cif": r"duplicate sites: .*total occupancy of 2.0",
+    "zero_angle.cif": r"_cell_angle_alpha is 0.0+ \(an angle must be in \(0, 180\)\)",
+    "text_cell_length.cif": r"_cell_length_b is 'abc', not a number",
+    "needle_cell.cif": r"implausible cell: a lattice vector is 5e\+04 Å long",
+    "two_blocks.cif": r"CIF holds 2 structures",
+    "truncated.cif": r"malformed CIF",
+    "negative_occupancy.cif": r"occupancy '-1' \(must be a number in \(0, 1\]\)",
+    "inf_coords.cif": r"malformed CIF",
+    "empty.extxyz": r"empty file",
+    "wrong_count.extxyz": r"malformed extxyz .*Frame has 2 atoms, expected 3",
+    "unknown_element.extxyz": r"malformed extxyz: unknown element 'Qq'",
+    "nan_position.extxyz": r"NaN/inf",
     "nan_lattice.cif": r"NaN",
     "nan_coords.cif": r"malformed CIF|NaN",
     "overlapping_atoms.cif": r"overlapping atoms",
@@ -37,8 +48,8 @@ CSV_ERRORS = {
 }
 
 
-def test_at_least_15_bad_fixtures():
-    assert len(list(BAD.iterdir())) >= 15
+def test_at_least_40_bad_fixtures():
+    assert len(list(BAD.iterdir())) >= 40
 
 
 @pytest.mark.parametrize("name", sorted(CIF_LIKE))
@@ -60,6 +71,29 @@ def test_bad_csv_file_is_a_clear_error(name):
     with pytest.raises((ValueError, FileNotFoundError), match=CSV_ERRORS[name]) as info:
         datasets.load_csv(BAD / name, cache=False, workers=1, progress=False)
     assert name in str(info.value)
+
+
+def test_a_utf16_cif_is_read_like_utf8(tmp_path, real_rows):
+    """A CIF saved as UTF-16 (with its byte-order mark) is text, not binary: it is kept."""
+    import shutil as sh
+
+    sh.copy(BAD / "utf16.cif", tmp_path / "utf16.cif")
+    (tmp_path / "utf8.cif").write_text((BAD / "utf16.cif").read_bytes().decode("utf-16"))
+    ds = datasets.load_cif_folder(tmp_path, workers=1, progress=False)
+    assert ds.report.n_skipped == 0 and sorted(ds.properties["material_id"]) == ["utf16", "utf8"]
+    assert ds.structures[0] == ds.structures[1]
+
+
+def test_a_needle_cell_is_refused_quickly(tmp_path):
+    """Niggli reduction of a 50,000 Å cell ran for minutes (a hung load); it is refused before that."""
+    import time
+
+    sh = pytest.importorskip("shutil")
+    sh.copy(BAD / "needle_cell.cif", tmp_path / "needle_cell.cif")
+    start = time.perf_counter()
+    ds = datasets.load_cif_folder(tmp_path, workers=1, progress=False)
+    assert time.perf_counter() - start < 20
+    assert len(ds) == 0 and "implausible cell" in ds.report.skipped[0].reason
 
 
 def test_wrong_type_value_is_a_counted_skip(real_rows):
@@ -88,6 +122,12 @@ def test_bad_alexandria_file_is_a_clear_error(name, match):
     with pytest.raises(ValueError, match=match) as info:
         datasets.load_alexandria(BAD / name, workers=1, progress=False)
     assert name in str(info.value)
+
+
+@pytest.mark.parametrize("name", ["empty.zip", "no_structures.zip"])
+def test_a_zip_without_structures_is_a_clear_error(name):
+    with pytest.raises(ValueError, match=r"holds no .cif/.extxyz files"):
+        datasets.load_cif_folder(BAD / name, workers=1, progress=False)
 
 
 def test_corrupt_zip_is_a_clear_error():

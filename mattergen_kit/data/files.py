@@ -60,7 +60,7 @@ def _structure_file_records(path: Path, report: LoadReport, options: dict):
             report.skipped.append(Skip(fname, 0, problem))
             continue
         try:
-            text = raw.decode("utf-8")
+            text = raw.decode("utf-16") if raw[:2] in (b"\xff\xfe", b"\xfe\xff") else raw.decode("utf-8")
         except UnicodeDecodeError:
             try:
                 text = raw.decode("latin-1")

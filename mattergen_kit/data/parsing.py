@@ -13,7 +13,9 @@ Checks (each failure is a *counted skip* with a reason, never a crash):
 * the text parses (CIF through pymatgen's ``CifParser``; extxyz through ASE) and holds ≥ 1 atom;
   every element is a real element with 1 ≤ Z ≤ 100 (pymatgen would otherwise drop unknown sites
   with only a warning: we turn that into a skip);
-* lattice finite and non-degenerate: volume ≥ 0.1 Å³ and ≥ 0.1 Å³ per atom ... (``min_volume``);
+* CIF cell lengths > 0, angles in (0°, 180°), occupancies in (0, 1] as written;
+* lattice finite and non-degenerate: volume ≥ 0.1 Å³ and ≥ 0.1 Å³ per atom ... (``min_volume``), no lattice
+  vector longer than 500 Å (``MAX_CELL_LENGTH``);
 * fractional coordinates finite; all sites fully occupied (partial occupancy is skipped here; the
   ICSD loader can order such structures);
 * no overlapping atoms: the smallest periodic distance ≥ ``min_distance`` (0.5 Å, the structural
@@ -45,6 +47,9 @@ EXCLUDED_MIN_Z = 84
 
 DEFAULT_MIN_DISTANCE = 0.5  # Å
 DEFAULT_MIN_VOLUME = 0.1  # Å^3 per atom
+#: longest accepted lattice vector (Å): real cells of ≤ a few hundred atoms are far shorter, and pymatgen's Niggli
+#: reduction of a needle-like 10^4 Å cell runs for minutes (a hang for the whole load)
+MAX_CELL_LENGTH = 500.0
 SYMPREC = 0.1
 
 _HHI = None
@@ -158,6 +163,13 @@ def _check_cell_parameters(parser) -> None:
         for key in ("_cell_angle_alpha", "_cell_angle_beta", "_cell_angle_gamma"):
             if key in block.data and not 0 < value(block, key) < 180:
                 raise StructureError(f"malformed CIF: {key} is {block.data[key]} (an angle must be in (0, 180))")
+        for occupancy in block.data.get("_atom_site_occupancy", []):
+            try:
+                ok = occupancy in ("?", ".") or 0 < float(str2float(occupancy)) <= 1.0 + 1e-6
+            except (ValueError, TypeError):
+                ok = False
+            if not ok:
+                raise StructureError(f"malformed CIF: occupancy {occupancy!r} (must be a number in (0, 1])")
 
 
 def parse_extxyz_text(text: str) -> list:
@@ -172,6 +184,8 @@ def parse_extxyz_text(text: str) -> list:
     try:
         frames = read(io.StringIO(text), index=":", format="extxyz")
     except Exception as exc:
+        if isinstance(exc, KeyError):  # ASE looks the symbol up in its element table
+            raise StructureError(f"malformed extxyz: unknown element {exc}") from None
         raise StructureError(f"malformed extxyz ({type(exc).__name__}: {str(exc)[:200]})") from None
     out = []
     for atoms in frames:
@@ -209,6 +223,9 @@ def check_raw_structure(s, min_volume: float = DEFAULT_MIN_VOLUME) -> None:
     m = np.asarray(s.lattice.matrix, dtype=float)
     if not np.all(np.isfinite(m)):
         raise StructureError("lattice has NaN/inf entries")
+    longest = float(np.linalg.norm(m, axis=1).max())
+    if longest > MAX_CELL_LENGTH:
+        raise StructureError(f"implausible cell: a lattice vector is {longest:.4g} Å long (> {MAX_CELL_LENGTH:g} Å)")
     vol = abs(float(np.linalg.det(m)))
     if not math.isfinite(vol) or vol < min_volume * len(s):
         raise StructureError(f"degenerate lattice: volume {vol:.3g} Å^3 for {len(s)} atoms "

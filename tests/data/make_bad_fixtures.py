@@ -5,6 +5,7 @@ Each file is one kind of broken input; tests/test_data_bad.py says what each mus
 
 import gzip
 import json
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -27,6 +28,20 @@ def main() -> None:
     w("zero_volume.cif", cif.replace("_cell_length_c   5.04880040", "_cell_length_c   0.00000000"))
     w("negative_lattice_length.cif", cif.replace("_cell_length_a   5.04880040", "_cell_length_a   -5.04880040"))
     w("angle_over_180.cif", cif.replace("_cell_angle_beta   60.00000000", "_cell_angle_beta   200.00000000"))
+    w("zero_angle.cif", cif.replace("_cell_angle_alpha   60.00000000", "_cell_angle_alpha   0.00000000"))
+    w("text_cell_length.cif", cif.replace("_cell_length_b   5.04880040", "_cell_length_b   abc"))
+    w("needle_cell.cif", cif.replace("_cell_length_a   5.04880040", "_cell_length_a   50000.0"))
+    w("two_blocks.cif", cif + "\n" + cif.replace("data_TmMgHg2", "data_second"))
+    w("truncated.cif", cif[: len(cif) * 3 // 4])
+    w("negative_occupancy.cif", cif.replace("  Mg  Mg1  1  0.50000000  0.50000000  0.50000000  1",
+                                            "  Mg  Mg1  1  0.50000000  0.50000000  0.50000000  -1"))
+    w("inf_coords.cif", cif.replace("  Mg  Mg1  1  0.50000000", "  Mg  Mg1  1  inf"))
+    (BAD / "utf16.cif").write_bytes(cif.encode("utf-16"))
+    w("empty.extxyz", "")
+    w("wrong_count.extxyz", '3\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3 pbc="T T T"\n'
+                            "Na 0 0 0\nCl 1.5 1.5 1.5\n")
+    w("unknown_element.extxyz", '1\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3 pbc="T T T"\nQq 0 0 0\n')
+    w("nan_position.extxyz", '1\nLattice="3 0 0 0 3 0 0 0 3" Properties=species:S:1:pos:R:3 pbc="T T T"\nNa nan 0 0\n')
     w("nan_lattice.cif", cif.replace("_cell_length_a   5.04880040", "_cell_length_a   nan"))
     w("nan_coords.cif", cif.replace("  Mg  Mg1  1  0.50000000", "  Mg  Mg1  1  nan"))
     w("overlapping_atoms.cif", cif.replace("  Mg  Mg1  1  0.50000000  0.50000000  0.50000000",
@@ -54,6 +69,10 @@ def main() -> None:
     w("malformed.extxyz", "2\nLattice=\"3 0 0 0 3 0 0 0 3\" Properties=species:S:1:pos:R:3\nNa 0 0\n")
     w("non_periodic.extxyz", "1\nProperties=species:S:1:pos:R:3\nNa 0 0 0\n")
     w("corrupt.zip", "PK\x03\x04 this is not really a zip archive")
+    with zipfile.ZipFile(BAD / "empty.zip", "w"):
+        pass
+    with zipfile.ZipFile(BAD / "no_structures.zip", "w") as zf:
+        zf.writestr(zipfile.ZipInfo("README.txt", date_time=(1980, 1, 1, 0, 0, 0)), "no crystals in here\n")
 
 
 if __name__ == "__main__":
