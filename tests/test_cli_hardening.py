@@ -154,3 +154,40 @@ def test_fetch_data_gives_up_at_its_deadline_on_a_dripping_server(tmp_path):
 def test_fetch_data_timeout_must_be_positive(tmp_path, capsys, value):
     code = cli.main(["fetch-data", "mp20", "--root", str(tmp_path), "--timeout", value])
     one_error_line(capsys, code, "--timeout must be > 0")
+
+
+@pytest.mark.parametrize("args", [["--num", "abc"], ["--steps", "1.5"], ["--frobnicate"]])
+def test_generate_argument_type_mistakes_exit_2_without_a_traceback(tmp_path, capsys, args):
+    with pytest.raises(SystemExit) as info:  # argparse: usage line + one error line, exit 2
+        cli.main(["generate", "--out", str(tmp_path / "o"), *args])
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and "error:" in err.splitlines()[-1] and "Traceback" not in err
+
+
+def test_evaluate_on_an_empty_folder_is_one_line(tmp_path):
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "mattergen_kit.cli", "evaluate", str(tmp_path / "empty"), "--out",
+                        str(tmp_path / "rep"), "--no-relax"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "no structure files" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_fetch_data_404_is_a_clear_error(tmp_path):
+    class NotFound(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_error(404)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), NotFound)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        r = subprocess.run([sys.executable, "-m", "mattergen_kit.cli", "fetch-data", "mp20", "--root", str(tmp_path),
+                            "--base-url", f"http://127.0.0.1:{server.server_port}/"],
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert r.returncode == 2 and "404" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())

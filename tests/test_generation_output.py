@@ -135,3 +135,44 @@ def test_cli_killed_run_resumes_to_the_same_files(tmp_path, sig):
     full = tmp_path / "full"
     assert run(*args, "--out", full).returncode == 0
     assert folder_bytes(out) == folder_bytes(full)
+
+
+def test_a_lost_batch_file_is_recomputed_on_resume(model, tmp_path):
+    full, damaged = tmp_path / "full", tmp_path / "damaged"
+    generate_to_folder(model, full, 4, seed=2, steps=STEPS, batch_size=2, picture=False, progress=False)
+    generate_to_folder(model, damaged, 4, seed=2, steps=STEPS, batch_size=2, picture=False, progress=False)
+    (damaged / ".batches" / "batch_000002.npz").unlink()
+    done = []
+    generate_to_folder(model, damaged, 4, seed=2, steps=STEPS, batch_size=2, resume=True, picture=False,
+                       progress=False, on_batch=lambda a, b, n: done.append(a))
+    assert done == [2] and folder_bytes(damaged) == folder_bytes(full)
+
+
+def test_resume_of_a_finished_run_samples_nothing(model, tmp_path):
+    out = tmp_path / "run"
+    generate_to_folder(model, out, 2, seed=2, steps=STEPS, picture=False, progress=False)
+    done = []
+    written = generate_to_folder(model, out, 2, seed=2, steps=STEPS, resume=True, picture=False, progress=False,
+                                 on_batch=lambda a, b, n: done.append(a))
+    assert done == [] and written["resumed_batches"] == [0]
+
+
+@pytest.mark.parametrize("damage,match", [("truncated", "not a readable run manifest"),
+                                          ("foreign", "not a mattergen_kit run manifest"),
+                                          ("future", "manifest version 99")])
+def test_a_damaged_manifest_is_a_clear_error_on_resume(model, tmp_path, damage, match):
+    out = tmp_path / "run"
+    generate_to_folder(model, out, 2, seed=2, steps=STEPS, picture=False, progress=False)
+    text = (out / MANIFEST).read_text()
+    (out / MANIFEST).write_text({"truncated": text[: len(text) // 2], "foreign": '{"hello": 1}',
+                                 "future": text.replace('"version": 1', '"version": 99')}[damage])
+    with pytest.raises(OutputError, match=match):
+        generate_to_folder(model, out, 2, seed=2, steps=STEPS, resume=True, picture=False, progress=False)
+
+
+def test_cli_resume_with_another_num_is_refused(tmp_path):
+    out = tmp_path / "run"
+    assert run("--num", 2, "--steps", STEPS, "--out", out, "--seed", 0, "--no-picture").returncode == 0
+    r = run("--num", 3, "--steps", STEPS, "--out", out, "--seed", 0, "--no-picture", "--resume")
+    assert r.returncode == 2 and "settings differ" in r.stderr and "num: 2 then, 3 now" in r.stderr
+    assert "Traceback" not in r.stderr
