@@ -4,12 +4,13 @@ Stages (each per structure; one failing structure never stops the run, it gets a
 ``validity_reason``):
 
 1. validity: structural (d ≥ 0.5 Å, V ≥ 0.1 Å³), compositional (SMACT), bond sanity (covalent radii);
-2. relaxation (``relax=True``): CHGNet FIRE to fmax 0.1 eV/Å (≤ ``steps``), RMSD generated → relaxed; results are
-   appended to ``out/relaxed.jsonl`` as they come and reused by a re-run (resume). Structurally invalid inputs are
-   not relaxed;
+2. relaxation (``relax=True``): CHGNet (default; ``model="sevennet"``: SevenNet-0) FIRE to fmax 0.1 eV/Å
+   (≤ ``steps``), RMSD generated → relaxed; results are appended to ``out/relaxed.jsonl`` as they come and reused
+   by a re-run (resume). Structurally invalid inputs are not relaxed;
 3. uniqueness and novelty on the relaxed structures (the inputs when ``relax=False``) with StructureMatcher,
    novelty against ``reference``; composition novelty against the 35k MP-20 phases;
-4. stability: formation energy from CHGNet energy and fitted CHGNet elemental references, E_hull against the DFT
+4. stability: formation energy from the potential's energy and its own fitted elemental references (CHGNet's or
+   SevenNet's, :func:`~mattergen_kit.evaluation.hull.references_file`), E_hull against the DFT
    formation-energy hull of MP-20 phases + bundled structures (:mod:`~mattergen_kit.evaluation.hull`);
    ``stable``: E_hull ≤ 0.1 eV/atom, ``stable_0``: E_hull ≤ 0; S.U.N. = stable ∧ unique ∧ novel;
 5. properties: space group, HHI, density, predicted band gap; distribution metrics against the reference.
@@ -324,10 +325,10 @@ def _evaluate(structures, *, reference, relax, out, model, device, fmax, steps, 
             from mattergen_kit.evaluation.hull import MaterialsProjectHull
 
             MaterialsProjectHull(mp_api_key)
-        elif model == "chgnet":
+        else:  # each potential needs its own fitted references (never another potential's)
             from mattergen_kit.evaluation.hull import ElementalReferences
 
-            ElementalReferences.load()
+            ElementalReferences.load(potential=model)
     out = Path(out) if out is not None else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -491,22 +492,19 @@ def _stability(rows, final, hull, mp_api_key, model, meta):
     elif hull == "bundled":
         from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences
 
-        if model != "chgnet":
-            warnings.warn("elemental references are fitted for CHGNet only: E_hull needs model='chgnet' or hull='mp'")
-            return
-        refs = ElementalReferences.load()
+        refs = ElementalReferences.load(potential=model).require(model)  # μ fitted for this potential's energies
         chull = _hull_singleton()
         for i, s in enumerate(final):
             if s is None or not rows[i].get("relaxed"):
                 continue
             missing = refs.missing(s.composition)
             if missing:
-                rows[i]["hull_note"] = f"no CHGNet reference for {','.join(missing)}"
+                rows[i]["hull_note"] = f"no {model} reference for {','.join(missing)}"
                 continue
             ef = refs.formation_energy_per_atom(s.composition, rows[i]["energy"], s)
             rows[i]["e_form_per_atom"] = ef
             rows[i]["e_above_hull"] = _safe(lambda: chull.e_above_hull(s.composition, ef), float("nan"))
-        meta["hull"] = "bundled DFT formation-energy hull (MP-20 phases + bundled), CHGNet fitted elemental refs"
+        meta["hull"] = f"bundled DFT formation-energy hull (MP-20 phases + bundled), {model} fitted elemental refs"
         meta["formation_energy_calibration"] = refs.meta.get("calibration")
     else:
         raise ValueError(f"hull must be 'bundled' or 'mp' (got {hull!r})")
@@ -634,7 +632,9 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--no-relax", action="store_true", help="skip relaxation (no stability / S.U.N. / RMSD)")
     p.add_argument("--reference", default="bundled-train",
                    help="bundled-train (default), bundled-val, bundled-test, bundled-all, none, or a folder of CIFs")
-    p.add_argument("--model", default="chgnet", choices=["chgnet", "sevennet"])
+    p.add_argument("--model", default="chgnet", choices=["chgnet", "sevennet"],
+                   help="ML potential for relaxation and E_hull: chgnet (default) or sevennet (SevenNet-0, optional "
+                        "extra, ~10x slower on CPU; docs/evaluation_potentials.md)")
     p.add_argument("--device", default=None, help="cpu / cuda (default: auto)")
     p.add_argument("--fmax", type=float, default=0.1)
     p.add_argument("--steps", type=int, default=300)

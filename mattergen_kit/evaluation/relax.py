@@ -84,6 +84,11 @@ def structure_key(structure, settings: dict) -> str:
 
 # ------------------------------------------------------------------------------------------------ potentials
 _POTENTIALS: dict = {}
+# model="sevennet" is SevenNet-0 (``7net-0``, sevenn's bundled 11Jul2024 weights; Matbench Discovery F1 0.724 on
+# unique prototypes). 7net-l3i5 (F1 0.760) costs 2.3x its CPU time per single point on this CPU (1.8x wall time per
+# relaxation), see docs/evaluation_potentials.md. The variant is not part of ``structure_key``: after changing it,
+# delete stored model="sevennet" results (relaxed.jsonl) or they are reused as if computed with the new one.
+SEVENNET_VARIANT = "7net-0"
 
 
 def load_potential(model: str = "chgnet", device: str | None = None):
@@ -102,7 +107,7 @@ def load_potential(model: str = "chgnet", device: str | None = None):
         except ImportError as exc:
             raise RuntimeError("model='sevennet' needs the optional SevenNet package: pip install 'mattergen_kit[sevennet]' "
                                "(or pip install sevenn). The default model='chgnet' needs nothing extra.") from exc
-        obj = SevenNetCalculator("7net-0", device=device or "auto")
+        obj = SevenNetCalculator(SEVENNET_VARIANT, device=device or "auto")
     else:
         raise ValueError(f"unknown relaxation model {model!r}: use 'chgnet' (default) or 'sevennet'")
     _POTENTIALS[key] = obj
@@ -136,8 +141,8 @@ def relax_one(item, settings: dict | None = None) -> dict:
     index, key, sdict = item
     out = {"index": int(index), "key": key, "ok": False, "error": "", "energy": None, "energy_per_atom": None,
            "n_steps": 0, "max_force": None, "converged": False, "relaxed": None, "rmsd": None,
-           "rmsd_matched": False, "seconds": 0.0}
-    t0 = time.perf_counter()
+           "rmsd_matched": False, "seconds": 0.0, "cpu_seconds": 0.0}
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         s = Structure.from_dict(sdict)
         if settings["model"] == "chgnet":
@@ -170,6 +175,7 @@ def relax_one(item, settings: dict | None = None) -> dict:
     except Exception as exc:  # noqa: BLE001 - per-structure failures are data, not crashes
         out["error"] = f"{type(exc).__name__}: {exc}"[:500]
     out["seconds"] = time.perf_counter() - t0
+    out["cpu_seconds"] = time.process_time() - c0  # this process's CPU time: fairer than wall time on a shared CPU
     return out
 
 
