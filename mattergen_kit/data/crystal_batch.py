@@ -34,8 +34,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 import torch
 
-MAX_ATOMIC_NUM = 100
-MASK_Z = 101  # the absorbing "mask" state of the atom-type diffusion (MatterGen's convention, ref §1.2)
+from mattergen_kit.constants import MASK_Z, MAX_ATOMIC_NUM  # noqa: F401  (re-exported)
 
 
 @dataclass

@@ -18,12 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 
+from mattergen_kit.constants import MAX_ATOMS  # noqa: F401  (re-exported)
 from mattergen_kit.data.crystal_batch import CrystalBatch
 from mattergen_kit.data.parsing import process_records
 from mattergen_kit.data.paths import cache_root
 from mattergen_kit.data.report import LoadReport, Skip
 
-MAX_ATOMS = 20
 CACHE_VERSION = 1
 #: source column name -> our name
 COLUMN_ALIASES = {"energy_above_hull": "e_above_hull", "spacegroup.number": "spacegroup",

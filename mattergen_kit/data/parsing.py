@@ -38,12 +38,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+#: Elements MatterGen leaves out of its training data (noble gases, Tc, Pm, and Z ≥ 84): re-exported from constants.
+from mattergen_kit.constants import EXCLUDED_ELEMENTS, EXCLUDED_MIN_Z, NOBLE_GASES  # noqa: F401
 from mattergen_kit.data.crystal_batch import MAX_ATOMIC_NUM, canonicalize_structure
-
-#: Elements MatterGen leaves out of its training data (noble gases, Tc, Pm, and Z ≥ 84).
-NOBLE_GASES = ("He", "Ne", "Ar", "Kr", "Xe", "Rn")
-EXCLUDED_ELEMENTS = frozenset(NOBLE_GASES + ("Tc", "Pm"))
-EXCLUDED_MIN_Z = 84
 
 DEFAULT_MIN_DISTANCE = 0.5  # Å
 DEFAULT_MIN_VOLUME = 0.1  # Å^3 per atom

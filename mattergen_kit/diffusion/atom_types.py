@@ -63,16 +63,13 @@ from typing import Iterable
 import torch
 import torch.nn.functional as F
 
-NUM_CLASSES = 101  # 100 elements (class = Z − 1) + mask
-MASK_CLASS = 100
+from mattergen_kit.constants import ALLOWED_Z, EXCLUDED_Z, MASK_CLASS, NUM_CLASSES  # noqa: F401  (re-exported)
+
 NUM_STEPS = 1000
 HYBRID_LAMBDA = 0.01
 LOG_EPS = 1e-20  # the reference's epsilon inside log(·)
 MASK_LOGIT = -1e10
-
-# MatterGen's SELECTED_ATOMIC_NUMBERS: Z = 1..83 without He, Ne, Ar, Kr, Tc, Xe, Pm (76 elements).
-EXCLUDED_Z = (2, 10, 18, 36, 43, 54, 61)
-ALLOWED_Z = tuple(z for z in range(1, 84) if z not in EXCLUDED_Z)
+# ALLOWED_Z: MatterGen's SELECTED_ATOMIC_NUMBERS, Z = 1..83 without He, Ne, Ar, Kr, Tc, Xe, Pm (76 elements).
 
 
 def continuous_to_discrete(t: torch.Tensor, num_steps: int = NUM_STEPS) -> torch.Tensor:

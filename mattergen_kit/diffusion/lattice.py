@@ -42,12 +42,12 @@ import math
 
 import torch
 
+from mattergen_kit.constants import AVERAGE_DENSITY  # noqa: F401  (atoms / Å³, MatterGen's MP-20 value; re-exported)
 from mattergen_kit.data import symmetric_polar_factor
 from mattergen_kit.diffusion.coords import langevin_step_size
 
 BETA_MIN = 0.1
 BETA_MAX = 20.0
-AVERAGE_DENSITY = 0.05771451654022283  # atoms / Å³, MatterGen's MP-20 / Alex-MP-20 value
 LIMIT_VAR_SCALE = 0.25
 
 
