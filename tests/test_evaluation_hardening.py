@@ -60,7 +60,7 @@ def test_a_planted_pickle_in_an_npz_cache_is_rejected_not_run(tmp_path):
     assert not sentinel.exists()
 
 
-def test_planted_cache_files_never_execute(mini_env, monkeypatch, tmp_path, real_structures):
+def test_planted_cache_files_never_execute(mini_env, monkeypatch, tmp_path, real_structures, capfd):
     """Plant pickles under every cache name, old and new; the loaders rebuild, nothing runs."""
     from mattergen_kit.evaluation import distribution, reference
 
@@ -86,6 +86,8 @@ def test_planted_cache_files_never_execute(mini_env, monkeypatch, tmp_path, real
         again = distribution.reference_fingerprints(structures, "planted", progress=False)
     reference.load_phases_table.cache_clear()
     assert not sentinel.exists()
+    err = capfd.readouterr().err  # every cache build says what it builds and where
+    assert "building the MP-20 phases table (200 phases)" in err and "building reference fingerprints of 3" in err
     assert len(table) == 200 and isinstance(table["composition"].iloc[0], dict)
     assert all((a is None and b is None) or np.allclose(a, b) for a, b in zip(first["struct"], again["struct"]))
     reread = reference.load_phases_table()  # from the parquet cache it just wrote
