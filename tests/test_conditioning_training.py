@@ -23,10 +23,11 @@ def base_checkpoint(tmp_path_factory):
 
 
 def conditioned_config(run_dir, base, **kw):
-    return TrainConfig(run_dir=str(run_dir), init_from=str(base), model_from_init=True, properties=PROPS,
-                       batch_size=8, limit_train=32, limit_val=8, warmup_steps=1, max_steps=6, max_epochs=10,
-                       ckpt_every_n_steps=3, log_every_n_steps=1, val_every_n_epochs=1, progress_bar=False,
-                       num_threads=1, lr=1e-3, **kw)
+    values = dict(run_dir=str(run_dir), init_from=str(base), model_from_init=True, properties=PROPS,
+                  batch_size=8, limit_train=32, limit_val=8, warmup_steps=1, max_steps=6, max_epochs=10,
+                  ckpt_every_n_steps=3, log_every_n_steps=1, val_every_n_epochs=1, progress_bar=False,
+                  num_threads=1, lr=1e-3)
+    return TrainConfig(**{**values, **kw})
 
 
 @pytest.mark.timeout(300)
@@ -116,3 +117,27 @@ def test_build_conditioned_model_tool_ships_checkpoint_and_card(tmp_path, base_c
     text = card.read_text()
     assert "| band_gap | scalar |" in text and "python tools/build_conditioned_model.py" in text
     assert list((tmp_path).glob("run-*"))                                 # the run folder is keyed by the base's sha
+
+
+@pytest.mark.timeout(300)
+def test_resume_keeps_the_normalisation_it_started_with(tmp_path, base_checkpoint, monkeypatch):
+    """Labels added between a start and its resume (the labelling job runs on) must not change μ, σ mid-run."""
+    import mattergen_kit.conditioning.conditions as cond
+
+    first = train(conditioned_config(tmp_path / "run", base_checkpoint, max_steps=3))
+    stats = {d["name"]: (d["mean"], d["std"]) for d in load_checkpoint(first)["meta"]["adapter"]["properties"]}
+    original = cond.dataset_properties
+
+    def more_gap(ds):  # the band-gap labels "grew" by +1 eV
+        frame = original(ds).copy()
+        frame["band_gap"] = frame["band_gap"] + 1.0
+        return frame
+
+    monkeypatch.setattr(cond, "dataset_properties", more_gap)
+    again = train(conditioned_config(tmp_path / "run", base_checkpoint, max_steps=6))
+    ckpt = load_checkpoint(again)
+    assert ckpt["meta"]["global_step"] == 6
+    assert {d["name"]: (d["mean"], d["std"]) for d in ckpt["meta"]["adapter"]["properties"]} == stats
+    fresh = train(conditioned_config(tmp_path / "fresh", base_checkpoint, max_steps=1))
+    (gap,) = [d for d in load_checkpoint(fresh)["meta"]["adapter"]["properties"] if d["name"] == "band_gap"]
+    assert gap["mean"] > stats["band_gap"][0] + 0.5                        # a new run does see the new labels

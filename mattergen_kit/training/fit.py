@@ -103,8 +103,12 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
             if name not in custom:
                 get_spec(name)  # ValueError naming the known properties, before any data is loaded
         datamodule.setup("fit")
-        specs = fit_property_specs(config.properties, datamodule.train_set, custom)
-        adapter = Adapter(specs, config.hidden_dim, config.num_layers, config.adapter_dim).config_dict()
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.exists():  # a resumed run keeps the normalisation it started with, even if the label tables grew
+            adapter = torch.load(last, map_location="cpu", weights_only=False)["hyper_parameters"].get("adapter")
+        if adapter is None:
+            specs = fit_property_specs(config.properties, datamodule.train_set, custom)
+            adapter = Adapter(specs, config.hidden_dim, config.num_layers, config.adapter_dim).config_dict()
     module = DiffusionModule(config, diffusion=diffusion, adapter=adapter)
     out = run_dir / "model.pt"
     trainer = build_trainer(config, [*callbacks, ExportOnTrainEnd(out, datamodule)], **trainer_overrides)
