@@ -58,6 +58,8 @@ def main(argv=None) -> int:
     p.add_argument("--type-temperature", default=None,
                    help="comma-separated τ of the atom-type reveals (default: the model's recommended value)")
     p.add_argument("--novelty", action="store_true", help="also measure novelty against the bundled train split")
+    p.add_argument("--coherence-bias", default=None,
+                   help="'off', or JSON [[t...], [beta...]] (default: the model's fitted β(t), if any)")
     p.add_argument("--out", default=str(HERE / "results"))
     args = p.parse_args(argv)
     if args.threads:
@@ -75,6 +77,9 @@ def main(argv=None) -> int:
         from mattergen_kit.evaluation import ReferenceIndex
 
         train_index = ReferenceIndex(load_bundled("train", progress=False).structures)
+    bias = None if args.coherence_bias is None else (False if args.coherence_bias == "off"
+                                                    else json.loads(args.coherence_bias))
+    bias_label = "model" if bias is None else ("off" if bias is False else "custom")
     temperatures = ([None] if args.type_temperature is None
                     else [float(x) for x in args.type_temperature.split(",")])
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
@@ -87,13 +92,15 @@ def main(argv=None) -> int:
     for steps, tau in [(int(s), tau) for s in args.steps.split(",") for tau in temperatures]:
         start = time.perf_counter()
         structures = model.generate(args.num, seed=args.seed, steps=steps, batch_size=args.batch_size,
-                                    progress=False, type_temperature=tau)
+                                    progress=False, type_temperature=tau, coherence_bias=bias)
         seconds = time.perf_counter() - start
         tau = tau if tau is not None else float(model.meta.get("type_temperature", 1.0))
         q = quality(structures, reference_stats, train_index)
-        write_samples(structures, out / f"samples_{args.num}x{steps}_tau{tau:g}_seed{args.seed}", picture=True)
+        write_samples(structures, out / f"samples_{args.num}x{steps}_tau{tau:g}_bias-{bias_label}_seed{args.seed}",
+                      picture=True)
         row = {"model": str(model.path), "global_step": model.meta.get("global_step"), "num": args.num,
-               "steps": steps, "type_temperature": tau, "seed": args.seed, "seconds": seconds,
+               "steps": steps, "type_temperature": tau, "coherence_bias": bias_label if bias is None or bias is False
+               else bias, "seed": args.seed, "seconds": seconds,
                "crystals_per_s": args.num / seconds,
                "threads": torch.get_num_threads(), "machine": platform.processor() or platform.machine(),
                "commit": commit, **q}

@@ -14,12 +14,19 @@ compared with the truth:
 
 If model_in_revealed ≪ truth_in_revealed the network's predictions are incoherent with what is revealed
 (a capacity/training problem); if they agree, too many elements come from how the sampler draws.
+
+``--fit`` also prints the sampler's coherence bias fitted to these numbers (sampling/pc_sampler.py):
+
+    β(t) = logit(truth_in_revealed) − logit(model_in_revealed)
+
+the logit shift on the cell's own elements that makes the network's mass there match the data at time t.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import torch
@@ -33,6 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--num", type=int, default=512)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--times", default="0.25,0.5,0.75,0.95")
+    p.add_argument("--fit", action="store_true", help="print β(t) for PredictorCorrectorSampler(coherence_bias=...)")
     args = p.parse_args(argv)
     torch.set_num_threads(1)
 
@@ -46,6 +54,7 @@ def main(argv=None) -> int:
     batch = CrystalBatch.from_structures(val.structures[: args.num])
     gen = torch.Generator().manual_seed(args.seed)
     print(f"model {model.path} (step {model.meta.get('global_step')}), {batch.num_crystals} val crystals, seed {args.seed}")
+    fitted = ([], [])
     print(f"{'t':>5} {'masked':>7} {'truth_in_revealed':>18} {'model_in_revealed':>18} {'top1':>6}")
     for t_value in [float(x) for x in args.times.split(",")]:
         t = torch.full((batch.num_crystals,), t_value)
@@ -70,11 +79,16 @@ def main(argv=None) -> int:
             count += len(m)
         print(f"{t_value:>5.2f} {masked.float().mean():>7.3f} {truth / count:>18.3f} {model_mass / count:>18.3f} "
               f"{correct / count:>6.3f}", flush=True)
+        logit = lambda p: math.log(p / (1 - p))  # noqa: E731
+        fitted[0].append(t_value)
+        fitted[1].append(round(logit(truth / count) - logit(model_mass / count), 4))
         with open(RESULTS, "a") as fh:
             fh.write(json.dumps({"model": str(model.path), "global_step": model.meta.get("global_step"),
                                  "num": batch.num_crystals, "seed": args.seed, "t": t_value,
                                  "masked": float(masked.float().mean()), "truth_in_revealed": truth / count,
                                  "model_in_revealed": model_mass / count, "top1": correct / count}) + "\n")
+    if args.fit:
+        print("coherence_bias (t points, β points):", json.dumps([fitted[0], fitted[1]]))
     return 0
 
 

@@ -87,7 +87,7 @@ class GenerativeModel:
     def sample(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                allowed_elements=None, fixed_atom_types=None, progress: bool = True,
-               type_temperature: float | None = None, formula: str | None = None,
+               type_temperature: float | None = None, coherence_bias=None, formula: str | None = None,
                threads: int | None = DEFAULT_THREADS, return_trajectory: bool = False, trajectory_every: int = 10):
         """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`).
 
@@ -102,7 +102,8 @@ class GenerativeModel:
         parts = list(self.iter_batches(
             num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
             conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
-            progress=progress, type_temperature=type_temperature, formula=formula, threads=threads,
+            progress=progress, type_temperature=type_temperature, coherence_bias=coherence_bias, formula=formula,
+            threads=threads,
             trajectory_every=trajectory_every if return_trajectory else None))
         batch = CrystalBatch.collate([part[1] for part in parts])
         if not return_trajectory:
@@ -114,7 +115,7 @@ class GenerativeModel:
     def iter_batches(self, num: int, seed: int | None = None, steps: int = DEFAULT_STEPS, batch_size: int = 64,
                      num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                      allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=(),
-                     type_temperature: float | None = None, formula: str | None = None,
+                     type_temperature: float | None = None, coherence_bias=None, formula: str | None = None,
                      threads: int | None = DEFAULT_THREADS, trajectory_every: int | None = None,
                      step_callback=None):
         """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
@@ -154,7 +155,10 @@ class GenerativeModel:
             num_atoms = self.num_atoms_prior.sample(num, generator=generator)
         if type_temperature is None:  # the model's measured default (model card), else the reference 1.0
             type_temperature = float(self.meta.get("type_temperature", 1.0))
-        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps, type_temperature=type_temperature)
+        if coherence_bias is None:  # the model's fitted β(t) (model card) if it has one; False = the reference sampler
+            coherence_bias = self.meta.get("coherence_bias")
+        sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps, type_temperature=type_temperature,
+                                            coherence_bias=coherence_bias or None)
         skip = set(skip)
         before = torch.get_num_threads()
         for start in range(0, num, batch_size):
@@ -186,7 +190,8 @@ class GenerativeModel:
         ``conditions`` ({property: value}, e.g. {"band_gap": 3.0, "space_group": 225, "chemical_system": "Li-Fe-P-O"},
         for a model trained on them; checked before sampling; a chemical system also restricts the elements),
         ``formula`` (e.g. "Li4Fe4P4O16": every crystal has exactly these atoms, as written),
-        ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``, ``type_temperature``
+        ``fixed_atom_types`` (CSP: one list of elements per crystal), ``progress``, ``coherence_bias``
+        (β(t) toward the elements a cell already holds: default the model's fitted one, False = off), ``type_temperature``
         (τ of the atom-type reveals; default: the model's recommended value, 1.0 = MatterGen's sampler),
         ``return_trajectory=True`` (returns ``(structures, DenoisingTrajectory)``, see
         :meth:`sample`) with ``trajectory_every`` (record every k-th step, default 10).

@@ -76,16 +76,28 @@ class PredictorCorrectorSampler:
     eps_t: last time of the grid (1e−3).
     type_temperature: τ in p(x_0) = softmax(logits / τ) used for the atom-type reveals (1 = the reference;
         τ < 1 sharpens each reveal toward the network's most likely elements).
+    coherence_bias: β(t) added to the logits of the elements a crystal already holds before each reveal,
+        ``(t_points, beta_points)`` interpolated linearly in t (None = the reference sampler). Fitted on the val
+        split as β(t) = logit(D_t) − logit(M_t), where D_t is the share of masked atoms whose element is already
+        revealed in the cell and M_t the probability the network puts there
+        (benchmarks/bench_type_coherence.py --fit): it corrects the network's measured under-weighting of the
+        cell's own elements without changing the first reveal or favouring any element globally.
     """
 
     def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
                  snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3,
-                 type_temperature: float = 1.0):
+                 type_temperature: float = 1.0, coherence_bias=None):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
             raise ValueError(f"type_temperature must be > 0, got {type_temperature}")
         self.type_temperature = float(type_temperature)
+        self.coherence_bias = None
+        if coherence_bias is not None:
+            t_points, beta_points = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in coherence_bias)
+            if len(t_points) != len(beta_points) or len(t_points) < 1 or bool((t_points[1:] <= t_points[:-1]).any()):
+                raise ValueError("coherence_bias must be (t_points, beta_points) of equal length with increasing t")
+            self.coherence_bias = (t_points, beta_points)
         self.diffusion = diffusion
         self.num_steps = num_steps
         self.snr_coords = snr_coords
@@ -249,6 +261,17 @@ class PredictorCorrectorSampler:
             allowed = allowed[noisy.batch_idx]                         # per crystal → per atom
         return DenoiserOutput(mask_logits(out.type_logits, allowed), out.coord_score, out.lattice_score)
 
+    def _coherence_term(self, t: float, types: torch.Tensor, bidx: torch.Tensor, B: int, K: int) -> torch.Tensor:
+        """β(t) · 1[element c is already revealed in the atom's crystal], (ΣN, K)."""
+        import numpy as np
+
+        t_points, beta_points = self.coherence_bias
+        beta = float(np.interp(t, t_points.numpy(), beta_points.numpy()))  # linear in t, constant beyond the ends
+        revealed = types != MASK_Z
+        present = torch.zeros(B, K, dtype=torch.bool, device=types.device)
+        present[bidx[revealed], types[revealed] - 1] = True
+        return beta * present[bidx].to(torch.float32)
+
     def _sample_batch(self, model, num_atoms, generator, scale, conditions, fixed, allowed, progress, desc,
                       trajectory=None, record_every=None, step_callback=None):
         from tqdm.auto import tqdm
@@ -299,6 +322,8 @@ class PredictorCorrectorSampler:
                                                                 num_atoms, generator)
             if update_types:                                                      # p(x_0) = softmax(logits / τ)
                 logits = out.type_logits if self.type_temperature == 1.0 else out.type_logits / self.type_temperature
+                if self.coherence_bias is not None:                              # + β(t) on the cell's own elements
+                    logits = logits + self._coherence_term(t_i, types, bidx, B, logits.shape[-1])
                 x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k_grid[i].to(device),
                                                          k_next[i].to(device), generator)
                 types, types_mean = x + 1, x_mean + 1
