@@ -215,10 +215,13 @@ def _fetch_data(argv: list[str]) -> int:
 
 def _info(argv: list[str]) -> int:
     import mattergen_kit
-    from mattergen_kit.generation import BUNDLED_CHECKPOINT
+    from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 
     print(f"mattergen_kit {mattergen_kit.__version__}")
     print(f"bundled model: {BUNDLED_CHECKPOINT} ({'present' if BUNDLED_CHECKPOINT.is_file() else 'missing'})")
+    built = BUNDLED_CONDITIONED_CHECKPOINT.is_file()
+    print(f"conditioned bundled model: {BUNDLED_CONDITIONED_CHECKPOINT} "
+          f"({'present' if built else 'not built: python tools/build_conditioned_model.py'})")
     from mattergen_kit.datasets import data_root
 
     print(f"data root: {data_root()}")
