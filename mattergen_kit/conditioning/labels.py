@@ -134,6 +134,9 @@ def attach_labels(dataset, names, labels: pd.DataFrame | None = None):
             values = values.astype("Float64").astype(float)
         dataset.properties[name] = values.to_numpy()
     dataset._prop_cache = None  # CrystalDataset caches its per-column tensors
+    if len(dataset) and not set(missing) <= set(dataset[0].properties):
+        raise RuntimeError("attach_labels: the dataset's batches do not show the new columns (its column cache "
+                           "was not reset); conditioning/labels.py must follow CrystalDataset's caching")
     return dataset
 
 
