@@ -135,6 +135,17 @@ def test_null_embeddings_and_use_condition(batch, real_rows):
     assert torch.allclose(mixed.type_logits[second], uncond.type_logits[second], atol=1e-5)
 
 
+def test_a_trained_model_can_be_copied_after_a_forward_pass(batch, real_rows):
+    import copy
+
+    model = model_with_trained_trunk().train()
+    attach_adapter(model, fitted_specs(real_rows))
+    out = model(batch, torch.full((6,), 0.5), conditions={"band_gap": batch.properties["band_gap"]})
+    out.type_logits.sum().backward()
+    twin = copy.deepcopy(model)                      # e.g. an EMA copy: no cached graph tensors on the adapter
+    assert all(torch.equal(a, b) for a, b in zip(twin.parameters(), model.parameters()))
+
+
 def test_adapter_rejects_unknown_properties_and_round_trips(batch, real_rows):
     model = model_with_trained_trunk()
     adapter = attach_adapter(model, fitted_specs(real_rows, ("band_gap",)))

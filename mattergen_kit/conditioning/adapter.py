@@ -141,6 +141,8 @@ class Adapter(nn.Module):
         if layer == 0 or cached is None or cached[0][0] is not key[0] or cached[0][1] is not key[1] or cached[0][2] != B:
             self._embedded = (key, self.embed(conditions, use_condition, B, h.device))
         e = self._embedded[1]                                                    # (P, B, H)
+        if layer == self.num_layers - 1:  # nothing (no autograd graph) is kept between forward passes
+            self._embedded = None
         pre_e = torch.einsum("pbh,pha->pba", e, self.w1_e[layer])                 # W1_e e per crystal
         pre = self.w1_h[layer](h).view(-1, P, A) + pre_e.transpose(0, 1).index_select(0, batch_idx)
         a = torch.einsum("npa,pac->npc", torch.relu(pre), self.w2[layer]) + self.b2[layer]   # (ΣN, P, A)
