@@ -37,7 +37,7 @@ import pandas as pd
 
 from mattergen_kit.evaluation.hull import STABILITY_THRESHOLD
 
-__all__ = ["evaluate", "evaluate_cli", "Report", "load_structures"]
+__all__ = ["evaluate", "evaluate_cli", "EvaluationSettings", "Report", "load_structures"]
 
 SUMMARY_KEYS = ("n", "structural_validity", "compositional_validity", "uniqueness", "novelty", "stability", "sun",
                 "rmsd")
@@ -264,6 +264,53 @@ def _frac(values, n) -> float | None:
     return float(np.nansum(np.asarray(values, float)) / n)
 
 
+@dataclass
+class EvaluationSettings:
+    """Everything :func:`evaluate` needs besides the structures (the arguments of :func:`evaluate`)."""
+
+    reference: Any = "bundled-train"
+    relax: bool = True
+    out: Path | None = None
+    model: str = "chgnet"
+    device: str | None = None
+    fmax: float = 0.1
+    steps: int = 300
+    hull: str = "bundled"
+    mp_api_key: str | None = None
+    map_fn: Callable | None = None
+    distribution: bool = True
+    max_reference_fingerprints: int | None = 1000
+    properties: bool = True
+    band_gap: bool = True
+    progress: bool = True
+    callback: Callable[[int, dict], None] | None = None
+    names: Sequence[str] | None = None
+    torch_threads: int | None = 1
+
+    def check(self) -> None:
+        """Fail fast, before any work, on a bad hull / model, a missing optional package, API key or references."""
+        if self.hull not in ("bundled", "mp"):
+            raise ValueError(f"hull must be 'bundled' or 'mp' (got {self.hull!r})")
+        if not self.relax:
+            return
+        if self.model == "sevennet":
+            try:
+                import sevenn  # noqa: F401
+            except ImportError as exc:
+                raise RuntimeError("model='sevennet' needs the optional SevenNet package: pip install sevenn "
+                                   "(or use the default model='chgnet')") from exc
+        elif self.model != "chgnet":
+            raise ValueError(f"unknown relaxation model {self.model!r}: use 'chgnet' (default) or 'sevennet'")
+        if self.hull == "mp":
+            from mattergen_kit.evaluation.hull import MaterialsProjectHull
+
+            MaterialsProjectHull(self.mp_api_key)
+        else:  # each potential needs its own fitted references (never another potential's)
+            from mattergen_kit.evaluation.hull import ElementalReferences
+
+            ElementalReferences.load(potential=self.model)
+
+
 def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled-train", relax: bool = True,
              out: str | os.PathLike | None = None, *, model: str = "chgnet", device: str | None = None,
              fmax: float = 0.1, steps: int = 300, hull: str = "bundled", mp_api_key: str | None = None,
@@ -275,12 +322,12 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
 
     Args:
         structures: pymatgen Structures (or ASE Atoms; None entries are reported as unreadable), or a folder /
-            file of CIF / extxyz / POSCAR files.
+            file of CIF / extxyz / POSCAR files, or a zip of CIF / extxyz files.
         reference: structures to measure novelty and distributions against: ``"bundled-train"`` (default),
             ``"bundled-val"``, ``"bundled-test"``, ``"bundled-all"``, a CrystalDataset, a list of Structures, or None.
         relax: relax with ``model`` and compute energies, E_hull, stability, S.U.N. and RMSD (else those are None).
         out: folder for ``relaxed.jsonl`` (written as it goes; a re-run with the same ``out`` resumes),
-            ``per_structure.csv``, ``summary.json`` and figures.
+            ``per_structure.csv``, ``summary.json``, ``relaxed_crystals.extxyz`` and figures.
         model / device / fmax / steps: relaxation settings ("chgnet" or "sevennet"; "cpu", "cuda", None = auto).
         hull: ``"bundled"`` (DFT formation-energy hull of MP-20 phases + bundled data) or ``"mp"`` (Materials Project
             entries via mp-api; needs ``mp_api_key`` or ``MP_API_KEY``).
@@ -293,45 +340,64 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
     """
     from threadpoolctl import threadpool_limits
 
-    kwargs = dict(reference=reference, relax=relax, out=out, model=model, device=device, fmax=fmax, steps=steps,
-                  hull=hull, mp_api_key=mp_api_key, map_fn=map_fn, distribution=distribution,
-                  max_reference_fingerprints=max_reference_fingerprints, properties=properties, band_gap=band_gap,
-                  progress=progress, callback=callback, names=names, torch_threads=torch_threads)
+    settings = EvaluationSettings(
+        reference=reference, relax=relax, out=Path(out) if out is not None else None, model=model, device=device,
+        fmax=fmax, steps=steps, hull=hull, mp_api_key=mp_api_key, map_fn=map_fn, distribution=distribution,
+        max_reference_fingerprints=max_reference_fingerprints, properties=properties, band_gap=band_gap,
+        progress=progress, callback=callback, names=names, torch_threads=torch_threads)
     with threadpool_limits(limits=1):  # BLAS / OpenMP on tiny matrices: one thread is fastest (see .relax)
-        return _evaluate(structures, **kwargs)
+        return _evaluate(structures, settings)
 
 
-def _evaluate(structures, *, reference, relax, out, model, device, fmax, steps, hull, mp_api_key, map_fn,
-              distribution, max_reference_fingerprints, properties, band_gap, progress, callback, names,
-              torch_threads) -> Report:
-    from mattergen_kit.evaluation import matching
-    from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
-    from mattergen_kit.evaluation.validity import check_structure, structural_validity
-
+def _evaluate(structures, settings: EvaluationSettings) -> Report:
+    """Run the stages in order; each adds columns to ``rows`` (one dict per submitted structure)."""
     t_start = time.perf_counter()
+    settings.check()
+    if settings.out is not None:
+        settings.out.mkdir(parents=True, exist_ok=True)
+    inputs, names, load_errors = _read_inputs(structures, settings.names)
+    n = len(inputs)
+    rows = [{"index": i, "name": names[i], "error": load_errors[i]} for i in range(n)]
     timings: dict[str, float] = {}
-    if hull not in ("bundled", "mp"):
-        raise ValueError(f"hull must be 'bundled' or 'mp' (got {hull!r})")
-    if relax:  # fail fast, before any relaxation, on a missing optional package / API key / reference file
-        if model == "sevennet":
-            try:
-                import sevenn  # noqa: F401
-            except ImportError as exc:
-                raise RuntimeError("model='sevennet' needs the optional SevenNet package: pip install sevenn "
-                                   "(or use the default model='chgnet')") from exc
-        elif model != "chgnet":
-            raise ValueError(f"unknown relaxation model {model!r}: use 'chgnet' (default) or 'sevennet'")
-        if hull == "mp":
-            from mattergen_kit.evaluation.hull import MaterialsProjectHull
 
-            MaterialsProjectHull(mp_api_key)
-        else:  # each potential needs its own fitted references (never another potential's)
-            from mattergen_kit.evaluation.hull import ElementalReferences
+    def timed(stage: str, fn, *args):
+        t = time.perf_counter()
+        result = fn(*args)
+        timings[stage] = time.perf_counter() - t
+        return result
 
-            ElementalReferences.load(potential=model)
-    out = Path(out) if out is not None else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+    valid = timed("validity", _validity_stage, rows, inputs, load_errors)
+    final = timed("relaxation", _relaxation_stage, rows, inputs, valid, settings) if settings.relax else list(inputs)
+    timed("uniqueness", _uniqueness_stage, rows, final, valid, settings)
+    ref_structs, ref_name = timed("novelty", _novelty_stage, rows, final, valid, settings)
+    hull_meta: dict = {}
+    if settings.relax:
+        timed("stability", _stability, rows, final, settings.hull, settings.mp_api_key, settings.model, hull_meta)
+    extras: dict = {}
+    if settings.properties:
+        timed("properties", _properties_stage, rows, final, valid, settings, extras)
+    ref_stats: dict = {}
+    if settings.distribution and ref_structs is not None:
+        timed("distribution", _distribution_stage, final, valid, ref_structs, ref_name, settings, extras, ref_stats)
+    if ref_structs is not None and settings.properties:
+        ref_stats.setdefault("spacegroups", _reference_spacegroups(settings.reference))
+
+    df = pd.DataFrame(rows)
+    summary = _summarise(df, n, settings.relax, settings.reference is not None)
+    summary.update(extras)
+    summary["reference"] = ref_name
+    summary["relax_model"] = settings.model if settings.relax else None
+    summary.update(hull_meta)
+    summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    summary["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
+    report = Report(df, summary, final, ref_stats, settings.out)
+    if settings.out is not None:
+        report.save(settings.out)
+    return report
+
+
+def _read_inputs(structures, names) -> tuple[list, list[str], list[str]]:
+    """``(structures or None, names, load errors)`` from a path or a sequence of Structures / ASE Atoms."""
     if isinstance(structures, (str, os.PathLike)):
         inputs, file_names, load_errors = load_structures(structures)
         names = names or file_names
@@ -344,12 +410,14 @@ def _evaluate(structures, *, reference, relax, out, model, device, fmax, steps, 
             except Exception as exc:  # noqa: BLE001
                 inputs.append(None)
                 load_errors.append(f"{type(exc).__name__}: {exc}")
-    n = len(inputs)
-    names = list(names) if names is not None else [str(i) for i in range(n)]
-    rows = [{"index": i, "name": names[i], "error": load_errors[i]} for i in range(n)]
+    names = list(names) if names is not None else [str(i) for i in range(len(inputs))]
+    return inputs, names, load_errors
 
-    # ---------------------------------------------------------------- 1. validity
-    t = time.perf_counter()
+
+def _validity_stage(rows, inputs, load_errors) -> list[bool]:
+    """1. structural / compositional / bond validity; returns the structurally valid mask."""
+    from mattergen_kit.evaluation.validity import check_structure
+
     for i, s in enumerate(inputs):
         if s is None:
             rows[i].update(structural_valid=False, validity_reason=load_errors[i] or "no structure",
@@ -357,48 +425,58 @@ def _evaluate(structures, *, reference, relax, out, model, device, fmax, steps, 
             continue
         rows[i].update(formula=_safe(lambda: s.composition.reduced_formula), n_atoms=len(s),
                        n_elements=len(s.composition.elements), **check_structure(s))
-    valid = [bool(r.get("structural_valid")) for r in rows]
-    timings["validity"] = time.perf_counter() - t
+    return [bool(r.get("structural_valid")) for r in rows]
 
-    # ---------------------------------------------------------------- 2. relaxation
+
+def _relaxation_stage(rows, inputs, valid, settings: EvaluationSettings) -> list:
+    """2. relax the valid structures (resumable through ``out/relaxed.jsonl``); returns the final structures."""
+    from pymatgen.core import Structure
+
+    from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
+    from mattergen_kit.evaluation.validity import structural_validity
+
+    relax_settings = RelaxSettings(model=settings.model, device=settings.device, fmax=settings.fmax,
+                                   steps=settings.steps, torch_threads=settings.torch_threads)
+    store = settings.out / "relaxed.jsonl" if settings.out is not None else None
+    results = relax_structures(inputs, relax_settings, store=store, map_fn=settings.map_fn, progress=settings.progress,
+                               skip=[not v for v in valid], callback=settings.callback)
     final = list(inputs)
-    relax_results: list = [None] * n
-    if relax:
-        t = time.perf_counter()
-        settings = RelaxSettings(model=model, device=device, fmax=fmax, steps=steps, torch_threads=torch_threads)
-        store = out / "relaxed.jsonl" if out is not None else None
-        relax_results = relax_structures(inputs, settings, store=store, map_fn=map_fn, progress=progress,
-                                         skip=[not v for v in valid], callback=callback)
-        from pymatgen.core import Structure
+    for i, r in enumerate(results):
+        if r is None:
+            if inputs[i] is not None and not valid[i]:
+                rows[i]["relax_error"] = "not relaxed: structurally invalid"
+            continue
+        rows[i].update(relaxed=bool(r["ok"]), relax_error=r["error"], relax_steps=r["n_steps"],
+                       relax_converged=r["converged"], relax_seconds=r["seconds"], energy=r["energy"],
+                       energy_per_atom=r["energy_per_atom"], rmsd=r["rmsd"], rmsd_matched=r["rmsd_matched"])
+        if r["ok"]:
+            final[i] = Structure.from_dict(r["relaxed"])
+            ok, _ = _safe(lambda: structural_validity(final[i]), (False, "?"))
+            rows[i]["relaxed_structural_valid"] = ok
+    return final
 
-        for i, r in enumerate(relax_results):
-            if r is None:
-                if inputs[i] is not None and not valid[i]:
-                    rows[i]["relax_error"] = "not relaxed: structurally invalid"
-                continue
-            rows[i].update(relaxed=bool(r["ok"]), relax_error=r["error"], relax_steps=r["n_steps"],
-                           relax_converged=r["converged"], relax_seconds=r["seconds"], energy=r["energy"],
-                           energy_per_atom=r["energy_per_atom"], rmsd=r["rmsd"], rmsd_matched=r["rmsd_matched"])
-            if r["ok"]:
-                final[i] = Structure.from_dict(r["relaxed"])
-                ok, _ = _safe(lambda: structural_validity(final[i]), (False, "?"))
-                rows[i]["relaxed_structural_valid"] = ok
-        timings["relaxation"] = time.perf_counter() - t
 
-    # ---------------------------------------------------------------- 3. uniqueness / novelty
-    t = time.perf_counter()
-    uniq = matching.unique_mask(final, usable=valid, progress=progress and n > 200)
-    for i in range(n):
-        rows[i]["unique"] = uniq[i]
-    timings["uniqueness"] = time.perf_counter() - t
-    t = time.perf_counter()
-    ref_structs, ref_ids, ref_name = (None, None, "none")
-    if reference is not None:
+def _uniqueness_stage(rows, final, valid, settings: EvaluationSettings) -> None:
+    """3a. unique among the submitted structures (StructureMatcher, formula-prefiltered)."""
+    from mattergen_kit.evaluation import matching
+
+    uniq = matching.unique_mask(final, usable=valid, progress=settings.progress and len(final) > 200)
+    for row, u in zip(rows, uniq):
+        row["unique"] = u
+
+
+def _novelty_stage(rows, final, valid, settings: EvaluationSettings):
+    """3b. novel against the reference, and composition novelty against MP-20; returns (reference, its name)."""
+    from mattergen_kit.evaluation import matching
+
+    ref_structs, ref_name = None, "none"
+    n = len(final)
+    if settings.reference is not None:
         from mattergen_kit.evaluation.reference import resolve_reference
 
-        ref_structs, ref_ids, ref_name = resolve_reference(reference)
+        ref_structs, ref_ids, ref_name = resolve_reference(settings.reference)
         index = _reference_index(ref_structs, ref_ids, ref_name)
-        nov, matched = matching.novel_mask(final, index, usable=valid, progress=progress and n > 200)
+        nov, matched = matching.novel_mask(final, index, usable=valid, progress=settings.progress and n > 200)
         for i in range(n):
             rows[i]["novel"] = nov[i]
             rows[i]["matched_reference_id"] = matched[i]
@@ -409,66 +487,43 @@ def _evaluate(structures, *, reference, relax, out, model, device, fmax, steps, 
             rows[i]["novel_composition_mp20"] = bool(f not in mp20) if f and valid[i] else False
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"MP-20 composition novelty not computed: {exc}")
-    timings["novelty"] = time.perf_counter() - t
+    return ref_structs, ref_name
 
-    # ---------------------------------------------------------------- 4. stability
-    hull_meta: dict = {}
-    if relax:
-        t = time.perf_counter()
-        _stability(rows, final, hull, mp_api_key, model, hull_meta)
-        timings["stability"] = time.perf_counter() - t
 
-    # ---------------------------------------------------------------- 5. properties + distributions
-    extras: dict = {}
-    if properties:
-        t = time.perf_counter()
-        from mattergen_kit.evaluation.properties import hhi, spacegroup
+def _properties_stage(rows, final, valid, settings: EvaluationSettings, extras: dict) -> None:
+    """5a. space group, HHI, density and (``band_gap``) the predicted band gap of each valid structure."""
+    from mattergen_kit.evaluation.properties import hhi, spacegroup
 
-        for i, s in enumerate(final):
-            if s is None or not valid[i]:
-                continue
-            num, sym = spacegroup(s)
-            hp, hr = hhi(s.composition)
-            rows[i].update(spacegroup=num, spacegroup_symbol=sym, hhi_production=hp, hhi_reserve=hr,
-                           density=_safe(lambda: float(s.density)))
-        if band_gap:
-            try:
-                from mattergen_kit.evaluation.properties import band_gap_predictor
+    for i, s in enumerate(final):
+        if s is None or not valid[i]:
+            continue
+        num, sym = spacegroup(s)
+        hp, hr = hhi(s.composition)
+        rows[i].update(spacegroup=num, spacegroup_symbol=sym, hhi_production=hp, hhi_reserve=hr,
+                       density=_safe(lambda: float(s.density)))
+    if not settings.band_gap:
+        return
+    try:
+        from mattergen_kit.evaluation.properties import band_gap_predictor
 
-                pred = band_gap_predictor()
-                idx = [i for i in range(n) if final[i] is not None and valid[i]]
-                vals = pred.predict([final[i].composition for i in idx])
-                for i, v in zip(idx, vals):
-                    rows[i]["band_gap_pred"] = float(v)
-                extras["band_gap_model_test_mae"] = pred.metrics.get("test_mae_eV")
-            except Exception as exc:  # noqa: BLE001
-                warnings.warn(f"band-gap prediction skipped: {exc}")
-        timings["properties"] = time.perf_counter() - t
-    ref_stats: dict = {}
-    if distribution and ref_structs is not None:
-        t = time.perf_counter()
-        try:
-            extras.update(_distribution(final, valid, ref_structs, ref_name, max_reference_fingerprints, progress,
-                                        ref_stats))
-        except Exception as exc:  # noqa: BLE001
-            warnings.warn(f"distribution metrics skipped: {exc}")
-        timings["distribution"] = time.perf_counter() - t
-    if ref_structs is not None and properties:
-        ref_stats.setdefault("spacegroups", _reference_spacegroups(reference))
+        pred = band_gap_predictor()
+        idx = [i for i in range(len(final)) if final[i] is not None and valid[i]]
+        vals = pred.predict([final[i].composition for i in idx])
+        for i, v in zip(idx, vals):
+            rows[i]["band_gap_pred"] = float(v)
+        extras["band_gap_model_test_mae"] = pred.metrics.get("test_mae_eV")
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"band-gap prediction skipped: {exc}")
 
-    # ---------------------------------------------------------------- summary
-    df = pd.DataFrame(rows)
-    summary = _summarise(df, n, relax, reference is not None)
-    summary.update(extras)
-    summary["reference"] = ref_name
-    summary["relax_model"] = model if relax else None
-    summary.update(hull_meta)
-    summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    summary["seconds"]["total"] = round(time.perf_counter() - t_start, 2)
-    report = Report(df, summary, final, ref_stats, out)
-    if out is not None:
-        report.save(out)
-    return report
+
+def _distribution_stage(final, valid, ref_structs, ref_name, settings: EvaluationSettings, extras: dict,
+                        ref_stats: dict) -> None:
+    """5b. coverage and Wasserstein distances against the reference."""
+    try:
+        extras.update(_distribution(final, valid, ref_structs, ref_name, settings.max_reference_fingerprints,
+                                    settings.progress, ref_stats))
+    except Exception as exc:  # noqa: BLE001
+        warnings.warn(f"distribution metrics skipped: {exc}")
 
 
 def _safe(fn, default=None):
@@ -490,7 +545,7 @@ def _stability(rows, final, hull, mp_api_key, model, meta):
             rows[i]["e_above_hull"] = _safe(lambda: mph.e_above_hull_from_energy(s, e), float("nan"))
         meta["hull"] = "materials-project (mp-api, MP2020-corrected)"
     elif hull == "bundled":
-        from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences
+        from mattergen_kit.evaluation.hull import ElementalReferences
 
         refs = ElementalReferences.load(potential=model).require(model)  # μ fitted for this potential's energies
         chull = _hull_singleton()
