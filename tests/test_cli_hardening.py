@@ -191,3 +191,30 @@ def test_fetch_data_404_is_a_clear_error(tmp_path):
         server.server_close()
     assert r.returncode == 2 and "404" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not list(tmp_path.iterdir())
+
+
+def test_a_rejected_materials_project_key_says_so(monkeypatch):
+    """mp-api shows a 401 as "KeyError: 'version'"; the message names the rejected key instead."""
+    class Unauthorized(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            body = b'{"detail": "Unauthorized"}'
+            self.send_response(401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    from mattergen_kit import datasets
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Unauthorized)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        with pytest.raises(datasets.MPAccessError, match=r"rejected the API key \(HTTP 401/403\)"):
+            datasets.load_materials_project(elements=["Li", "O"], api_key="k" * 32, cache=False, timeout=10,
+                                            endpoint=f"http://127.0.0.1:{server.server_port}/")
+    finally:
+        server.shutdown()
+        server.server_close()
