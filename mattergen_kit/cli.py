@@ -155,6 +155,10 @@ def _run_generation(args) -> int:
         return _fail(str(err))
     steps = args.steps if args.steps is not None else int(model.meta.get("recommended_steps", 1000))
     allowed = [e.strip() for e in args.elements.split(",") if e.strip()] if args.elements else None
+    try:  # conditions against the model's properties, before anything is written
+        model.check_conditions(conditions, guidance, allowed, args.num)
+    except ValueError as err:
+        return _fail(str(err))
     sampled = [0]
 
     def on_batch(start, stop, num):
