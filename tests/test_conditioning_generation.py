@@ -144,6 +144,7 @@ def test_cli_conditions(tmp_path, cond_model, base_model, capsys):
         out = tmp_path / f"err{len(message)}"
         assert main(["generate", "--out", str(out), *args, *common]) == 2
         assert message in capsys.readouterr().err
+        assert not out.exists()                                           # refused before anything is written
     if not BUNDLED_CONDITIONED_CHECKPOINT.is_file():  # no --model: the conditioned bundled model, not yet built
         assert main(["generate", "--out", str(tmp_path / "nomodel"), "--condition", "band_gap=1", *common]) == 2
         assert "conditioned bundled model mp_bundled_20_conditioned.pt has not been built yet" in capsys.readouterr().err
