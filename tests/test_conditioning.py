@@ -158,11 +158,11 @@ def test_adapter_rejects_unknown_properties_and_round_trips(batch, real_rows):
         Adapter([get_spec("band_gap")], 32, 2)
 
 
-def test_drop_conditions_is_independent_per_property():
+def test_drop_conditions_independent_mode():
     n = 20000
     gen = torch.Generator().manual_seed(0)
     conds = {"band_gap": torch.ones(n), "chemical_system": ["Li-O"] * n}
-    dropped = drop_conditions(conds, 0.2, gen)
+    dropped = drop_conditions(conds, 0.2, gen, mode="independent")
     gap_dropped = torch.isnan(dropped["band_gap"])
     sys_dropped = torch.tensor([v is None for v in dropped["chemical_system"]])
     assert abs(gap_dropped.float().mean().item() - 0.2) < 0.015
@@ -170,9 +170,27 @@ def test_drop_conditions_is_independent_per_property():
     both = (gap_dropped & sys_dropped).float().mean().item()
     assert abs(both - 0.04) < 0.01                    # independent: P(both) = 0.2², not 0.2
     assert torch.equal(conds["band_gap"], torch.ones(n))   # the input is not modified
-    assert not torch.isnan(drop_conditions(conds, 0.0)["band_gap"]).any()
+    assert not torch.isnan(drop_conditions(conds, 0.0, mode="independent")["band_gap"]).any()
     with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         drop_conditions(conds, 1.5)
+    with pytest.raises(ValueError, match="mode must be one of"):
+        drop_conditions(conds, 0.2, mode="joint")
+
+
+def test_drop_conditions_subsets_mode_trains_every_subset():
+    """p of the crystals keep nothing; the others keep a random k-subset, k ~ U{1..P} (conditions.py)."""
+    n, P, p = 40000, 8, 0.2
+    gen = torch.Generator().manual_seed(1)
+    conds = {f"x{j}": torch.full((n,), float(j)) for j in range(P)}
+    kept = torch.stack([~torch.isnan(v) for v in drop_conditions(conds, p, gen).values()], 1)   # (n, P)
+    size = kept.sum(1)
+    assert abs((size == 0).float().mean().item() - p) < 0.01                          # the unconditional branch
+    for k in range(1, P + 1):                                                         # (1 − p)/P for each size
+        assert abs((size == k).float().mean().item() - (1 - p) / P) < 0.01
+    alone = (kept[:, 0] & (size == 1)).float().mean().item()
+    assert abs(alone - (1 - p) / P ** 2) < 0.004                                      # x0 alone: 1.25 %
+    single = drop_conditions({"band_gap": torch.ones(n)}, p, gen)["band_gap"]          # P = 1: plain dropout
+    assert abs(torch.isnan(single).float().mean().item() - p) < 0.01
 
 
 def test_custom_categorical_property():

@@ -62,6 +62,8 @@ def test_config_validation(tmp_path):
         TrainConfig(condition_dropout=1.5)
     with pytest.raises(ValueError, match="model_from_init needs init_from"):
         TrainConfig(model_from_init=True)
+    with pytest.raises(ValueError, match="condition_dropout_mode must be subsets or independent"):
+        TrainConfig(condition_dropout_mode="joint")
 
 
 @pytest.mark.timeout(120)

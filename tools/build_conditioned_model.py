@@ -6,7 +6,7 @@
 1. reads the base (default ``mattergen_kit/checkpoints/mp_bundled_20.pt``) and keys the run folder by its sha256,
    ``runs/conditioned_cpu-<sha12>``: the same base resumes an interrupted run, a new base starts afresh;
 2. fine-tunes it with ``configs/conditioned_cpu.yaml`` (all weights + a zero-initialised adapter for the 8
-   properties, independent condition dropout 0.2; architecture and diffusion settings from the base);
+   properties, subset condition dropout 0.2; architecture and diffusion settings from the base);
 3. unless ``--no-ship``/``--max-time`` is given: writes ``mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt``
    (meta: base sha, labelled counts per property, the base's sampling settings, wall time, commit) and
    ``mattergen_kit/checkpoints/CONDITIONED_MODEL_CARD.md``.
@@ -89,7 +89,7 @@ def write_card(meta: dict, ckpt: dict) -> None:
 
 Fine-tuned from `{meta['base']}` (sha256 {meta['base_sha256'][:12]}) with all weights trained and a fresh
 zero-initialised adapter (mattergen_kit/conditioning/adapter.py, adapter width {meta['adapter']['adapter_dim']}),
-each property label dropped independently with p = {cfg.get('condition_dropout')}: one checkpoint for any subset of
+condition dropout p = {cfg.get('condition_dropout')} ({cfg.get('condition_dropout_mode')}): one checkpoint for any subset of
 its properties; with no conditions it is its own unconditional model.
 
 - steps {meta.get('global_step')}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, val metrics {meta.get('val_metrics')}

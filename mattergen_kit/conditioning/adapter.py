@@ -17,7 +17,7 @@ Adapter, before every denoiser layer l (the hook ``adapter(l, h, batch_idx, cond
 so a fresh adapter returns exactly 0 and the conditioned model starts equal to its base (ref §8.3).
 Difference from MatterGen: there the term of p is multiplied by 0 when p is unconditional (its null vector is
 zeros); here every property always contributes, with its learned null vector when absent. One checkpoint then
-serves any subset of its properties (absent ones are "unknown", as in training with independent dropout),
+serves any subset of its properties (absent ones are "unknown", as in training with subset dropout),
 and ``use_condition=False`` (all null) is the unconditional model used by classifier-free guidance.
 The denoiser calls the adapter whenever ``model.adapter`` is set, also when ``conditions`` is None.
 

@@ -1,14 +1,18 @@
-"""Per-crystal conditions of a training batch, and independent per-property condition dropout.
+"""Per-crystal conditions of a training batch, and condition dropout.
 
 ``batch_conditions(batch, names)`` reads the labels of a :class:`CrystalBatch` (``batch.properties``;
-``space_group`` also answers to the datasets' ``spacegroup`` column). ``drop_conditions`` blanks each
-(crystal, property) label independently with probability p (default 0.2):
+``space_group`` also answers to the datasets' ``spacegroup`` column). ``drop_conditions`` blanks labels
+(→ absent → that property's null embedding), per crystal b, in one of two modes:
 
-    keep_{b,p} ~ Bernoulli(1 − p)     label_{b,p} ← label_{b,p} if keep_{b,p} else absent
+    "independent"   keep_{b,p} ~ Bernoulli(1 − p) for every property p separately
+    "subsets"       with probability p: keep nothing (the unconditional model, MatterGen's rule, ref §8.4);
+    (default)       otherwise k ~ Uniform{1..P} and a uniformly random k-subset of the P properties is kept
 
-so the model sees every subset of its properties during training, and an absent label (missing in the data
-or dropped) gets that property's null embedding. MatterGen drops all fields of a crystal together
-(ref §8.4, ``dropout_fields_iid = false``); independent dropout is what lets one checkpoint serve any subset.
+Why "subsets" is the default for several properties: with independent dropout at p = 0.2 and P = 8, a crystal
+is fully unconditional with probability 0.2^8 ≈ 3·10⁻⁶ and shows one property alone with 8·0.8·0.2^7 ≈ 8·10⁻⁵,
+so the unconditional branch of classifier-free guidance and single-property conditions are almost never
+trained. "subsets" gives P(all null) ≥ p, P(only property p) = (1 − p)/P², P(all kept) = (1 − p)/P — every
+subset is trained, which is what lets one checkpoint serve any subset. For P = 1 both modes are the same.
 """
 
 from __future__ import annotations
@@ -34,20 +38,36 @@ def batch_conditions(batch, names: Iterable[str]) -> dict[str, Any]:
     return out
 
 
-def drop_conditions(conditions: dict[str, Any], p: float, generator: torch.Generator | None = None
-                    ) -> dict[str, Any]:
-    """Each label dropped (→ absent) independently with probability ``p``; returns a new dict."""
+MODES = ("subsets", "independent")
+
+
+def drop_conditions(conditions: dict[str, Any], p: float, generator: torch.Generator | None = None,
+                    mode: str = "subsets") -> dict[str, Any]:
+    """A new dict with labels dropped (NaN / None) as in the module docstring; ``conditions`` is not changed."""
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"condition dropout must be in [0, 1], got {p}")
+    if mode not in MODES:
+        raise ValueError(f"condition dropout mode must be one of {MODES}, got {mode!r}")
+    names = list(conditions)
+    if not names:
+        return {}
+    n, P = len(conditions[names[0]]), len(names)
+    dev = generator.device if generator is not None else None
+    if mode == "independent":
+        keep = torch.rand(n, P, generator=generator, device=dev) >= p
+    else:
+        k = torch.randint(1, P + 1, (n,), generator=generator, device=dev)                # subset size
+        rank = torch.rand(n, P, generator=generator, device=dev).argsort(1).argsort(1)   # random order
+        keep = (rank < k[:, None]) & (torch.rand(n, generator=generator, device=dev) >= p)[:, None]
     out = {}
-    for name, values in conditions.items():
-        n = len(values)
-        device = values.device if torch.is_tensor(values) else None
-        drop = torch.rand(n, generator=generator, device=generator.device if generator is not None else None) < p
+    for j, name in enumerate(names):
+        values, drop = conditions[name], ~keep[:, j]
+        if len(values) != n:
+            raise ValueError(f"condition {name!r} has {len(values)} values, {names[0]!r} has {n}")
         if torch.is_tensor(values):
             dropped = values.clone().float() if not values.is_floating_point() else values.clone()
             dropped[drop.to(values.device)] = float("nan")
-            out[name] = dropped.to(device)
+            out[name] = dropped
         else:
             out[name] = [None if d else v for v, d in zip(values, drop.tolist())]
     return out

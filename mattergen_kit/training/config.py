@@ -70,10 +70,11 @@ class TrainConfig:
     # take hidden_dim/num_layers/num_freqs/crystal_summary and the diffusion settings from init_from's checkpoint
     # (a fine-tune that is re-run unchanged whenever the base model changes)
     model_from_init: bool = False
-    # property conditioning (mattergen_kit/conditioning): names from the registry, each label dropped
-    # independently with probability condition_dropout; adapter MLP width (None = hidden_dim, MatterGen)
+    # property conditioning (mattergen_kit/conditioning): names from the registry, labels dropped
+    # with probability condition_dropout (mode: conditioning/conditions.py); adapter MLP width (None = hidden_dim)
     properties: list = field(default_factory=list)
     condition_dropout: float = 0.2
+    condition_dropout_mode: str = "subsets"  # subsets | independent (conditioning/conditions.py says why)
     adapter_dim: int | None = None
     num_threads: int | None = None  # torch.set_num_threads; 1 is fastest when the 2 CPU cores are shared
 
@@ -95,6 +96,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip_algorithm must be norm or value (got {self.grad_clip_algorithm!r})")
         if not 0.0 <= float(self.condition_dropout) <= 1.0:
             raise ValueError(f"condition_dropout must be in [0, 1] (got {self.condition_dropout!r})")
+        if self.condition_dropout_mode not in ("subsets", "independent"):
+            raise ValueError(f"condition_dropout_mode must be subsets or independent (got {self.condition_dropout_mode!r})")
         if self.model_from_init and not self.init_from:
             raise ValueError("model_from_init needs init_from (the checkpoint whose architecture to take)")
         if not float(self.lr) > 0:

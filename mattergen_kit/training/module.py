@@ -83,12 +83,13 @@ class DiffusionModule(L.LightningModule):
                          prog_bar=(key == "loss"), sync_dist=not on_step)
 
     def _conditions(self, batch: CrystalBatch, dropout: float):
-        """The batch's labels of config.properties, each dropped independently with prob. ``dropout``."""
+        """The batch's labels of config.properties with condition dropout (conditioning/conditions.py)."""
         if not self.config.properties:
             return None
         from mattergen_kit.conditioning import batch_conditions, drop_conditions
 
-        return drop_conditions(batch_conditions(batch, self.config.properties), dropout)
+        return drop_conditions(batch_conditions(batch, self.config.properties), dropout,
+                               mode=self.config.condition_dropout_mode)
 
     def training_step(self, batch: CrystalBatch, batch_idx: int):
         losses = self.diffusion.training_losses(self.denoiser, batch,
