@@ -52,11 +52,12 @@ def test_finetune_end_to_end(tmp_path, base, table):
     from mattergen_kit.conditioning.finetune import _split
     from mattergen_kit.datasets import load_csv
 
-    train_set, _ = _split(load_csv(table, progress=False), 0.1, 0)
+    train_set, _ = _split(load_csv(table, exclude_elements=True, progress=False), 0.1, 0)
     y = train_set.properties["my_scalar"].dropna().to_numpy()
     assert spec["mean"] == pytest.approx(y.mean(), rel=1e-6) and spec["std"] == pytest.approx(y.std() + 1e-5, rel=1e-6)
     card = (tmp_path / "ft" / "MODEL_CARD.md").read_text()
     assert "| my_scalar | scalar | " in card and f"{len(y)} of {len(train_set)}" in card and str(base) in card
+    assert "rows skipped by the loader" in card and "excluded" in card.lower()   # the Pm and Ac rows of the table
     model = mk.load_model(path)
     crystals = model.generate(2, seed=0, steps=3, conditions={"my_scalar": 2.0}, guidance_scale=2.0, progress=False)
     assert len(crystals) == 2

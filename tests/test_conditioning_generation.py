@@ -132,6 +132,8 @@ def test_cli_conditions(tmp_path, cond_model, base_model, capsys):
     assert len(cifs) == 2 and all({e.symbol for e in Structure.from_file(c).composition} <= {"Li", "O"} for c in cifs)
     rc = main(["generate", "--model", str(ckpt), "--out", str(tmp_path / "f"), "--formula", "LiF", *common])
     assert rc == 0 and all(Structure.from_file(c).composition.formula == "Li1 F1" for c in (tmp_path / "f").glob("*.cif"))
+    rc = main(["generate", "--model", str(ckpt), "--out", str(tmp_path / "n"), "--num-atoms", "5", *common])
+    assert rc == 0 and [len(Structure.from_file(c)) for c in sorted((tmp_path / "n").glob("*.cif"))] == [5, 5]
     capsys.readouterr()
     for args, message in [
         (["--model", str(ckpt), "--condition", "magnetic_density=0.1"], "not trained on 'magnetic_density'"),

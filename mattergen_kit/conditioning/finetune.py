@@ -102,7 +102,8 @@ def finetune(table, properties: str | list[str], base: str | Path = "bundled", k
         from mattergen_kit.datasets import load_csv
 
         source = str(table)
-        dataset = load_csv(table, max_atoms=max_atoms, progress=progress)
+        # like the bundled data: no elements the model cannot generate (noble gases, Tc, Pm, Z ≥ 84)
+        dataset = load_csv(table, max_atoms=max_atoms, exclude_elements=True, progress=progress)
     else:
         source, dataset = getattr(table, "name", "") or type(table).__name__, table
     kinds = kind if isinstance(kind, (list, tuple)) else [kind] * len(names)
@@ -125,11 +126,14 @@ def finetune(table, properties: str | list[str], base: str | Path = "bundled", k
     datamodule = CrystalDataModule(cfg, train_set, val_set)
     datamodule.property_specs = specs
     path = train(cfg, datamodule=datamodule)
-    write_model_card(path, source=source, base=base_path, train_set=train_set, val_set=val_set, names=names)
+    report = getattr(dataset, "report", None)
+    write_model_card(path, source=source, base=base_path, train_set=train_set, val_set=val_set, names=names,
+                     skipped=report.counts() if report is not None and report.n_skipped else None)
     return path
 
 
-def write_model_card(path: Path, source: str, base: Path, train_set, val_set, names: list[str]) -> Path:
+def write_model_card(path: Path, source: str, base: Path, train_set, val_set, names: list[str],
+                     skipped: dict | None = None) -> Path:
     """OUT/MODEL_CARD.md: base, data, properties with their normalisation, training length, how to sample."""
     from mattergen_kit.training import load_checkpoint
 
@@ -138,7 +142,8 @@ def write_model_card(path: Path, source: str, base: Path, train_set, val_set, na
     lines = [f"# Fine-tuned model `{path.name}`", "",
              f"- base: `{base}` (architecture {ckpt['model_config']}); all weights trained, with a fresh "
              "zero-initialised adapter (mattergen_kit/conditioning/adapter.py)",
-             f"- data: `{source}`: {len(train_set)} train / {len(val_set)} val crystals",
+             f"- data: `{source}`: {len(train_set)} train / {len(val_set)} val crystals"
+             + (f" (rows skipped by the loader: {skipped})" if skipped else ""),
              f"- training: {meta.get('global_step')} steps, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, "
              f"condition dropout {cfg.get('condition_dropout')}; val metrics {meta.get('val_metrics', {})}",
              f"- created {meta.get('created', datetime.datetime.now().isoformat(timespec='seconds'))}", "",
