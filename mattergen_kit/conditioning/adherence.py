@@ -57,6 +57,9 @@ def measure(structures: Sequence, name: str, labeller=None) -> list:
         labeller = labeller or Labeller()
         out = []
         for s in structures:
+            if not 2.0 <= s.volume / len(s) <= 1000.0:  # collapsed or exploded cells: no value (and no huge graphs)
+                out.append(None)
+                continue
             try:
                 out.append(getattr(labeller, name)(s))
             except Exception:  # noqa: BLE001 - a sample the potential cannot handle has no value
