@@ -324,7 +324,8 @@ class GenerationPanel(w.VBox):
         if self.thumbnails:
             png = crystal_png(row["structure"], size=(1.8, 1.6), dpi=90, title="", legend=False, labels=False)
             children.insert(1, w.Image(value=png, format="png", layout=w.Layout(width="170px")))
-        card = w.VBox(children, layout=w.Layout(border="1px solid #ddd", padding="3px"))
+        card = w.VBox(children, layout=w.Layout(border="1px solid #ddd", padding="2px", width="188px",
+                                                overflow="hidden"))
         card.button = button
         return card
 
