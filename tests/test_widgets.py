@@ -112,3 +112,18 @@ def test_nglview_backend_adds_the_unit_cell(perovskite):
     widget = view(perovskite, backend="nglview")
     calls = [m for m in widget._ngl_msg_archive if m.get("methodName") == "addRepresentation"]
     assert any(m["args"][0] == "unitcell" for m in calls)
+
+
+def test_ipywidgets_parts_name_the_missing_extra(monkeypatch):
+    import sys
+
+    import mattergen_kit.widgets as widgets
+
+    monkeypatch.setitem(sys.modules, "ipywidgets", None)  # as if not installed
+    for name in ("mattergen_kit.widgets.panel", "mattergen_kit.widgets.player"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    with pytest.raises(ImportError, match=r"GenerationPanel needs ipywidgets: pip install 'mattergen_kit\[notebook\]'"):
+        widgets.GenerationPanel
+    assert callable(widgets.trajectory_strip) and callable(widgets.view)  # matplotlib-only parts still work
+    with pytest.raises(AttributeError):
+        widgets.NoSuchWidget
