@@ -65,6 +65,7 @@ def space_group_symbols() -> dict[int, str]:
 
 
 _TRAINING_LABELS = None
+_LABELS_LOCK = threading.Lock()
 
 
 def training_labels():
@@ -142,6 +143,8 @@ class GenerationPanel(w.VBox):
 
         self.model = model if isinstance(model, GenerativeModel) else load_model(model)
         self._labels = labels
+        if labels is None and _TRAINING_LABELS is None:  # read the table (tens of seconds on a busy CPU) while
+            threading.Thread(target=self._prefetch_labels, daemon=True).start()  # the user sets the targets
         self.thumbnails = thumbnails
         self.specs = self.model.property_specs
         self.results: list[dict] = []
@@ -345,9 +348,17 @@ class GenerationPanel(w.VBox):
                               else html.escape(text))
 
     # ------------------------------------------------------------------ plot
+    def _prefetch_labels(self) -> None:
+        try:
+            self.labels()
+        except Exception:  # noqa: BLE001 - the plot reads them again and names the problem in its title
+            pass
+
     def labels(self):
+        """The training labels the plot compares with (the bundled train split unless given)."""
         if self._labels is None:
-            self._labels = training_labels()
+            with _LABELS_LOCK:  # the prefetch thread may be reading them already
+                self._labels = training_labels()
         return self._labels
 
     def _update_plot(self) -> None:
