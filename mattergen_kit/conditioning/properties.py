@@ -228,7 +228,7 @@ def element_symbols(system, name: str = "chemical_system") -> list[str]:
     return sorted({Element.from_Z(z).symbol for z in zs})
 
 
-@lru_cache(maxsize=8192)
+@lru_cache(maxsize=65536)  # one entry per distinct chemical system of the training data
 def _multi_hot_str(system: str) -> tuple[int, ...]:
     from pymatgen.core import Element
 
