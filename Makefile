@@ -1,10 +1,10 @@
 # Two commands on a fresh machine (Python 3.11):
-#   make demo   install, then generate crystals with the bundled model (CIFs + a PNG grid in out/demo)
+#   make demo   install, then generate 32 crystals with the bundled model (CIFs + a PNG grid in out/demo)
 #   make test   install, then run the test suite (builds the bundled data cache once, ~4 min)
 PYTHON ?= python3.11
 VENV   ?= .venv
 PY      = $(VENV)/bin/python
-NUM    ?= 16
+NUM    ?= 32
 STEPS  ?=
 
 .PHONY: install demo test clean-cache
@@ -21,7 +21,7 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 install: $(VENV)/.installed
 
 demo: install
-	$(VENV)/bin/mattergen-kit generate --num $(NUM) --out out/demo --seed 0 $(if $(STEPS),--steps $(STEPS),)
+	$(VENV)/bin/mattergen-kit generate --num $(NUM) --out out/demo --seed 0 --overwrite $(if $(STEPS),--steps $(STEPS),)
 
 test: install
 	MATTERGEN_KIT_FULL_DATA_TESTS=1 $(PY) -m pytest tests -q
