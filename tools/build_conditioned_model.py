@@ -1,6 +1,7 @@
 """Rebuild the shipped conditioned model from the CURRENT bundled base: one command, re-run when the base changes.
 
     nice -n 10 python tools/build_conditioned_model.py            # ~90 min on 1 CPU thread (configs/conditioned_cpu.yaml)
+    python tools/build_conditioned_model.py --properties chemical_system,space_group,band_gap   # a subset
     python tools/build_conditioned_model.py --max-time 1          # a 1-minute smoke run (writes to runs/, ships nothing)
 
 1. reads the base (default ``mattergen_kit/checkpoints/mp_bundled_20.pt``) and keys the run folder by its sha256,
@@ -45,11 +46,19 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/conditioned_cpu.yaml")
     p.add_argument("--max-time", type=float, default=None, help="minutes (a smoke run: nothing is shipped)")
     p.add_argument("--no-ship", action="store_true", help="train only")
+    p.add_argument("--properties", default=None,
+                   help="comma-separated subset of the config's properties (e.g. leave out one with too few labels)")
     args = p.parse_args(argv)
 
     base = Path(args.base)
     sha = hashlib.sha256(base.read_bytes()).hexdigest()
     config = TrainConfig.from_yaml(args.config, init_from=str(base))
+    if args.properties:
+        names = [n.strip() for n in args.properties.split(",") if n.strip()]
+        unknown = sorted(set(names) - set(config.properties))
+        if unknown:
+            raise SystemExit(f"--properties: {unknown} are not in {args.config} ({config.properties})")
+        config = replace(config, properties=names)
     run_dir = f"{config.run_dir}-{sha[:12]}" + ("-smoke" if args.max_time else "")
     config = replace(config, run_dir=run_dir,
                      max_time_minutes=args.max_time if args.max_time else config.max_time_minutes)
