@@ -143,6 +143,8 @@ class GenerativeModel:
             raise ValueError(f"seed must be an integer with 0 <= seed < 2**63, got {seed!r}")
         allowed_elements = check_allowed_elements(allowed_elements)
         conditions, allowed_elements = self.check_conditions(conditions, guidance_scale, allowed_elements, num)
+        if isinstance(num_atoms, int) and not isinstance(num_atoms, bool):  # one N for every crystal
+            num_atoms = [num_atoms] * num
         if formula is not None:
             fixed_atom_types = formula_atom_types(formula, num, fixed_atom_types, num_atoms)
         _check_per_crystal("fixed_atom_types", fixed_atom_types, num)
@@ -185,8 +187,8 @@ class GenerativeModel:
         """Generate ``num`` crystals and return them as pymatgen ``Structure`` objects.
 
         seed: same seed (and batch_size) gives the same crystals. steps: predictor-corrector steps (each is
-        two network calls); 1000 is MatterGen's reference. Other keywords: ``num_atoms`` (one N per
-        crystal), ``guidance_scale``, ``conditions``, ``allowed_elements`` (symbols or Z),
+        two network calls); 1000 is MatterGen's reference. Other keywords: ``num_atoms`` (one N for all, or one
+        per crystal), ``guidance_scale``, ``conditions``, ``allowed_elements`` (symbols or Z),
         ``conditions`` ({property: value}, e.g. {"band_gap": 3.0, "space_group": 225, "chemical_system": "Li-Fe-P-O"},
         for a model trained on them; checked before sampling; a chemical system also restricts the elements),
         ``formula`` (e.g. "Li4Fe4P4O16": every crystal has exactly these atoms, as written),

@@ -117,6 +117,7 @@ def test_fixed_formula_and_fixed_number_of_atoms(cond_model):
     assert [s.composition.formula for s in batch.to_structures()] == ["Li2 Fe2 O4"] * 3
     batch = cond_model.sample(3, seed=0, steps=STEPS, progress=False, num_atoms=[5, 5, 7])
     assert batch.num_atoms.tolist() == [5, 5, 7]
+    assert cond_model.sample(3, seed=0, steps=STEPS, progress=False, num_atoms=6).num_atoms.tolist() == [6, 6, 6]
     with pytest.raises(ValueError, match="Xe cannot be generated|none of the allowed elements"):
         cond_model.sample(1, seed=0, steps=STEPS, progress=False, formula="XeF2")
     with pytest.raises(ValueError, match="either formula or fixed_atom_types"):
