@@ -60,6 +60,14 @@ from mattergen_kit.widgets import show_trajectory
 crystals, traj = mk.load_model().generate(1, seed=0, steps=20, return_trajectory=True, trajectory_every=5)
 show_trajectory(traj, 0, interval_ms=200)"""
 
+NGLVIEW_CELL = """\
+import warnings
+warnings.filterwarnings("ignore", message="pkg_resources is deprecated")
+from pymatgen.core import Lattice, Structure
+from mattergen_kit.widgets import view
+nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+view(nacl, backend="nglview")"""
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -84,6 +92,9 @@ def _notebooks(root: Path) -> None:
     nb = nbformat.v4.new_notebook(metadata=meta)
     nb.cells = [nbformat.v4.new_code_cell(TRAJECTORY_CELL)]
     nbformat.write(nb, root / "trajectory.ipynb")
+    nb = nbformat.v4.new_notebook(metadata=meta)
+    nb.cells = [nbformat.v4.new_code_cell(NGLVIEW_CELL)]
+    nbformat.write(nb, root / "nglview.ipynb")
     saved = nbformat.v4.new_notebook(metadata=meta)
     saved.cells = [cell]
     nbformat.write(saved, root / "saved_view.ipynb")
@@ -278,3 +289,24 @@ def test_trajectory_player_plays_in_jupyterlab(lab, browser):
     grey = lambda px: (np.abs(px - 158).max(-1) < 6).mean()          # noqa: E731 - masked atoms are rgb(158,158,158)
     print(f"trajectory: grey (masked) pixels {100 * grey(before):.1f}% at step 0, {100 * grey(after):.1f}% at step 20")
     assert grey(before) > 0.005 and grey(after) < grey(before) / 5
+
+
+def test_nglview_backend_renders_in_jupyterlab(lab, browser):
+    from selenium.webdriver.common.by import By
+
+    pytest.importorskip("nglview")
+    url, token, root = lab
+    _open_and_run(browser, f"{url}/lab/tree/nglview.ipynb?token={token}", root, "nglview_opened.png")
+    canvas = _wait(browser, lambda d: [c for c in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea canvas")
+                                       if c.is_displayed() and c.size["width"] > 100], 180)
+    assert canvas, f"nglview drew no canvas: {browser.find_element(By.CSS_SELECTOR, '.jp-Notebook').text[-1500:]}"
+    time.sleep(5)  # NGL loads the structure and renders asynchronously
+    png = canvas[0].screenshot_as_png
+    _save(root, "nglview.png", png)
+    px = _pixels(png)
+    background = px[0, 0]
+    drawn = (np.abs(px - background).sum(-1) > 60).mean()
+    cell = (np.abs(px - [232, 168, 38]).sum(-1) < 80).sum()          # NGL's unit cell lines are orange
+    print(f"nglview canvas {px.shape[1]}x{px.shape[0]} px, {100 * drawn:.1f}% differs from the background, "
+          f"{cell} unit-cell (orange) pixels")
+    assert drawn > 0.01 and cell > 100
