@@ -199,3 +199,5 @@ def test_custom_categorical_property():
     assert idx.tolist() == [1, -1, -1] and present.tolist() == [True, False, False]
     with pytest.raises(ValueError, match="'gamma' is not one of the categories the model knows: 'alpha', 'beta'"):
         spec.check("gamma")
+    numbered = PropertySpec("phase", "categorical", categories=["1", "2b"])
+    assert numbered.check(1) == "1"                     # the CLI parses "phase=1" as an int

@@ -83,6 +83,8 @@ class PropertySpec:
                 if not math.isfinite(as_float) or as_float != int(as_float):
                     raise ValueError(f"{self.name} must be an integer, got {value!r}")
                 value = int(as_float)
+            elif value not in self.categories and str(value) in self.categories:  # "--condition phase=1" → "1"
+                value = str(value)
             if value not in self.categories:
                 if self.integer and all(isinstance(c, int) for c in self.categories):
                     lo, hi = min(self.categories), max(self.categories)
