@@ -132,3 +132,5 @@ def test_finetune_on_a_dataset_with_a_registry_property(tmp_path, base, table):
     assert "| space_group | categorical | " in (tmp_path / "sg" / "MODEL_CARD.md").read_text()
     with pytest.raises(ValueError, match="space_group is a categorical property of the registry; kind='scalar'"):
         mk.finetune(ds, "space_group", base=base, kind="scalar", out=tmp_path / "sg2", max_steps=1, progress=False)
+    with pytest.raises(ValueError, match=r"already conditioned on \['space_group'\]; fine-tune an unconditioned base"):
+        mk.finetune(ds, "band_gap", base=path, out=tmp_path / "sg3", max_steps=1, progress=False)

@@ -98,6 +98,13 @@ def finetune(table, properties: str | list[str], base: str | Path = "bundled", k
     if not names:
         raise ValueError("name at least one property to fine-tune on")
     base_path = _resolve_base(base)
+    from mattergen_kit.training import load_checkpoint
+
+    base_adapter = load_checkpoint(base_path)["meta"].get("adapter")
+    if base_adapter and [d["name"] for d in base_adapter["properties"]] != names:
+        raise ValueError(f"the base {base_path.name} is already conditioned on "
+                         f"{[d['name'] for d in base_adapter['properties']]}; fine-tune an unconditioned base "
+                         "(e.g. 'bundled') on your properties instead")
     if isinstance(table, (str, Path)):
         from mattergen_kit.datasets import load_csv
 
