@@ -146,7 +146,7 @@ def test_fetch_data_gives_up_at_its_deadline_on_a_dripping_server(tmp_path):
         server.shutdown()
         server.server_close()
     assert r.returncode == 2 and "did not finish in time" in r.stderr and "Traceback" not in r.stderr, r.stderr
-    assert seconds < 20
+    assert seconds < 60  # a 2 s deadline plus interpreter start-up on a busy machine; before the fix: never
     assert not list(tmp_path.iterdir()) or not list(tmp_path.rglob("*.csv*"))  # nothing half-written kept
 
 

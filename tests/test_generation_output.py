@@ -113,28 +113,39 @@ def _wait_for_batches(out, proc, n, timeout=120):
     raise AssertionError("no batch finished in time")
 
 
+KILL_ARGS = ["--num", 4, "--batch-size", 1, "--steps", 30, "--seed", 5, "--no-picture"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The files of the same run, never interrupted (shared by the kill tests)."""
+    full = tmp_path_factory.mktemp("full") / "out"
+    assert run(*KILL_ARGS, "--out", full).returncode == 0
+    return folder_bytes(full)
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_cli_killed_run_resumes_to_the_same_files(tmp_path, sig):
+def test_cli_killed_run_resumes_to_the_same_files(tmp_path, sig, uninterrupted):
     """Kill a real `mattergen-kit generate` after its first batch; --resume finishes it identically."""
-    args = ["--num", 6, "--batch-size", 1, "--steps", 40, "--seed", 5, "--no-picture"]
+    args = KILL_ARGS
     out = tmp_path / "killed"
+    # SIGINT must reach Python's handler even when this test runs in a background job (which ignores SIGINT)
     proc = subprocess.Popen([*CLI, *map(str, args), "--out", str(out)], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _wait_for_batches(out, proc, 1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=60)
     kept = RunManifest.load(out)
-    assert 1 <= len(kept.batches) < 6 and not kept.complete, "the run ended before it could be interrupted"
+    assert 1 <= len(kept.batches) < 4 and not kept.complete, "the run ended before it could be interrupted"
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "Traceback" not in err
-        assert f"interrupted: kept {len(kept.batches)} finished crystal(s) of 6" in err and "--resume" in err
+        assert f"interrupted: kept {len(kept.batches)} finished crystal(s) of 4" in err and "--resume" in err
     for name in sum(kept.batches.values(), []):
         assert (out / name).read_text().startswith("# generated using pymatgen")  # whole files only
     r = run(*args, "--out", out, "--resume")
     assert r.returncode == 0, r.stderr
-    full = tmp_path / "full"
-    assert run(*args, "--out", full).returncode == 0
-    assert folder_bytes(out) == folder_bytes(full)
+    assert folder_bytes(out) == uninterrupted
 
 
 def test_a_lost_batch_file_is_recomputed_on_resume(model, tmp_path):
