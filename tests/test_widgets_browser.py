@@ -241,6 +241,11 @@ def test_panel_generates_in_jupyterlab_and_draws_the_crystal(lab, browser):
     print(f"panel shown after {t_panel:.0f} s, total {time.time() - t0:.0f} s; 3D view {px.shape[1]}x{px.shape[0]} px, "
           f"{100 * drawn:.1f}% drawn, {colours} colours")
     assert drawn > 0.03 and colours > 20
+    _buttons(browser, "play its denoising")[0].click()              # the crystal's trajectory player in the viewer
+    caption = _wait(browser, lambda d: [e.text for e in d.find_elements(By.CSS_SELECTOR, ".jp-OutputArea .widget-label")
+                                        if e.text.startswith("step 0/3")], 60)
+    assert caption, "the trajectory player did not appear in the panel's viewer"
+    _save(root, "panel_trajectory.png", browser.get_screenshot_as_png())
 
 
 def test_saved_view_shows_its_static_png_when_untrusted(lab, browser):

@@ -82,6 +82,14 @@ def test_unconditional_panel_generates_into_the_gallery(base_model, labels):
     scene = json.loads(re.search(r"const d = (\{.*?\}), cv", out["data"]["text/html"], re.S).group(1))
     assert len(scene["atoms"]) == len(expected[1]) and _png_ok(base64.b64decode(out["data"]["image/png"]))
     assert panel.plot_property.value == "hhi_production" and _png_ok(panel.plot.value)
+    assert not panel.trajectory_button.disabled
+    panel.trajectory_button.click()                       # its denoising trajectory in the viewer
+    (out,) = panel.viewer.outputs
+    assert out["data"]["application/vnd.jupyter.widget-view+json"]["model_id"] == panel.player.model_id
+    traj = panel.player.traj
+    assert traj.steps == [0, 1, 2, STEPS] and panel.player.index == 0  # batch_size 1: crystal 1 is index 0 of its batch
+    last = traj.frame(len(traj) - 1, panel.player.index)
+    assert sorted(last.atom_types.tolist()) == sorted(site.specie.Z for site in expected[1])
 
 
 def test_stop_ends_the_run_early_and_keeps_finished_crystals(base_model, labels):

@@ -18,7 +18,7 @@ What it holds (all ipywidgets, reachable as attributes so that scripts and tests
   (``GenerativeModel.iter_batches``) into ``gallery`` — one card per crystal: formula, space group (spglib,
   symprec 0.1), number of atoms, structural / SMACT validity, HHI and, for a chemical-system target, whether the
   crystal is in the system. Clicking a card's button shows the crystal in ``viewer`` (the offline canvas
-  view with its static PNG). ``plot`` compares the batch's values of the plotted property (``plot_property``)
+  view with its static PNG); ``trajectory_button`` then plays its denoising trajectory (``player``). ``plot`` compares the batch's values of the plotted property (``plot_property``)
   with the training labels and marks the target.
 * ``stop_button`` stops after the current sampler step. ``wait()`` joins the thread (scripts, tests).
 """
@@ -179,6 +179,10 @@ class GenerationPanel(w.VBox):
         self.gallery = w.GridBox([], layout=w.Layout(grid_template_columns="repeat(auto-fill, 190px)",
                                                      grid_gap="6px", width="100%"))
         self.viewer = w.Output(layout=w.Layout(min_height="330px", border="1px solid #eee"))
+        self.trajectory_button = w.Button(description="play its denoising", icon="film", disabled=True,
+                                          tooltip="the selected crystal's denoising trajectory (every ~5% of the steps)")
+        self.trajectory_button.on_click(lambda _: self.play_trajectory())
+        self.player = None
         self.plot_property = w.Dropdown(options=self._plot_options(), description="plot",
                                         layout=w.Layout(width="260px"))
         self.plot = w.Image(format="png", layout=w.Layout(width="380px"))
@@ -189,7 +193,7 @@ class GenerationPanel(w.VBox):
         controls = w.VBox([w.HBox([self.num, self.steps, self.batch_size, self.seed]),
                            w.HBox([self.guidance, self.elements])])
         run = w.HBox([self.generate_button, self.stop_button, self.progress, self.status])
-        right = w.VBox([self.viewer, self.plot_property, self.plot])
+        right = w.VBox([self.viewer, self.trajectory_button, self.plot_property, self.plot])
         super().__init__([self.note, self.targets_box, controls, run, self.message,
                           w.HBox([w.VBox([self.gallery], layout=w.Layout(width="60%")), right])])
 
@@ -284,13 +288,14 @@ class GenerationPanel(w.VBox):
         t0 = time.perf_counter()
         done, how = 0, "done"
         try:
-            for start, batch in self.model.iter_batches(kw["num"], seed=kw["seed"], steps=kw["steps"],
+            every = max(1, kw["steps"] // 20)  # ~20 frames per crystal, CPU tensors: light
+            for start, batch, traj in self.model.iter_batches(kw["num"], seed=kw["seed"], steps=kw["steps"],
                                                         batch_size=kw["batch_size"], conditions=kw["conditions"],
                                                         guidance_scale=kw["guidance_scale"],
                                                         allowed_elements=kw["allowed_elements"], progress=False,
-                                                        step_callback=self._on_step):
-                for structure in batch.to_structures():
-                    self._add(structure)
+                                                        step_callback=self._on_step, trajectory_every=every):
+                for j, structure in enumerate(batch.to_structures()):
+                    self._add(structure, (traj, j))
                 done += batch.num_crystals
                 self.status.value = f"sampling {done}/{kw['num']} crystals ({time.perf_counter() - t0:.0f} s)"
                 self._update_plot()
@@ -306,8 +311,9 @@ class GenerationPanel(w.VBox):
             self.status.value = f"{how}: {done}/{kw['num']} crystals in {time.perf_counter() - t0:.1f} s"
 
     # ------------------------------------------------------------------ results
-    def _add(self, structure) -> None:
+    def _add(self, structure, trajectory=None) -> None:
         row = describe(structure, self._request.get("conditions"))
+        row["trajectory"] = trajectory  # (DenoisingTrajectory of its batch, index in the batch)
         k = len(self.results)
         row["index"] = k
         self.results.append(row)
@@ -336,6 +342,18 @@ class GenerationPanel(w.VBox):
         """Show crystal ``k`` of the gallery in the 3D viewer (what its card's button does)."""
         self.selected = k
         show_in(self.viewer, CrystalView(self.results[k]["structure"]))
+        self.trajectory_button.disabled = self.results[k].get("trajectory") is None
+
+    def play_trajectory(self) -> None:
+        """Show the selected crystal's denoising trajectory player in the viewer (the film button)."""
+        from mattergen_kit.widgets.player import TrajectoryPlayer
+
+        if self.selected is None or self.results[self.selected].get("trajectory") is None:
+            self._say("select a crystal first (its button in the gallery)", error=True)
+            return
+        traj, j = self.results[self.selected]["trajectory"]
+        self.player = TrajectoryPlayer(traj, index=j, width=360, height=300)
+        show_in(self.viewer, self.player)
 
     @property
     def structures(self) -> list:
