@@ -158,7 +158,7 @@ def load_alexandria(path: str | os.PathLike | list, *, max_atoms: int | None = 2
     for s in ds.report.skipped:  # name the file and the entry index
         if isinstance(s.row, tuple):
             s.source, s.row = s.row
-    ds.properties["source"] = [f"alexandria:{rec[0][0]}" for rec, res in zip(records, results) if res[0] == "ok"]
+    ds.properties["source"] = [f"alexandria:{rec[0][0]}" for rec, res in zip(records, results) if res.ok]
     return ds
 
 

@@ -108,15 +108,14 @@ def _build_bundled(root: Path, digests: dict[str, str], workers: int, progress: 
     kept_props = []
     types, coords, lats, counts = [], [], [], []
     for res in results:
-        key = res[1]
-        rel, row = key
-        given = all_props[key]
-        if res[0] != "ok":
-            report.skipped.append(Skip(rel, row, res[2], "filtered" if res[0] == "filtered" else "invalid",
-                                       given["material_id"]))
+        rel, row = res.row
+        given = all_props[res.row]
+        if not res.ok:
+            report.skipped.append(Skip(rel, row, res.reason, res.kind, given["material_id"]))
             continue
-        _, _, z, f, lat, labels = res
-        types.append(z), coords.append(f), lats.append(lat), counts.append(len(z))
+        labels = res.labels
+        types.append(res.atom_types), coords.append(res.frac_coords), lats.append(res.lattice)
+        counts.append(len(res.atom_types))
         rec = {"material_id": given["material_id"], "formula": labels["formula"],
                "band_gap": given.get("band_gap") if _isnum(given.get("band_gap")) else np.nan,
                "formation_energy_per_atom": given.get("formation_energy_per_atom"),

@@ -63,24 +63,22 @@ class CrystalDataset(torch.utils.data.Dataset):
 
     # ------------------------------------------------------------------ construction
     @classmethod
-    def from_results(cls, results: Sequence[tuple], rows_props: dict, report: LoadReport, source: str,
+    def from_results(cls, results: Sequence, rows_props: dict, report: LoadReport, source: str,
                      name: str = "") -> "CrystalDataset":
-        """Assemble from :func:`process_records` output; ``rows_props[row]`` are the source's labels."""
+        """Assemble from :func:`process_records` output (``ParsedCrystal`` / ``RecordSkip``); ``rows_props[row]``
+        are the source's labels."""
         types, coords, lats, counts, props = [], [], [], [], []
         for res in results:
-            status, row = res[0], res[1]
-            given = rows_props.get(row, {})
-            if status != "ok":
-                report.skipped.append(Skip(source, row, res[2], "filtered" if status == "filtered" else "invalid",
-                                           _mid(given)))
+            given = rows_props.get(res.row, {})
+            if not res.ok:
+                report.skipped.append(Skip(source, res.row, res.reason, res.kind, _mid(given)))
                 continue
-            _, _, z, f, lat, labels = res
-            types.append(z)
-            coords.append(f)
-            lats.append(lat)
-            counts.append(len(z))
+            types.append(res.atom_types)
+            coords.append(res.frac_coords)
+            lats.append(res.lattice)
+            counts.append(len(res.atom_types))
             rec = dict(given)
-            rec.update({k: v for k, v in labels.items() if not (k == "spacegroup" and _isnum(given.get(k)))})
+            rec.update({k: v for k, v in res.labels.items() if not (k == "spacegroup" and _isnum(given.get(k)))})
             rec["source"] = source
             props.append(rec)
         report.kept += len(counts)

@@ -3,10 +3,10 @@
 Everything here works on a single record so that it can run in a worker process
 (:func:`process_records` uses a ``multiprocessing`` pool of 2 and a tqdm bar).
 
-A record is ``(row, text, fmt, given)``: ``row`` identifies it in its file (CSV row number, file name,
+A record is ``(row, text, fmt, given, options)``: ``row`` identifies it in its file (CSV row number, file name,
 frame index), ``text`` is a CIF / extxyz string (or a pymatgen ``Structure`` / its dict), ``given`` is a
-dict of labels the source already has (e.g. its ``spacegroup``). The result is either
-``("ok", row, Z, frac, lattice, labels)`` (canonical cell, float64) or ``("skip", row, reason)``.
+dict of labels the source already has (e.g. its ``spacegroup``). The result is either a :class:`ParsedCrystal`
+(canonical cell, float64) or a :class:`RecordSkip` (``kind`` "invalid" or "filtered", and the reason).
 
 Checks (each failure is a *counted skip* with a reason, never a crash):
 
@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
@@ -274,8 +275,32 @@ def prepare_structure(s, *, canonical: bool = True, min_distance: float = DEFAUL
 
 
 # ---------------------------------------------------------------------------------------------- records
-def process_record(record) -> tuple:
-    """Worker: ``(row, obj, fmt, given, options)`` -> ("ok", row, Z, frac, lattice, labels) | ("skip", row, reason)."""
+@dataclass
+class ParsedCrystal:
+    """One record that passed every check: its canonical cell and labels."""
+
+    row: Any
+    atom_types: np.ndarray  # (N,) int64 atomic numbers
+    frac_coords: np.ndarray  # (N, 3) float64 in [0, 1)
+    lattice: np.ndarray  # (3, 3) float64, rows are lattice vectors (Å)
+    labels: dict
+
+    ok = True
+
+
+@dataclass
+class RecordSkip:
+    """One record left out: ``kind`` is "invalid" (bad input) or "filtered" (a policy such as max_atoms)."""
+
+    row: Any
+    reason: str
+    kind: str = "invalid"
+
+    ok = False
+
+
+def process_record(record) -> ParsedCrystal | RecordSkip:
+    """Worker: ``(row, obj, fmt, given, options)`` -> :class:`ParsedCrystal` or :class:`RecordSkip`."""
     row, obj, fmt, given, options = record
     max_atoms = options.get("max_atoms")
     try:
@@ -283,29 +308,31 @@ def process_record(record) -> tuple:
             warnings.simplefilter("ignore")
             s = to_structure(obj, fmt)
             if max_atoms is not None and len(s) > max_atoms:
-                return ("filtered", row, f"too many atoms: {len(s)} > max_atoms={max_atoms}")
+                return RecordSkip(row, f"too many atoms: {len(s)} > max_atoms={max_atoms}", "filtered")
             if options.get("exclude_elements"):
                 bad = excluded_elements_in(s)
                 if bad:
-                    return ("filtered", row, f"excluded element(s) {', '.join(bad)} (noble gas / Tc / Pm / Z>=84)")
+                    return RecordSkip(row, f"excluded element(s) {', '.join(bad)} (noble gas / Tc / Pm / Z>=84)",
+                                      "filtered")
             c = prepare_structure(s, canonical=options.get("canonical", True),
                                   min_distance=options.get("min_distance", DEFAULT_MIN_DISTANCE))
             max_after = options.get("max_atoms_canonical")
             if max_after is not None and len(c) > max_after:
-                return ("filtered", row, f"too many atoms: {len(c)} in the primitive cell > max_atoms={max_after}")
+                return RecordSkip(row, f"too many atoms: {len(c)} in the primitive cell > max_atoms={max_after}",
+                                  "filtered")
             labels = structure_labels(c, spacegroup=(given or {}).get("spacegroup"))
     except StructureError as exc:
-        return ("skip", row, str(exc))
+        return RecordSkip(row, str(exc))
     except Exception as exc:  # never let one record crash the load
-        return ("skip", row, f"unexpected {type(exc).__name__}: {str(exc)[:200]}")
+        return RecordSkip(row, f"unexpected {type(exc).__name__}: {str(exc)[:200]}")
     z = np.array([site.specie.Z for site in c], dtype=np.int64)
     frac = np.mod(np.asarray(c.frac_coords, dtype=np.float64), 1.0)
     frac[frac >= 1.0] = 0.0
-    return ("ok", row, z, frac, np.asarray(c.lattice.matrix, dtype=np.float64), labels)
+    return ParsedCrystal(row, z, frac, np.asarray(c.lattice.matrix, dtype=np.float64), labels)
 
 
 def process_records(records: Sequence, workers: int = 2, progress: bool = True, desc: str = "parsing crystals",
-                    chunksize: int = 16) -> list[tuple]:
+                    chunksize: int = 16) -> list[ParsedCrystal | RecordSkip]:
     """Run :func:`process_record` over ``records`` (a Pool of ``workers`` processes when there are many)."""
     from tqdm.auto import tqdm
 
