@@ -97,3 +97,18 @@ def test_evaluate_reports_bad_structures_without_crashing(tmp_path):
     assert "invalid" in str(df.loc[1, "relax_error"])
     assert rep.summary["structural_validity"] == pytest.approx(2 / 6)
     assert (tmp_path / "per_structure.csv").exists() and (tmp_path / "summary.json").exists()
+
+
+def test_exploded_and_skewed_cells_are_judged_without_a_huge_image_search():
+    from pymatgen.core import Lattice, Structure
+
+    from mattergen_kit.evaluation import structural_validity
+
+    exploded = Structure(Lattice([[2e4, 0, 0], [0, 3, 0], [0, 0, 3]]), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    ok, reason = structural_validity(exploded)
+    assert not ok and "exploded" in reason
+    # rock salt in a very skewed (but equivalent) cell: the LLL-reduced search finds it valid
+    rocksalt = Structure(Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    skewed = rocksalt.copy()
+    skewed.make_supercell([[1, 0, 0], [40, 1, 0], [0, 0, 1]])
+    assert structural_validity(rocksalt)[0] and structural_validity(skewed)[0]

@@ -42,6 +42,10 @@ def _finite_structure(structure) -> str | None:
     return None
 
 
+MAX_CELL_LENGTH = 1000.0  # Å: longer lattice vectors mean the sample's lattice diverged
+MAX_VOLUME_PER_ATOM = 1e4  # Å³ (real crystals: ~5–100)
+
+
 def structural_validity(structure, cutoff: float = MIN_DISTANCE, min_volume: float = MIN_VOLUME) -> tuple[bool, str]:
     """``(valid, reason)``: finite cell, ``V ≥ min_volume`` Å³ and all periodic distances ``≥ cutoff`` Å.
 
@@ -54,9 +58,14 @@ def structural_validity(structure, cutoff: float = MIN_DISTANCE, min_volume: flo
     vol = abs(float(np.linalg.det(structure.lattice.matrix)))
     if not vol >= min_volume:
         return False, f"volume {vol:.3g} Å³ < {min_volume}"
+    longest = float(max(structure.lattice.abc))
+    if longest > MAX_CELL_LENGTH or vol / len(structure) > MAX_VOLUME_PER_ATOM:
+        # an exploded cell: no crystal, and the image search below would need memory in proportion to its size
+        return False, f"cell exploded (longest vector {longest:.3g} Å, {vol / len(structure):.3g} Å³ per atom)"
     try:
-        # all neighbours (incl. own periodic images) closer than the cutoff
-        neigh = structure.get_all_neighbors(cutoff, include_index=False)
+        # all neighbours (incl. own periodic images) closer than the cutoff; on the LLL-reduced cell, so a
+        # skewed (but valid) cell does not make the image search enumerate millions of images
+        neigh = structure.get_reduced_structure("LLL").get_all_neighbors(cutoff, include_index=False)
     except Exception as exc:  # pragma: no cover - pathological cells
         return False, f"neighbour search failed: {exc}"
     dmin = min((n.nn_distance for site in neigh for n in site), default=math.inf)
