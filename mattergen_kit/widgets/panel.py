@@ -180,6 +180,7 @@ class GenerationPanel(w.VBox):
                                                      grid_gap="6px", width="100%"))
         self.viewer = w.Output(layout=w.Layout(min_height="330px", border="1px solid #eee"))
         self.trajectory_button = w.Button(description="play its denoising", icon="film", disabled=True,
+                                          layout=w.Layout(width="200px"),
                                           tooltip="the selected crystal's denoising trajectory (every ~5% of the steps)")
         self.trajectory_button.on_click(lambda _: self.play_trajectory())
         self.player = None
