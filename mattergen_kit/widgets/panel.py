@@ -3,7 +3,7 @@
 >>> import mattergen_kit as mk
 >>> from mattergen_kit.widgets import GenerationPanel
 >>> panel = GenerationPanel(mk.load_model("runs/conditioned/model.pt"))   # doctest: +SKIP
->>> panel                                                                 # doctest: +SKIP  (shows it in a notebook)
+>>> panel                                      # doctest: +SKIP
 
 What it holds (all ipywidgets, reachable as attributes so that scripts and tests can drive it):
 

@@ -1,7 +1,7 @@
 """The ipywidgets trajectory player (needs ipywidgets, the ``[notebook]`` extra); see trajectory.py.
 
 >>> player = show_trajectory(traj, index=0)    # doctest: +SKIP
->>> player.slider.value = 3                    # doctest: +SKIP  (draws frame 3, as dragging the slider does)
+>>> player.slider.value = 3                    # doctest: +SKIP
 """
 
 from __future__ import annotations

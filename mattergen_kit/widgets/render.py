@@ -7,7 +7,7 @@ and labelled "?". A legend names the elements.
 
 >>> from pymatgen.core import Lattice, Structure
 >>> nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
->>> ax = plot_structure(nacl)                            # one cell with legend
+>>> ax = plot_structure(nacl, legend=True)               # one cell with its element legend
 >>> fig = structure_grid([nacl] * 4, path="grid.png")    # doctest: +SKIP
 """
 

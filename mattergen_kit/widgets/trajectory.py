@@ -3,10 +3,13 @@
 >>> import mattergen_kit as mk
 >>> from mattergen_kit.widgets import show_trajectory, trajectory_strip
 >>> model = mk.load_model()
->>> crystals, traj = model.generate(2, seed=0, steps=100, return_trajectory=True, trajectory_every=5)
->>> show_trajectory(traj, index=0)                        # doctest: +SKIP  (slider + Play, 3D canvas per frame;
-...                                                       #  player.py, needs ipywidgets)
->>> fig = trajectory_strip(traj, 0, "traj0.png")          # the static picture a saved notebook keeps
+>>> crystals, traj = model.generate(2, seed=0, steps=20, return_trajectory=True, trajectory_every=5, progress=False)
+>>> player = show_trajectory(traj, index=0)   # doctest: +SKIP
+>>> fig = trajectory_strip(traj, 0)           # the static picture a saved notebook keeps (path= writes a PNG)
+>>> len(fig.axes)
+5
+
+``show_trajectory`` (player.py, needs ipywidgets) is the slider + Play player with the 3D canvas per frame.
 
 Masked atoms (type not revealed yet, Z = 101) are drawn grey with "?"; the label above the view says the step,
 the diffusion time t and how many atom types are revealed.
