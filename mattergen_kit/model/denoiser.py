@@ -54,11 +54,12 @@ from dataclasses import asdict, dataclass
 import torch
 from torch import nn
 
+from mattergen_kit.constants import AVERAGE_DENSITY, NUM_CLASSES
 from mattergen_kit.data.crystal_batch import CrystalBatch
 from mattergen_kit.diffusion.joint import DenoiserOutput
 
-NUM_TYPE_CLASSES = 101  # Z − 1 for Z = 1..100, and 100 for the mask token Z = 101
-LIMIT_DENSITY = 0.05771451654022283  # atoms/Å³ (ref §4.2); only used to scale lattice features to O(1)
+NUM_TYPE_CLASSES = NUM_CLASSES  # Z − 1 for Z = 1..100, and 100 for the mask token Z = 101
+LIMIT_DENSITY = AVERAGE_DENSITY  # atoms/Å³ (ref §4.2); only used to scale lattice features to O(1)
 
 
 @dataclass
