@@ -28,6 +28,8 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/bundled_cpu.yaml")
     p.add_argument("--type-temperature", type=float, default=1.0, help="the measured default τ of the type reveals")
     p.add_argument("--lineage", default=None, help="the training legs that led to this model, in words")
+    p.add_argument("--coherence-bias", default=None,
+                   help="JSON [[t...], [beta...]] printed by benchmarks/bench_type_coherence.py --fit for this model")
     args = p.parse_args(argv)
 
     run = Path(args.run_dir)
@@ -40,6 +42,8 @@ def main(argv=None) -> int:
                  "recommended_steps": args.recommended_steps, "type_temperature": args.type_temperature})
     if args.lineage:
         meta["lineage"] = args.lineage
+    if args.coherence_bias:
+        meta["coherence_bias"] = json.loads(args.coherence_bias)
     if "num_atoms_histogram" not in meta:
         raise SystemExit("the exported model has no num_atoms_histogram: re-export it from the run")
     save_checkpoint(BUNDLED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta)
