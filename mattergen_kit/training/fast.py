@@ -125,6 +125,7 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
 
     from mattergen_kit.model import CrystalDenoiser, count_parameters
     from mattergen_kit.training.checkpoint import diffusion_from_config, save_checkpoint
+    from mattergen_kit.training.schedule import ema_update, warmup_cosine
 
     device = torch.device(cfg.device)
     pack = load_pack(cfg.pack)
@@ -151,11 +152,6 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
     log(f"{count_parameters(model):,} parameters; {len(train)} train / {len(val)} val crystals on {device}; "
         f"budget {cfg.minutes} min")
     gen = torch.Generator(device=device).manual_seed(cfg.seed + step)
-
-    def lr_at(step: int, progress: float) -> float:  # linear warm-up, then cosine to min_lr_ratio · lr
-        if step < cfg.warmup_steps:
-            return cfg.lr * (step + 1) / cfg.warmup_steps
-        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
     def validate() -> dict:
         vgen = torch.Generator(device=device).manual_seed(12345)
@@ -188,7 +184,7 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
     last_val, t0, seen = elapsed, time.perf_counter() - elapsed, 0
     while elapsed < budget and (cfg.max_steps is None or step < cfg.max_steps):
         for group in opt.param_groups:
-            group["lr"] = lr_at(step, elapsed / budget)
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, elapsed / budget, cfg.min_lr_ratio)
         idx = torch.randint(0, len(train), (cfg.batch_size,), device=device, generator=gen)
         batch = train.batch(idx)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
@@ -197,9 +193,7 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1.0 - decay)
+        ema_update(ema, model, step, cfg.ema_decay)
         step += 1
         seen += cfg.batch_size
         elapsed = time.perf_counter() - t0

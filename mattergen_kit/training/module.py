@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from mattergen_kit.data.crystal_batch import CrystalBatch
 from mattergen_kit.model import CrystalDenoiser
 from mattergen_kit.training.config import TrainConfig
+from mattergen_kit.training.schedule import ema_update, warmup_cosine
 
 
 def build_diffusion(config: TrainConfig):
@@ -107,12 +108,7 @@ class DiffusionModule(L.LightningModule):
     # ---------------------------------------------------------------- EMA
     @torch.no_grad()
     def on_train_batch_end(self, outputs, batch, batch_idx):
-        step = self.global_step
-        decay = min(self.config.ema_decay, (1 + step) / (10 + step))  # warm-up: early averages forget fast
-        for p_ema, p in zip(self.ema.parameters(), self.denoiser.parameters()):
-            p_ema.lerp_(p.detach(), 1.0 - decay)  # ema ← decay·ema + (1 − decay)·p
-        for b_ema, b in zip(self.ema.buffers(), self.denoiser.buffers()):
-            b_ema.copy_(b)
+        ema_update(self.ema, self.denoiser, self.global_step, self.config.ema_decay)
 
     # ---------------------------------------------------------------- optimiser
     def configure_optimizers(self):
@@ -123,15 +119,10 @@ class DiffusionModule(L.LightningModule):
                                                                min_lr=cfg.lr * cfg.min_lr_ratio)
             return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val/loss", "interval": "epoch",
                                                        "frequency": cfg.val_every_n_epochs, "strict": False}}
-        warm, floor = max(cfg.warmup_steps, 1), cfg.min_lr_ratio
 
         def factor(step: int) -> float:  # linear warm-up, then cosine from 1 to min_lr_ratio over the budget
-            if step < warm:
-                return (step + 1) / warm
-            progress = self._budget_progress(step)
-            if cfg.lr_schedule == "constant" or progress is None:
-                return 1.0
-            return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+            progress = None if cfg.lr_schedule == "constant" or step < cfg.warmup_steps else self._budget_progress(step)
+            return warmup_cosine(step, cfg.warmup_steps, progress, cfg.min_lr_ratio)
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, factor)
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
