@@ -18,7 +18,7 @@ OUT = os.environ.get("MGK_OUT", "quickstart_out")"""),
     nbf.v4.new_code_cell("""import mattergen_kit as mk
 
 model = mk.load_model()            # the bundled checkpoint; pass a path for your own
-print(model.path.name, "trained for", model.meta.get("global_step"), "steps")
+print(model.path.name, "—", model.meta.get("lineage") or f"trained for {model.meta.get('global_step')} steps")
 print(model.num_atoms_prior)"""),
     nbf.v4.new_markdown_cell("""## Generate
 `model.generate` returns pymatgen `Structure`s. The same seed gives the same crystals. A progress bar
