@@ -102,3 +102,28 @@ def test_eos_bulk_modulus_of_rocksalt_nacl():
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     b0 = Labeller().bulk_modulus(nacl.get_primitive_structure())
     assert 15.0 < b0 < 35.0, b0
+
+
+def test_extra_train_adds_aflow_dft_bulk_moduli_and_fills_label_gaps(table):
+    """configs/conditioned_cpu.yaml trains bulk modulus on AFLOW's DFT values: the AFLOW crystals (<= max_atoms)
+    join the train split with their own labels kept, the MP crystals get theirs from the label table."""
+    from mattergen_kit.training import TrainConfig
+    from mattergen_kit.training.module import _load_extra
+
+    aflow = _load_extra("aflow_bulk_modulus", "val", max_atoms=12)
+    assert len(aflow) > 100 and int(np.max(aflow.num_atoms)) <= 12
+    assert aflow.properties["bulk_modulus"].notna().all() and aflow.properties["space_group"].between(1, 230).all()
+    from mattergen_kit.data.dataset import CrystalDataset
+    from mattergen_kit.datasets import load_bundled
+
+    mp = load_bundled("val", progress=False).subset(range(30))
+    both = CrystalDataset.concat([mp, aflow.subset(range(20))])
+    dft = both.properties["bulk_modulus"].to_numpy().copy()
+    attach_labels(both, ["space_group", "bulk_modulus", "band_gap"], labels=table.assign(bulk_modulus=-1.0))
+    assert np.array_equal(both.properties["bulk_modulus"].to_numpy()[30:], dft[30:])   # AFLOW's DFT values kept
+    assert (both.properties["bulk_modulus"].to_numpy()[:30] == -1.0).all()            # MP gaps filled from the table
+    expected = table.set_index("material_id").loc[mp.properties.material_id, "space_group"].astype(float)
+    assert np.array_equal(both.properties["space_group"].to_numpy()[:30], expected.to_numpy())
+    assert np.isnan(both.properties["band_gap"].to_numpy()[30:]).all()                # no MP band gap for AFLOW rows
+    with pytest.raises(ValueError, match="extra_train: unknown sets"):
+        TrainConfig(extra_train=["icsd"])

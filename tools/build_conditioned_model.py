@@ -1,6 +1,6 @@
 """Rebuild the shipped conditioned model from the CURRENT bundled base: one command, re-run when the base changes.
 
-    nice -n 10 python tools/build_conditioned_model.py            # ~90 min on 1 CPU thread (configs/conditioned_cpu.yaml)
+    nice -n 10 python tools/build_conditioned_model.py            # ~70 min on 1 CPU thread (configs/conditioned_cpu.yaml)
     python tools/build_conditioned_model.py --properties chemical_system,space_group,band_gap   # a subset
     python tools/build_conditioned_model.py --max-time 1          # a 1-minute smoke run (writes to runs/, ships nothing)
 
@@ -28,16 +28,18 @@ from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHE
 from mattergen_kit.training import TrainConfig, load_checkpoint, save_checkpoint, train
 
 CARD = BUNDLED_CONDITIONED_CHECKPOINT.parent / "CONDITIONED_MODEL_CARD.md"
-INHERITED_META = ("recommended_steps", "type_temperature")  # sampling settings measured on the base
+INHERITED_META = ("recommended_steps", "type_temperature", "coherence_bias")  # sampling settings measured on the base
 
 
-def labelled_counts(names: list[str]) -> dict[str, int]:
-    """How many train-split crystals carry each label (the rest get the null embedding)."""
-    from mattergen_kit.conditioning.labels import all_labels
+def labelled_counts(config: TrainConfig) -> dict[str, int]:
+    """How many crystals of the training set (with config.extra_train) carry each label (the rest get the
+    null embedding)."""
+    from mattergen_kit.conditioning.labels import attach_labels
+    from mattergen_kit.training.module import load_datasets
 
-    table = all_labels()
-    train = table[table["split"] == "train"]
-    return {n: int(train[n].notna().sum()) if n in train else 0 for n in names}
+    train, _ = load_datasets(config)
+    attach_labels(train, config.properties)
+    return {n: int(train.properties[n].notna().sum()) for n in config.properties}
 
 
 def main(argv=None) -> int:
@@ -62,7 +64,7 @@ def main(argv=None) -> int:
     run_dir = f"{config.run_dir}-{sha[:12]}" + ("-smoke" if args.max_time else "")
     config = replace(config, run_dir=run_dir,
                      max_time_minutes=args.max_time if args.max_time else config.max_time_minutes)
-    counts = labelled_counts(config.properties)
+    counts = labelled_counts(config)
     print(f"base {base} (sha256 {sha[:12]}), run {run_dir}; labelled train crystals: {counts}", flush=True)
     start = time.perf_counter()
     path = train(config)

@@ -113,28 +113,36 @@ def all_labels(table: str | Path | None = None, ml_table: str | Path | None = No
 def attach_labels(dataset, names, labels: pd.DataFrame | None = None):
     """Add the label columns ``names`` to ``dataset.properties`` (in place; returns the dataset).
 
-    Columns the dataset already has are kept (e.g. the AFLOW set's DFT ``bulk_modulus``); the others come from
-    ``labels`` (default :func:`all_labels`) matched on ``material_id`` (crystals without a row get NaN).
+    Values the dataset already has are kept (e.g. the AFLOW set's DFT ``bulk_modulus``); missing columns and
+    the NaN entries of existing ones come from ``labels`` (default :func:`all_labels`) matched on
+    ``material_id`` (crystals without a row stay NaN = the null embedding).
     """
-    missing = [n for n in names if n not in dataset.properties.columns]
-    if not missing:
+    props = dataset.properties
+    todo = [n for n in names if n not in props.columns or props[n].isna().any()]
+    if not todo:
         return dataset
-    if "material_id" not in dataset.properties.columns:
-        raise ValueError(f"the dataset has no {missing} columns and no material_id to look them up by")
+    if "material_id" not in props.columns:
+        raise ValueError(f"the dataset has no {todo} labels and no material_id to look them up by")
     labels = labels if labels is not None else all_labels()
-    absent = [n for n in missing if n not in labels.columns]
+    absent = [n for n in todo if n not in labels.columns and n not in props.columns]
     if absent:
         raise ValueError(f"no {absent} labels in the label tables (columns: {sorted(labels.columns)}); "
                          "run the labelling job (python -m mattergen_kit.conditioning.label_job) first")
     table = labels.drop_duplicates("material_id").set_index("material_id")
-    ids = dataset.properties["material_id"].astype(str)
-    for name in missing:
+    ids = props["material_id"].astype(str)
+    for name in todo:
+        if name not in table.columns:
+            continue  # the dataset's own partial column stays as it is
         values = table[name].reindex(ids)
         if name == "space_group":
             values = values.astype("Float64").astype(float)
-        dataset.properties[name] = values.to_numpy()
+        values = values.to_numpy()
+        if name in props.columns:  # fill only the gaps
+            own = props[name].to_numpy()
+            values = np.where(pd.isna(own), values, own)
+        props[name] = values
     dataset._prop_cache = None  # CrystalDataset caches its per-column tensors
-    if len(dataset) and not set(missing) <= set(dataset[0].properties):
+    if len(dataset) and not set(todo) <= set(dataset[0].properties):
         raise RuntimeError("attach_labels: the dataset's batches do not show the new columns (its column cache "
                            "was not reset); conditioning/labels.py must follow CrystalDataset's caching")
     return dataset

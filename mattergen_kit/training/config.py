@@ -19,6 +19,9 @@ from pathlib import Path
 from typing import Any
 
 
+EXTRA_TRAIN_SETS = ("aflow_bulk_modulus",)  # training/module.py: load_datasets
+
+
 @dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
@@ -36,7 +39,10 @@ class TrainConfig:
     data_path: Any = None           # alexandria: dump file(s); csv: train CSV; cif: folder/zip
     val_path: str | None = None     # csv/cif: a separate val set; otherwise val_fraction of data_path
     val_fraction: float = 0.05      # held out by a fixed hash of material_id (alexandria, csv/cif without val_path)
-    max_atoms: int = 20             # crystals with more sites are skipped (alexandria)
+    max_atoms: int = 20             # crystals with more sites are skipped (alexandria, extra_train)
+    # labelled bundled sets appended to the train/val splits (crystals with <= max_atoms sites), e.g. the AFLOW
+    # set whose DFT bulk moduli give the conditioned model ~3,000 bulk-modulus labels: [aflow_bulk_modulus]
+    extra_train: list = field(default_factory=list)
     batch_size: int = 64
     num_workers: int = 0
     limit_train: int | None = None  # use only the first n training crystals (tests, overfitting)
@@ -92,6 +98,9 @@ class TrainConfig:
             raise ValueError(f"dataset must be bundled, mp20, alexandria, csv or cif (got {self.dataset!r})")
         if self.dataset in ("alexandria", "csv", "cif") and not self.data_path:
             raise ValueError(f"dataset {self.dataset!r} needs data_path (the file(s) or folder to read)")
+        unknown_extra = sorted(set(self.extra_train) - set(EXTRA_TRAIN_SETS))
+        if unknown_extra:
+            raise ValueError(f"extra_train: unknown sets {unknown_extra} (known: {list(EXTRA_TRAIN_SETS)})")
         if self.grad_clip_algorithm not in ("norm", "value"):
             raise ValueError(f"grad_clip_algorithm must be norm or value (got {self.grad_clip_algorithm!r})")
         if not 0.0 <= float(self.condition_dropout) <= 1.0:

@@ -174,7 +174,41 @@ def num_atoms_histogram(dataset, max_atoms: int = 20):
 
 
 def load_datasets(config: TrainConfig):
-    """(train, val) datasets named by ``config.dataset`` (see TrainConfig)."""
+    """(train, val) datasets named by ``config.dataset``, with ``config.extra_train`` appended (see TrainConfig)."""
+    train, val = _load_main_datasets(config)
+    if not config.extra_train:
+        return train, val
+    from mattergen_kit.data.dataset import CrystalDataset
+
+    extra = {split: [_load_extra(name, split, config.max_atoms) for name in config.extra_train]
+             for split in ("train", "val")}
+    if not all(isinstance(d, CrystalDataset) for d in (train, val)):
+        raise ValueError(f"extra_train needs CrystalDataset train/val sets (dataset {config.dataset!r} gave "
+                         f"{type(train).__name__})")
+    return (CrystalDataset.concat([train, *extra["train"]], name=f"{train.name}+{'+'.join(config.extra_train)}"),
+            CrystalDataset.concat([val, *extra["val"]], name=f"{val.name}+{'+'.join(config.extra_train)}"))
+
+
+def _load_extra(name: str, split: str, max_atoms: int):
+    """One labelled bundled set of TrainConfig.extra_train, its crystals with <= max_atoms sites.
+
+    aflow_bulk_modulus: AFLOW structures with their DFT (AEL-AGL) ``bulk_modulus``; ``space_group`` is the
+    loader's spglib number (the MP crystals' comes from the label table, conditioning/labels.py)."""
+    import numpy as np
+    import pandas as pd
+
+    from mattergen_kit import datasets
+
+    if name != "aflow_bulk_modulus":  # TrainConfig validates the names; this guards a new one added there only
+        raise ValueError(f"extra_train: no loader for {name!r}")
+    ds = datasets.load_aflow_bulk_modulus(split)
+    ds = ds.subset(np.asarray(ds.num_atoms) <= max_atoms)
+    ds.properties["space_group"] = pd.to_numeric(ds.properties["spacegroup"], errors="coerce").astype(float)
+    ds.properties["split"] = split
+    return ds
+
+
+def _load_main_datasets(config: TrainConfig):
     from mattergen_kit import datasets
 
     kind = config.dataset
