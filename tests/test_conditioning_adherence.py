@@ -70,3 +70,47 @@ def test_a_fresh_adapter_does_not_move_the_band_gap(tmp_path):
     attach_adapter(model.denoiser, [get_spec("band_gap").fit_normalisation([0.0, 1.0, 4.0])])
     rows = run(model, "band_gap", [3.0], gammas=[0, 1], num=3, steps=5, progress=False)
     assert rows[0]["median"] == rows[1]["median"] and rows[1]["shift"] == 0.0 and "shift" not in rows[0]
+
+
+def test_rows_keep_values_and_samples_and_the_proof_summarises_them(tmp_path):
+    """Rows carry the per-sample values (the figures' distributions) and their samples as extxyz; the benchmark's
+    summary and figures are drawn from those rows alone."""
+    import importlib.util
+
+    from ase.io import read
+
+    from mattergen_kit.conditioning import attach_adapter, get_spec
+    from mattergen_kit.conditioning.adherence import read_rows, run
+    from mattergen_kit.generation import load_model
+
+    model = load_model()
+    attach_adapter(model.denoiser, [get_spec("space_group"), get_spec("hhi_production").fit_normalisation([1e3, 5e3])])
+    run(model, "space_group", [225], gammas=[0, 2], num=3, steps=5, out=tmp_path, progress=False)
+    run(model, "hhi_production", [1500.0], gammas=[0, 2], num=3, steps=5, out=tmp_path, progress=False)
+    rows = read_rows(tmp_path)
+    assert [(r["property"], r["gamma"]) for r in rows] == [("space_group", 0.0), ("space_group", 2.0),
+                                                          ("hhi_production", 0.0), ("hhi_production", 2.0)]
+    for r in rows:
+        assert len(r["values"]) == 3 and 0.0 <= r["valid_and_unique"] <= min(r["structural_validity"], r["uniqueness"])
+    sg_samples = read(tmp_path / "samples" / "space_group_225_g2.extxyz", index=":")
+    assert len(sg_samples) == 3
+    assert rows[1]["values"] == measure([a for a in _as_structures(sg_samples)], "space_group")
+    finite = [v for v in rows[3]["values"] if v is not None and np.isfinite(v)]      # HHI is NaN for elements without data
+    assert rows[3]["median"] == pytest.approx(np.median(finite)) and rows[3]["n_measured"] == len(finite)
+
+    spec = importlib.util.spec_from_file_location("bench_conditioning", "benchmarks/bench_conditioning.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = bench.summarise(tmp_path, tmp_path / "fig")
+    assert "| 225 | 3 |" in text and "## hhi_production" in text
+    assert {p.name for p in (tmp_path / "fig").glob("*.png")} == {
+        "conditioning_space_group_hit_rate.png", "conditioning_hhi_production_shift.png",
+        "conditioning_price_of_steering.png"}
+    with pytest.raises(FileNotFoundError, match="bench_conditioning"):
+        read_rows(tmp_path / "nothing")
+
+
+def _as_structures(atoms_list):
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    return [AseAtomsAdaptor.get_structure(a) for a in atoms_list]

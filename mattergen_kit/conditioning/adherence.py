@@ -19,7 +19,9 @@ shared by all targets of a property) and measures on the samples:
         formation_energy_per_atom, e_above_hull: not measured here (use mattergen_kit.evaluate with relax=True)
 
 plus structural / compositional (SMACT) validity and uniqueness with the evaluator's definitions, no relaxation —
-the price of steering. Rows are appended to ``OUT/adherence.jsonl`` (one JSON object per line; a rerun skips rows present).
+the price of steering — and, with ``stability=True``, the evaluator's CHGNet stability and S.U.N. (relaxed, bundled
+hull; an ML screening estimate). Rows are appended to ``OUT/adherence.jsonl`` (one JSON object per line, with the
+per-sample ``values``; a rerun skips rows present) and the samples to ``OUT/samples/<property>_<target>_g<γ>.extxyz``.
 """
 
 from __future__ import annotations
@@ -96,14 +98,29 @@ def quality(structures: Sequence) -> dict:
         return s.volume / len(s) <= 1000.0 and max(s.lattice.abc) <= 200.0 and structural_validity(s)[0]
 
     n = max(len(structures), 1)
-    return {"structural_validity": sum(valid(s) for s in structures) / n,
+    ok, unique = [valid(s) for s in structures], list(unique_mask(list(structures)))
+    return {"structural_validity": sum(ok) / n,
             "compositional_validity": sum(bool(smact_validity(s.composition)) for s in structures) / n,
-            "uniqueness": sum(unique_mask(list(structures))) / n}
+            "uniqueness": sum(unique) / n, "valid_and_unique": sum(a and b for a, b in zip(ok, unique)) / n}
+
+
+def stability(structures: Sequence, out: str | Path | None = None) -> dict:
+    """The evaluator's stability (E_hull ≤ 0.1 eV/atom after CHGNet relaxation, bundled hull) and S.U.N. rates of
+    ``structures`` (ML estimates; ``out`` keeps the resumable relaxation log)."""
+    from mattergen_kit.evaluation import evaluate
+
+    summary = evaluate(list(structures), reference="bundled-train", relax=True, out=out, distribution=False,
+                       properties=False, band_gap=False, progress=False).summary
+    return {"stability": summary.get("stability"), "sun": summary.get("sun"), "rmsd": summary.get("rmsd")}
+
+
+def _compact(values: Sequence) -> list:
+    return [round(v, 6) if isinstance(v, float) else v for v in values]
 
 
 def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0, 2.0, 4.0), num: int = 64,
         steps: int = 200, seed: int = 0, batch_size: int = 64, out: str | Path | None = None,
-        progress: bool = True) -> list[dict]:
+        progress: bool = True, with_stability: bool = False) -> list[dict]:
     """Rows of adherence for ``name`` at each target and γ (appended to ``out/adherence.jsonl`` when given)."""
     from mattergen_kit.generation import GenerativeModel, load_model
 
@@ -140,13 +157,23 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
                     uncond = (structures, values)
                     u_median = score(values, name, target)["median"] if scalar else None
             row = {**base, **score(values, name, target, u_median if gamma != 0 else None), **quality(structures)}
+            tag = f"{name}_{str(target).replace('/', '_')}_g{gamma:g}"
+            if with_stability:
+                row.update(stability(structures, Path(out) / "relax" / tag if out is not None else None))
+            row["values"] = _compact(values)
+            if out is not None:
+                from mattergen_kit.outputs import atomic_write_text, extxyz_text
+
+                (Path(out) / "samples").mkdir(parents=True, exist_ok=True)
+                atomic_write_text(Path(out) / "samples" / f"{tag}.extxyz",
+                                  extxyz_text(list(structures), [f"{tag}_{i}" for i in range(len(structures))]))
             rows.append(row)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 with open(path, "a") as f:
                     f.write(json.dumps(row) + "\n")
             if progress:
-                print(json.dumps(row), flush=True)
+                print(json.dumps({k: v for k, v in row.items() if k != "values"}), flush=True)
     return rows
 
 
@@ -161,6 +188,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/adherence")
+    p.add_argument("--stability", action="store_true",
+                   help="also relax the samples (CHGNet) for stability and S.U.N. (~2-3 s per crystal on 1 core)")
     args = p.parse_args(argv)
     import torch
 
@@ -172,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     gammas = [float(g) for g in args.gammas.split(",")]
     try:
         run(args.model or BUNDLED_CONDITIONED_CHECKPOINT, args.property, targets, gammas, args.num, args.steps,
-            args.seed, out=args.out)
+            args.seed, out=args.out, with_stability=args.stability)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -181,3 +210,83 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+# ----------------------------------------------------------------------------------------------- reading and plots
+def read_rows(out: str | Path) -> list[dict]:
+    """The rows of ``out/adherence.jsonl`` (or of that file given directly)."""
+    path = Path(out)
+    path = path / "adherence.jsonl" if path.is_dir() else path
+    if not path.is_file():
+        raise FileNotFoundError(f"no adherence rows at {path}: run `python -m mattergen_kit.conditioning.adherence` "
+                                "or benchmarks/bench_conditioning.py first")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _caption(rows: list[dict]) -> str:
+    nums = sorted({r["num"] for r in rows})
+    steps = sorted({r["steps"] for r in rows})
+    seeds = sorted({r["seed"] for r in rows})
+    return f"{'/'.join(map(str, nums))} samples per point, {'/'.join(map(str, steps))} steps, seed {seeds}"
+
+
+def plot_hit_rates(rows: list[dict], name: str = "space_group", metric: str | None = None, ax=None):
+    """Target hit rate vs guidance scale γ, one line per target (γ = 0: the unconditional model)."""
+    import matplotlib.pyplot as plt
+
+    metric = metric or ("hit_rate" if name == "space_group" else "exact_system")
+    rows = [r for r in rows if r["property"] == name]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    for target in dict.fromkeys(r["target"] for r in rows):
+        pts = sorted((r["gamma"], r[metric]) for r in rows if r["target"] == target)
+        ax.plot(*zip(*pts), marker="o", label=str(target))
+    ax.set_xlabel("guidance scale γ")
+    ax.set_ylabel(metric.replace("_", " "))
+    ax.set_ylim(0, 1)
+    ax.set_title(f"{name.replace('_', ' ')}: {metric.replace('_', ' ')} vs γ\n{_caption(rows)}", fontsize=9)
+    ax.legend(fontsize=8, title="target")
+    return ax
+
+
+def plot_property_shifts(rows: list[dict], name: str, axes=None):
+    """Distribution of a scalar property at each γ, per target (dashed: the target; γ = 0: unconditional)."""
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rows if r["property"] == name]
+    targets = list(dict.fromkeys(r["target"] for r in rows))
+    if axes is None:
+        _, axes = plt.subplots(1, len(targets), figsize=(4.2 * len(targets), 3.2), squeeze=False)
+        axes = axes[0]
+    for ax, target in zip(axes, targets):
+        sel = sorted((r for r in rows if r["target"] == target), key=lambda r: r["gamma"])
+        data = [[v for v in r["values"] if v is not None] for r in sel]
+        log = name in ("magnetic_density", "bulk_modulus", "hhi_production") and all(
+            v > 0 for d in data for v in d)
+        ax.boxplot([np.log10(d) if log else d for d in data], showfliers=False)
+        ax.set_xticks(range(1, len(sel) + 1), [f"γ={r['gamma']:g}" for r in sel])
+        ax.axhline(np.log10(float(target)) if log else float(target), ls="--", color="C3", label="target")
+        ax.set_ylabel(("log10 " if log else "") + name.replace("_", " "))
+        ax.set_title(f"target {target}\n{_caption(sel)}", fontsize=8)
+        ax.legend(fontsize=8)
+    return axes
+
+
+def plot_price(rows: list[dict], ax=None):
+    """The price of steering: structural / SMACT validity and uniqueness vs γ, averaged over all targets."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5, 3.4))
+    for metric, style in (("structural_validity", "-o"), ("compositional_validity", "-s"), ("uniqueness", "-^"),
+                          ("stability", "-d")):
+        gammas = sorted({r["gamma"] for r in rows if r.get(metric) is not None})
+        if not gammas:
+            continue
+        means = [np.mean([r[metric] for r in rows if r["gamma"] == g and r.get(metric) is not None]) for g in gammas]
+        ax.plot(gammas, means, style, label=metric.replace("_", " "))
+    ax.set_xlabel("guidance scale γ")
+    ax.set_ylim(0, 1.02)
+    ax.set_title(f"price of steering (mean over properties and targets)\n{_caption(rows)}", fontsize=9)
+    ax.legend(fontsize=8)
+    return ax
