@@ -120,8 +120,11 @@ def _compact(values: Sequence) -> list:
 
 def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0, 2.0, 4.0), num: int = 64,
         steps: int = 200, seed: int = 0, batch_size: int = 64, out: str | Path | None = None,
-        progress: bool = True, with_stability: bool = False) -> list[dict]:
-    """Rows of adherence for ``name`` at each target and γ (appended to ``out/adherence.jsonl`` when given)."""
+        progress: bool = True, with_stability: bool | int = False) -> list[dict]:
+    """Rows of adherence for ``name`` at each target and γ (appended to ``out/adherence.jsonl`` when given).
+
+    ``with_stability``: True relaxes every sample for stability / S.U.N.; an int k relaxes the first k only
+    (the row's ``stability_n``)."""
     from mattergen_kit.generation import GenerativeModel, load_model
 
     model = model if isinstance(model, GenerativeModel) else load_model(model)
@@ -159,7 +162,9 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
             row = {**base, **score(values, name, target, u_median if gamma != 0 else None), **quality(structures)}
             tag = f"{name}_{str(target).replace('/', '_')}_g{gamma:g}"
             if with_stability:
-                row.update(stability(structures, Path(out) / "relax" / tag if out is not None else None))
+                k = len(structures) if with_stability is True else int(with_stability)
+                row.update(stability(structures[:k], Path(out) / "relax" / tag if out is not None else None),
+                           stability_n=min(k, len(structures)))
             row["values"] = _compact(values)
             if out is not None:
                 from mattergen_kit.outputs import atomic_write_text, extxyz_text

@@ -134,13 +134,18 @@ def _default_value(spec) -> float:
 
 
 class GenerationPanel(w.VBox):
-    """Guidance panel for ``model`` (a ``GenerativeModel``, a checkpoint path, or None = the bundled model);
+    """Guidance panel for ``model`` (a ``GenerativeModel``, a checkpoint path, or None = the conditioned bundled
+    model ``mp_bundled_20_conditioned.pt``; ``mk.load_model()`` gives the unconditional base);
     see the module docstring. ``labels``: training labels to plot against (default: the bundled train split,
     read on first plot); ``thumbnails``: draw a small picture on every card."""
 
     def __init__(self, model=None, labels=None, thumbnails: bool = True):
         from mattergen_kit.generation import GenerativeModel, load_model
 
+        if model is None:  # the conditioned bundled model: steerable by all its properties, unconditional without
+            from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT
+
+            model = BUNDLED_CONDITIONED_CHECKPOINT
         self.model = model if isinstance(model, GenerativeModel) else load_model(model)
         self._labels = labels
         if labels is None and _TRAINING_LABELS is None:  # read the table (tens of seconds on a busy CPU) while
