@@ -211,6 +211,39 @@ def test_load_icsd_symmetry_disorder_duplicates(tmp_path, real_rows):
     assert set(row.chemical_system.iloc[0].split("-")) == {"Cl", "K", "Na"}
 
 
+def test_load_icsd_order_names_a_failed_oxidation_state_guess(tmp_path):
+    """A Yb/Na mixed site (Yb3Si5-like cell, fractional composition): pymatgen cannot guess oxidation states, so
+    the skip says so instead of the AttributeError the Ewald ordering raised; with oxidation states in the CIF
+    the same cell is ordered."""
+    from pymatgen.core import Lattice, Structure
+    from pymatgen.io.cif import CifWriter
+
+    from mattergen_kit.data.icsd import order_disordered
+    from mattergen_kit.data.parsing import StructureError
+
+    s = Structure(Lattice.hexagonal(6.5, 4.0), [{"Yb": 0.5, "Na": 0.5}, "Si", "Si"],
+                  [[0, 0, 0], [1 / 3, 2 / 3, 0.5], [2 / 3, 1 / 3, 0.5]])
+    with pytest.raises(ValueError):  # the premise: pymatgen's guess fails on this composition
+        s.copy().add_oxidation_state_by_guess()
+    with pytest.raises(StructureError, match="no oxidation states could be guessed for Na0.5 Yb0.5 Si2") as err:
+        order_disordered(s)
+    assert "oxi_state" not in str(err.value) and "oxidation states in the CIF" in str(err.value)
+
+    folder = tmp_path / "icsd"
+    folder.mkdir()
+    (folder / "a_yb_na_si.cif").write_text(str(CifWriter(s)))
+    with_oxi = s.copy()
+    with_oxi.add_oxidation_state_by_element({"Yb": 3, "Na": 1, "Si": -1})
+    (folder / "b_yb_na_si_oxi.cif").write_text(str(CifWriter(with_oxi)))
+    ds = datasets.load_icsd(folder, max_atoms=20, disorder="order", workers=1, progress=False)
+    reasons = {sk.source: sk.reason for sk in ds.report.skipped}
+    assert set(reasons) == {"a_yb_na_si.cif"}
+    assert "no oxidation states could be guessed" in reasons["a_yb_na_si.cif"]
+    assert "Element has no attribute" not in reasons["a_yb_na_si.cif"]
+    assert list(ds.properties.file) == ["b_yb_na_si_oxi.cif"] and bool(ds.properties.was_disordered.iloc[0])
+    assert set(ds.properties.chemical_system.iloc[0].split("-")) == {"Na", "Si", "Yb"}
+
+
 # --------------------------------------------------------------------------------------------- MP-20 download
 def test_fetch_mp20_verifies_blob_ids(tmp_path, real_rows, monkeypatch):
     from mattergen_kit.data import mp20

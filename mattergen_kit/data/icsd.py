@@ -2,8 +2,9 @@
 
 * symmetry expansion: the CIFs' symmetry operations are applied by pymatgen's ``CifParser``;
 * partial occupancy: ``disorder="skip"`` (default) skips such entries, ``disorder="order"`` orders them with
-  pymatgen's ``OrderDisorderedStructureTransformation`` (lowest Ewald energy with guessed oxidation states,
-  in the smallest supercell up to 2x2x2 in which the occupancies become whole numbers of atoms); both are
+  pymatgen's ``OrderDisorderedStructureTransformation`` (lowest Ewald energy with the CIF's oxidation states,
+  else guessed ones, in the smallest supercell up to 2x2x2 in which the occupancies become whole numbers of
+  atoms; an entry whose oxidation states cannot be guessed is skipped with that reason); both are
   counted in ``.report`` (skips, or ``report.notes["ordered partial occupancy"]``) and ordered rows carry
   ``was_disordered = True``;
 * ``max_atoms`` applies to the primitive (canonical) cell;
@@ -36,10 +37,17 @@ def order_disordered(structure, max_supercell: int = 2):
     from pymatgen.transformations.standard_transformations import OrderDisorderedStructureTransformation
 
     s = structure.copy()
-    try:
-        s.add_oxidation_state_by_guess()
-    except Exception:
-        pass
+    if not all(getattr(sp, "oxi_state", None) is not None for sp in s.composition):  # the CIF's own states win
+        try:
+            s.add_oxidation_state_by_guess()
+        except Exception as exc:  # e.g. "Charge balance analysis requires integer values in Composition!"
+            # Without oxidation states the Ewald ordering below can only fail (with an opaque AttributeError
+            # about Element.oxi_state): say what is missing instead.
+            detail = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            raise StructureError(
+                f"partial occupancy: no oxidation states could be guessed for {s.composition.formula} ({detail}); "
+                "ordering needs them — give oxidation states in the CIF (_atom_type_oxidation_number) or order "
+                "the structure yourself") from None
     trans = OrderDisorderedStructureTransformation(algo=2)
     scales = [(1, 1, 1), (2, 1, 1), (1, 2, 1), (1, 1, 2), (2, 2, 1), (2, 1, 2), (1, 2, 2), (2, 2, 2)]
     last = None
