@@ -132,14 +132,25 @@ def _build_bundled(root: Path, digests: dict[str, str], workers: int, progress: 
     return ds
 
 
-def _bundled_all(workers: int = 2, progress: bool = True, use_cache: bool = True) -> CrystalDataset:
-    root = data_root()
+def _bundled_key(root: Path) -> tuple[dict[str, str], str]:
+    """``(raw file digests, cache key)``: the key names the tensor cache and the shipped precomputed set."""
     sums = read_sha256sums(root)
     digests = {rel: verify_file(rel, root, sums) for rel in BUNDLED_FILES}
-    split_path = splits_file(root)
-    split_digest = sha256_file(split_path) if split_path.exists() else "none"
     key = hashlib.sha256(json.dumps([digests, CACHE_VERSION, E_ABOVE_HULL_MAX, FORMATION_ENERGY_MAX, MAX_ATOMS,
                                      SPLIT_SEED], sort_keys=True).encode()).hexdigest()[:16]
+    return digests, key
+
+
+def precomputed_bundled_name() -> str:
+    """File name of the shipped precomputed bundled set for the current raw data (``datasets/precomputed/``)."""
+    return f"{BUNDLED_NAME}-{_bundled_key(data_root())[1]}.npz"
+
+
+def _bundled_all(workers: int = 2, progress: bool = True, use_cache: bool = True) -> CrystalDataset:
+    root = data_root()
+    digests, key = _bundled_key(root)
+    split_path = splits_file(root)
+    split_digest = sha256_file(split_path) if split_path.exists() else "none"
     path = cache_root() / f"{BUNDLED_NAME}-{key}.pt"
     if use_cache and path.exists():
         try:
@@ -152,10 +163,36 @@ def _bundled_all(workers: int = 2, progress: bool = True, use_cache: bool = True
                 return ds
         except Exception:
             pass
+    if use_cache:
+        ds = _precomputed_bundled(f"{BUNDLED_NAME}-{key}.npz", split_path)
+        if ds is not None:
+            ds.save(path)  # the usual tensor cache from now on
+            return ds
     ds = _build_bundled(root, digests, workers, progress)
     if use_cache:
         ds.save(path)
     return ds
+
+
+def _precomputed_bundled(name: str, split_path: Path) -> CrystalDataset | None:
+    """The shipped precomputed bundled set (:mod:`mattergen_kit.data.precomputed`) if one matches this cache key,
+    its checksum and the splits file; else None (the set is then built from the CSVs)."""
+    from mattergen_kit.data.precomputed import find_precomputed
+
+    shipped = find_precomputed(name)
+    if shipped is None or not split_path.exists():
+        return None
+    try:
+        ds = CrystalDataset.from_npz(shipped)
+        table = pd.read_csv(split_path, dtype=str)
+        if dict(zip(table.material_id, table.split)) != dict(zip(ds.properties.material_id, ds.properties.split)):
+            raise ValueError("its splits differ from the splits file")
+        return ds
+    except Exception as exc:  # noqa: BLE001 - never worse than building it
+        import warnings
+
+        warnings.warn(f"precomputed {shipped} not used ({type(exc).__name__}: {exc}); building the bundled set")
+        return None
 
 
 def load_bundled(split: str = "train", *, workers: int = 2, progress: bool = True,

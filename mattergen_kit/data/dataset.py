@@ -243,6 +243,46 @@ class CrystalDataset(torch.utils.data.Dataset):
         return cls(state["atom_types"].numpy(), state["frac_coords"].numpy(), state["lattice"].numpy(),
                    state["num_atoms"].numpy(), df, LoadReport.from_dict(json.loads(state["report"])), state["name"])
 
+    def to_npz(self, path: str | os.PathLike) -> None:
+        """Write everything :meth:`load` restores as one compressed ``.npz`` that needs no pickle to read: arrays,
+        numeric columns as arrays, text columns as unicode arrays with a None mask, the report as UTF-8 JSON bytes.
+        (The shipped precomputed bundled set, :mod:`mattergen_kit.data.precomputed`.)"""
+        arrays: dict[str, np.ndarray] = {
+            "atom_types": self.atom_types, "frac_coords": self.frac_coords, "lattice": self.lattice,
+            "num_atoms": self.num_atoms, "name": np.array(self.name),
+            "report": np.frombuffer(json.dumps(self.report.to_dict()).encode(), np.uint8),
+            "columns": np.array(list(self.properties.columns))}
+        state = self._state()
+        for k, col in enumerate(state["columns"]):
+            v, kind = state["properties"][col], state["kinds"][col]
+            arrays[f"kind_{k}"] = np.array(kind)
+            if kind == "str":
+                arrays[f"col_{k}"] = np.array(["" if x is None else x for x in v], dtype=str)
+                arrays[f"none_{k}"] = np.array([x is None for x in v], bool)
+            else:
+                arrays[f"col_{k}"] = v.numpy()
+        path = Path(path)
+        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.npz")
+        np.savez_compressed(tmp, **arrays)
+        os.replace(tmp, path)
+
+    @classmethod
+    def from_npz(cls, path: str | os.PathLike) -> "CrystalDataset":
+        """Read a :meth:`to_npz` file (``allow_pickle=False``)."""
+        with np.load(path, allow_pickle=False) as z:
+            columns = [str(c) for c in z["columns"]]
+            data = {}
+            for k, col in enumerate(columns):
+                v, kind = z[f"col_{k}"], str(z[f"kind_{k}"])
+                if kind == "str":
+                    none = z[f"none_{k}"]
+                    data[col] = pd.array([None if n else str(x) for x, n in zip(v.tolist(), none)], dtype=object)
+                else:
+                    data[col] = v
+            df = pd.DataFrame(data, columns=columns)
+            report = LoadReport.from_dict(json.loads(z["report"].tobytes().decode()))
+            return cls(z["atom_types"], z["frac_coords"], z["lattice"], z["num_atoms"], df, report, str(z["name"]))
+
 
 def _isnan(v) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v))

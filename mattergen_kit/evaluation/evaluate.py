@@ -22,6 +22,7 @@ denominator of every fraction; ``None`` marks a metric that was not computed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -286,11 +287,19 @@ class EvaluationSettings:
     callback: Callable[[int, dict], None] | None = None
     names: Sequence[str] | None = None
     torch_threads: int | None = 1
+    cluster: Any = None
+    batch_size: int = 1
 
     def check(self) -> None:
         """Fail fast, before any work, on a bad hull / model, a missing optional package, API key or references."""
         if self.hull not in ("bundled", "mp"):
             raise ValueError(f"hull must be 'bundled' or 'mp' (got {self.hull!r})")
+        if self.cluster is not None and self.map_fn is not None:
+            raise ValueError("give either cluster=... (Dask) or map_fn=..., not both")
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer (got {self.batch_size!r})")
+        if self.batch_size > 1 and self.relax and self.model != "chgnet":
+            raise ValueError(f"batch_size > 1 is implemented for model='chgnet', not {self.model!r}")
         if not self.relax:
             return
         if self.model == "sevennet":
@@ -317,7 +326,7 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
              map_fn: Callable | None = None, distribution: bool = True, max_reference_fingerprints: int | None = 1000,
              properties: bool = True, band_gap: bool = True, progress: bool = True,
              callback: Callable[[int, dict], None] | None = None, names: Sequence[str] | None = None,
-             torch_threads: int | None = 1) -> Report:
+             torch_threads: int | None = 1, cluster: Any = None, batch_size: int = 1) -> Report:
     """Evaluate generated crystals; see the module docstring for the stages and definitions.
 
     Args:
@@ -337,6 +346,11 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
         callback: ``callback(k, result)`` after each newly relaxed structure (progress hooks, tests).
         torch_threads: torch threads per relaxation on CPU (default 1; BLAS is limited to one thread throughout,
             see :mod:`.relax` for why; parallelise across structures with ``map_fn`` instead).
+        cluster: spread the relaxations over a Dask distributed cluster: a scheduler address
+            (``"tcp://host:8786"``), a ``distributed.Client`` or a ``LocalCluster`` / ``SLURMCluster`` ...
+            (:mod:`.cluster`); results, ``relaxed.jsonl`` and resuming are those of a local run.
+        batch_size: relax this many structures at once, one batched potential call per FIRE step
+            (:mod:`.relax_batched`; CHGNet only, same optimizer and energies as one at a time; default 1).
     """
     from threadpoolctl import threadpool_limits
 
@@ -344,7 +358,8 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
         reference=reference, relax=relax, out=Path(out) if out is not None else None, model=model, device=device,
         fmax=fmax, steps=steps, hull=hull, mp_api_key=mp_api_key, map_fn=map_fn, distribution=distribution,
         max_reference_fingerprints=max_reference_fingerprints, properties=properties, band_gap=band_gap,
-        progress=progress, callback=callback, names=names, torch_threads=torch_threads)
+        progress=progress, callback=callback, names=names, torch_threads=torch_threads, cluster=cluster,
+        batch_size=batch_size)
     with threadpool_limits(limits=1):  # BLAS / OpenMP on tiny matrices: one thread is fastest (see .relax)
         return _evaluate(structures, settings)
 
@@ -438,8 +453,15 @@ def _relaxation_stage(rows, inputs, valid, settings: EvaluationSettings) -> list
     relax_settings = RelaxSettings(model=settings.model, device=settings.device, fmax=settings.fmax,
                                    steps=settings.steps, torch_threads=settings.torch_threads)
     store = settings.out / "relaxed.jsonl" if settings.out is not None else None
-    results = relax_structures(inputs, relax_settings, store=store, map_fn=settings.map_fn, progress=settings.progress,
-                               skip=[not v for v in valid], callback=settings.callback)
+    with contextlib.ExitStack() as stack:
+        map_fn = settings.map_fn
+        if settings.cluster is not None:
+            from mattergen_kit.evaluation.cluster import dask_cluster_map
+
+            map_fn = stack.enter_context(dask_cluster_map(settings.cluster))
+        results = relax_structures(inputs, relax_settings, store=store, map_fn=map_fn, progress=settings.progress,
+                                   skip=[not v for v in valid], callback=settings.callback,
+                                   batch_size=settings.batch_size)
     final = list(inputs)
     for i, r in enumerate(results):
         if r is None:
@@ -665,6 +687,10 @@ def _cli_problem(args) -> str | None:
         return f"--steps must be at least 1, got {args.steps}"
     if not args.fmax > 0:
         return f"--fmax must be > 0, got {args.fmax}"
+    if args.batch_size < 1:
+        return f"--batch-size must be at least 1, got {args.batch_size}"
+    if args.batch_size > 1 and args.model != "chgnet":
+        return f"--batch-size > 1 is implemented for --model chgnet, not {args.model}"
     if args.max_reference_fingerprints < 1:
         return f"--max-reference-fingerprints must be at least 1, got {args.max_reference_fingerprints}"
     if args.device is not None:
@@ -696,6 +722,12 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--hull", default="bundled", choices=["bundled", "mp"])
     p.add_argument("--no-distribution", action="store_true", help="skip coverage / Wasserstein metrics")
     p.add_argument("--max-reference-fingerprints", type=int, default=1000)
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="spread the relaxations over a Dask distributed cluster, e.g. tcp://10.0.0.5:8786 (start it "
+                        "with `dask scheduler` and `dask worker ADDRESS` on each machine; pip install "
+                        "'mattergen_kit[cluster]'); results and resuming are those of a local run")
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="relax this many structures at once with one batched CHGNet call per step (default 1)")
     args = p.parse_args(argv)
     problem = _cli_problem(args)
     if problem:
@@ -713,12 +745,13 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
         report = evaluate(args.dir, reference=ref, relax=not args.no_relax, out=args.out, model=args.model,
                           device=args.device, fmax=args.fmax, steps=args.steps, hull=args.hull,
                           distribution=not args.no_distribution,
-                          max_reference_fingerprints=args.max_reference_fingerprints)
+                          max_reference_fingerprints=args.max_reference_fingerprints,
+                          cluster=args.dask_scheduler, batch_size=args.batch_size)
     except KeyboardInterrupt:
         print(f"interrupted: finished relaxations are kept in {args.out}/relaxed.jsonl; re-run the same command "
               "to resume", file=sys.stderr)
         return 130
-    except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:
+    except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:  # ConnectionError is an OSError
         print(f"error: {exc}", file=sys.stderr)
         return 2
     for k in SUMMARY_KEYS:

@@ -102,21 +102,104 @@ def _training_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     return z["Xtr"], z["ytr"], z["Xte"], z["yte"]
 
 
+class ShippedTrees:
+    """A fitted ``HistGradientBoostingRegressor`` (squared error) as plain arrays, predicting without scikit-learn.
+
+    ``f(x) = b + Σ_t v_t(leaf_t(x))``: from the root of each tree t, go left when ``x[feature] ≤ threshold`` (a NaN
+    feature goes left iff ``missing_go_to_left``), right otherwise, until a leaf; ``b`` is the baseline (the mean of
+    the training targets). This is exactly scikit-learn's ``TreePredictor`` on numeric features, so predictions
+    agree with the fitted model (checked when the file is written, :func:`export_trees`).
+    Stored as an ``.npz`` (no pickle): node fields concatenated over trees, ``offsets[t]`` = first node of tree t.
+    """
+
+    FIELDS = ("value", "feature_idx", "num_threshold", "missing_go_to_left", "left", "right", "is_leaf")
+
+    def __init__(self, arrays: dict):
+        self.a = {k: np.asarray(arrays[k]) for k in self.FIELDS + ("offsets", "baseline")}
+
+    @classmethod
+    def from_sklearn(cls, model) -> "ShippedTrees":
+        nodes = [pred.nodes for (pred,) in model._predictors]
+        if any(n["is_categorical"].any() for n in nodes):
+            raise ValueError("categorical splits are not supported")
+        cat = np.concatenate(nodes)
+        arrays = {k: cat[k] for k in cls.FIELDS}
+        arrays["offsets"] = np.cumsum([0] + [len(n) for n in nodes[:-1]])
+        arrays["baseline"] = np.asarray(model._baseline_prediction, float).reshape(-1)[:1]
+        return cls(arrays)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        a = self.a
+        X = np.asarray(X, float)
+        rows = np.arange(len(X))
+        out = np.full(len(X), float(a["baseline"][0]))
+        leaf, feat, thr, miss = a["is_leaf"].astype(bool), a["feature_idx"], a["num_threshold"], a["missing_go_to_left"]
+        for off in a["offsets"]:
+            node = np.full(len(X), off, np.int64)
+            active = ~leaf[node]
+            while active.any():
+                nd = node[active]
+                x = X[rows[active], feat[nd]]
+                go_left = np.where(np.isnan(x), miss[nd].astype(bool), x <= thr[nd])
+                node[active] = off + np.where(go_left, a["left"][nd], a["right"][nd])
+                active = ~leaf[node]
+            out += a["value"][node]
+        return out
+
+    def save(self, path, metrics: dict) -> None:
+        from mattergen_kit.evaluation.cache import save_arrays
+
+        save_arrays(path, metrics=np.array(json.dumps(metrics)), **self.a)
+
+    @classmethod
+    def load(cls, path) -> tuple["ShippedTrees", dict]:
+        with np.load(path, allow_pickle=False) as z:
+            return cls({k: z[k] for k in z.files}), json.loads(str(z["metrics"]))
+
+
+def shipped_model_name(n_train: int, n_test: int) -> str:
+    return f"bandgap-hgb-{n_train}-{n_test}.npz"
+
+
+def export_trees(predictor: BandGapPredictor, path) -> ShippedTrees:
+    """Write ``predictor``'s fitted trees to ``path`` after checking they predict what scikit-learn predicts."""
+    from mattergen_kit.evaluation.reference import bundled
+
+    trees = ShippedTrees.from_sklearn(predictor.model)
+    X = _features([s.composition for s in bundled("test").structures])
+    diff = np.abs(trees.predict(X) - predictor.model.predict(X)).max()
+    if not diff < 1e-9:
+        raise AssertionError(f"exported trees disagree with scikit-learn by {diff}")
+    trees.save(path, predictor.metrics)
+    return trees
+
+
 _PREDICTOR: BandGapPredictor | None = None
 
 
 def band_gap_predictor(retrain: bool = False) -> BandGapPredictor:
     """The band-gap predictor of this process (fitted on first use from cached features, ~10 s on one core).
 
-    The fitted model is not stored: scikit-learn models can only be saved by pickling, and no cache of this
-    project is unpickled (evaluation/cache.py). The features are cached as .npz; the fit is deterministic.
+    A fresh clone reads the fitted trees shipped as arrays (:class:`ShippedTrees`, ``datasets/precomputed``), no
+    pickle. Without them (other splits, ``retrain=True``) the model is fitted here: scikit-learn models can only be
+    saved by pickling, and no cache of this project is unpickled (evaluation/cache.py); the features are cached as
+    .npz; the fit is deterministic.
     """
     global _PREDICTOR
     if _PREDICTOR is not None and not retrain:
         return _PREDICTOR
     from threadpoolctl import threadpool_limits
 
-    from mattergen_kit.evaluation.reference import cache_dir
+    from mattergen_kit.evaluation.reference import bundled, cache_dir
+
+    if not retrain:  # the shipped trees of the model fitted on these splits (mattergen_kit.data.precomputed)
+        from mattergen_kit.data.precomputed import find_precomputed
+
+        shipped = find_precomputed(shipped_model_name(len(bundled("train")), len(bundled("test"))))
+        if shipped is not None:
+            trees, metrics = ShippedTrees.load(shipped)
+            _PREDICTOR = BandGapPredictor(trees, dict(metrics, source="shipped precomputed trees"))
+            return _PREDICTOR
 
     with threadpool_limits(limits=1):  # OpenMP on a shared CPU: 8 s with one thread, ~5 min with two busy ones
         _PREDICTOR = BandGapPredictor.train()

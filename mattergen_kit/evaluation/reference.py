@@ -77,6 +77,10 @@ def load_phases_table() -> pd.DataFrame:
     rel = "mp20_phases/mp20_phases.parquet"
     digest = verify_file(rel)
     path = cache_dir() / f"phases-{digest[:16]}.parquet"  # a table (no pickle): see evaluation/cache.py
+    if not path.exists():  # shipped precomputed (mattergen_kit.data.precomputed), checksum verified
+        from mattergen_kit.data.precomputed import find_precomputed
+
+        path = find_precomputed(path.name) or path
     if path.exists():
         try:
             out = pd.read_parquet(path)
@@ -84,6 +88,7 @@ def load_phases_table() -> pd.DataFrame:
             return out
         except Exception as exc:  # noqa: BLE001 - a broken cache file is rebuilt from the verified source
             warnings.warn(f"rebuilding the unreadable phases cache {path}: {exc}")
+            path = cache_dir() / f"phases-{digest[:16]}.parquet"
     from collections import Counter
 
     from pymatgen.core import Composition

@@ -1,0 +1,150 @@
+"""Dask distributed clusters: connecting to one, and sampling crystals on one batch per task.
+
+``cluster`` arguments (``evaluate(..., cluster=...)``, :func:`generate_on_cluster`, ``--dask-scheduler``) may be
+
+* a scheduler address, ``"tcp://host:8786"`` (what ``dask scheduler`` prints), or ``"host:8786"``;
+* a ``distributed.Client`` (left open: it is yours);
+* a cluster object with a ``scheduler_address`` (``distributed.LocalCluster``, dask-jobqueue's ``SLURMCluster``,
+  dask-kubernetes' ``KubeCluster`` ...).
+
+Sampling at scale (:func:`generate_on_cluster`): the crystals of a run are sampled in batches of ``batch_size``;
+batch ``start`` uses the seed ``base + start`` derived from the run's seed (``GenerativeModel.iter_batches``), so
+a batch is the same whichever worker samples it and whatever else runs. One Dask task samples one batch (the
+worker loads the model once and keeps it); this process writes each batch into the run folder as it arrives
+(CIFs, ``.batches/`` arrays, ``manifest.json``: the layout and resume rules of ``mattergen-kit generate``), so the
+folder is identical to a one-machine run with the same seed and ``batch_size``, and an interrupted run resumes.
+Relaxations on a cluster: :mod:`mattergen_kit.evaluation.cluster`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+__all__ = ["connect", "generate_on_cluster"]
+
+CONNECT_TIMEOUT_S = 10.0
+WORKER_WAIT_S = 60.0
+
+
+def _client_class():
+    try:
+        from distributed import Client
+    except ImportError as exc:
+        raise RuntimeError("cluster=... / --dask-scheduler needs Dask distributed: "
+                           "pip install 'mattergen_kit[cluster]' (or pip install 'dask[distributed]')") from exc
+    return Client
+
+
+def _start_hint(address: str) -> str:
+    return (f"start a scheduler with `dask scheduler` (it prints its address, e.g. tcp://10.0.0.5:8786) and one "
+            f"`dask worker {address}` per machine, then pass that address; check the host name, the port and "
+            "that no firewall blocks it")
+
+
+def connect(cluster: Any, timeout: float = CONNECT_TIMEOUT_S, wait_for_workers: float = WORKER_WAIT_S):
+    """``(client, owned)`` for a ``cluster`` spec (module docstring); ``owned``: we opened it and must close it.
+
+    Raises ``ConnectionError`` naming the address when the scheduler cannot be reached in ``timeout`` seconds or
+    has no worker after ``wait_for_workers`` seconds, and ``TypeError`` for anything that is not a cluster spec.
+    """
+    Client = _client_class()
+    if isinstance(cluster, Client):
+        return cluster, False
+    if isinstance(cluster, str):
+        address = cluster.strip()
+        if not address:
+            raise ValueError("empty Dask scheduler address: give e.g. tcp://10.0.0.5:8786")
+    elif hasattr(cluster, "scheduler_address"):
+        address = cluster.scheduler_address
+    else:
+        raise TypeError(f"cluster must be a scheduler address ('tcp://host:8786'), a distributed.Client or a "
+                        f"cluster object with .scheduler_address (LocalCluster, SLURMCluster ...), "
+                        f"not {type(cluster).__name__}")
+    try:
+        client = Client(address, timeout=timeout, set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
+                              f"({type(exc).__name__}: {str(exc)[:200]}): {_start_hint(address)}") from exc
+    try:
+        client.wait_for_workers(1, timeout=wait_for_workers)
+    except (TimeoutError, OSError) as exc:
+        client.close()
+        raise ConnectionError(f"the Dask scheduler at {address!r} has no worker after {wait_for_workers:g} s: "
+                              f"start workers with `dask worker {address}`") from exc
+    return client, True
+
+
+
+_MODELS: dict = {}
+
+
+def _sample_batch(model_path: str | None, start: int, num: int, seed: int, steps: int, batch_size: int,
+                  sample_kwargs: dict) -> dict:
+    """Sample batch ``start`` of a run on a worker; returns its arrays (numpy) — runs in the worker process."""
+    from mattergen_kit.generation import load_model
+
+    if model_path not in _MODELS:
+        _MODELS[model_path] = load_model(model_path)
+    model = _MODELS[model_path]
+    others = set(range(0, num, batch_size)) - {start}
+    (got, batch), = list(model.iter_batches(num, seed=seed, steps=steps, batch_size=batch_size, skip=others,
+                                            progress=False, **sample_kwargs))
+    assert got == start
+    return {"atom_types": batch.atom_types.numpy(), "frac_coords": batch.frac_coords.numpy(),
+            "lattice": batch.lattice.numpy(), "num_atoms": batch.num_atoms.numpy()}
+
+
+def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: int, *, model: str | os.PathLike | None = None,
+                        seed: int | None = None, steps: int = 1000, batch_size: int = 64, overwrite: bool = False,
+                        resume: bool = False, picture: bool = True, prefix: str = "crystal", on_batch=None,
+                        **sample_kwargs) -> dict:
+    """``generate_to_folder`` with one Dask task per batch (module docstring): same folder, same crystals.
+
+    ``model``: a checkpoint path readable on every worker (None: the bundled model). ``seed=None`` draws one here
+    and records it, so every worker samples from the same run. Returns what ``generate_to_folder`` returns.
+    """
+    import torch
+    from distributed import as_completed
+
+    from mattergen_kit.data import CrystalBatch
+    from mattergen_kit.generation import load_model
+    from mattergen_kit.outputs import (MANIFEST, OutputError, RunManifest, _batch_path, cif_names, prepare_out_dir,
+                                       read_batches, run_settings, write_batch, write_collection)
+
+    model_path = str(model) if model is not None else None
+    local_model = load_model(model_path)  # settings of the run (and a clear error for a bad path) before any task
+    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+    previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
+    if seed is None:
+        seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
+    settings = run_settings(local_model, num=num, seed=seed, steps=steps, batch_size=batch_size, prefix=prefix,
+                            **sample_kwargs)
+    if previous is not None and previous.settings != settings:
+        raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run")
+    manifest = previous or RunManifest(settings=settings)
+    names = cif_names(num, prefix)
+    done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
+    manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+    todo = [s for s in range(0, num, batch_size) if s not in done]
+    client, owned = connect(cluster)
+    try:
+        futures = [client.submit(_sample_batch, model_path, s, num, seed, steps, batch_size, sample_kwargs,
+                                 key=f"sample-{s}-{seed}", pure=False) for s in todo]
+        for fut in as_completed(futures, loop=client.loop):
+            arrays = fut.result()
+            start = todo[futures.index(fut)]
+            batch = CrystalBatch(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+            stop = start + batch.num_crystals
+            write_batch(out, manifest, start, batch, names[start:stop])
+            fut.release()
+            if on_batch is not None:
+                on_batch(start, stop, num)
+    finally:
+        if owned:
+            client.close()
+    structures = read_batches(out, manifest).to_structures()
+    written = write_collection(out, structures, names, picture=picture)
+    manifest.complete = True
+    manifest.save(out)
+    return {**written, "manifest": out / MANIFEST, "seed": seed, "resumed_batches": sorted(done)}

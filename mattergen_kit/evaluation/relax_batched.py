@@ -1,0 +1,215 @@
+"""Batched relaxation: many structures relaxed at once, one batched CHGNet call per FIRE step.
+
+What is shared and what is not
+------------------------------
+Every structure keeps **its own** ASE optimizer — ``FIRE`` on a ``FrechetCellFilter``, with ASE's default
+parameters, exactly what CHGNet's ``StructOptimizer.relax`` runs in the one-at-a-time path
+(:func:`~mattergen_kit.evaluation.relax.relax_one`). Only the potential is shared: at every step the graphs of all
+active structures go through CHGNet as one batch (``CHGNet.predict_graph(graphs, task="efs")``), each result is
+stored in its structure's calculator, and then each optimizer takes its own step. A structure's trajectory is
+therefore the one it has alone, up to the float round-off of a batched vs. a single graph evaluation
+(``tests/test_evaluation_scale.py`` checks the relaxed energies agree).
+
+The loop is ASE's ``Optimizer.irun``: ``evaluate → converged? → step → evaluate → ...`` with at most ``steps``
+steps; converged means every component of the filter's generalised forces (atoms and cell) has norm < ``fmax``.
+``n_steps`` is reported as ``steps taken + 2``, the length of CHGNet's trajectory observer (initial state, one
+entry per step, final state), as in :func:`relax_one`.
+
+Continuous batching: up to ``batch_size`` relaxations are in flight; when one finishes (converged, or ``steps``
+reached, or failed) its result is yielded at once — :func:`relax_structures` appends it to ``relaxed.jsonl`` — and the
+next structure from the queue takes its place. A structure's ``seconds`` is the wall time it was in flight (shared
+with the others in its batch).
+
+Why not torch-sim
+-----------------
+``torch-sim-atomistic`` 0.3.0 (batched FIRE / optimisers over MLIPs; its wheel installs next to torch 2.13) ships
+model wrappers for MACE, FairChem, MatterSim, SevenNet, ORB, GraphPES and metatomic, but **not CHGNet**, our default
+potential, and its FIRE and cell filter are its own, so relaxed structures would differ from the ones already in
+``relaxed.jsonl`` files and calibrations. Batching the potential under ASE's optimizer keeps both.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from typing import Iterable, Iterator
+
+import numpy as np
+
+__all__ = ["relax_batched", "relax_chunk"]
+
+
+class _Job:
+    """One relaxation in flight: its ASE atoms, filter, optimizer and the bookkeeping of ``relax_one``."""
+
+    def __init__(self, item, settings: dict, calculator):
+        from ase.filters import FrechetCellFilter
+        from ase.optimize import FIRE
+        from pymatgen.core import Structure
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from mattergen_kit.evaluation.relax import CHGNET_MAX_Z, empty_result
+
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
+        index, key, sdict = item
+        self.out = empty_result(index, key)
+        self.error = ""
+        self.nsteps = 0
+        self.structure = Structure.from_dict(sdict)
+        beyond = sorted({el.symbol for el in self.structure.composition.elements if el.Z > CHGNET_MAX_Z})
+        if beyond:
+            raise ValueError(f"CHGNet covers elements with Z <= {CHGNET_MAX_Z} (up to Pu); "
+                             f"{', '.join(beyond)} cannot be relaxed with it")
+        self.atoms = AseAtomsAdaptor.get_atoms(self.structure)
+        self.atoms.calc = _Prefilled(calculator)
+        self.target = FrechetCellFilter(self.atoms) if settings["relax_cell"] else self.atoms
+        self.opt = FIRE(self.target, logfile=None)
+        self.opt.fmax = settings["fmax"]
+
+    def store(self, prediction: dict, model, stress_weight: float) -> None:
+        """Put one CHGNet prediction (``e`` per atom, ``f``, ``s`` in GPa) into this job's calculator, as
+        ``CHGNetCalculator.calculate`` converts it (energy extensive, stress in eV/Å³)."""
+        n = len(self.atoms) if model.is_intensive else 1
+        e = float(prediction["e"]) * n
+        calc = self.atoms.calc
+        calc.atoms = self.atoms.copy()
+        calc.results = {"energy": e, "free_energy": e, "forces": np.asarray(prediction["f"], float),
+                        "stress": np.asarray(prediction["s"], float) * stress_weight}
+
+    def finished(self, steps: int) -> bool:
+        """ASE ``irun``'s stop test at the current (evaluated) state."""
+        return bool(self.opt.gradient_converged(self.opt.optimizable.get_gradient())) or self.nsteps >= steps
+
+    def result(self, settings: dict) -> dict:
+        """The ``relax_one`` result dict of this job (never raises)."""
+        from pymatgen.io.ase import AseAtomsAdaptor
+
+        from mattergen_kit.evaluation.relax import _threads, rmsd_angstrom
+
+        out = self.out
+        try:
+            if self.error:
+                raise RuntimeError(self.error)
+            energy = float(self.atoms.get_potential_energy())
+            if not np.isfinite(energy):
+                raise FloatingPointError("non-finite energy")
+            fmax_found = float(np.linalg.norm(self.atoms.get_forces(), axis=1).max())
+            relaxed = AseAtomsAdaptor.get_structure(self.atoms)
+            with _threads(None):
+                rmsd, matched = rmsd_angstrom(self.structure, relaxed)
+            out.update(ok=True, energy=energy, energy_per_atom=energy / len(relaxed), n_steps=self.nsteps + 2,
+                       max_force=fmax_found, converged=bool(fmax_found <= settings["fmax"] + 1e-9),
+                       relaxed=relaxed.as_dict(), rmsd=rmsd, rmsd_matched=matched)
+        except Exception as exc:  # noqa: BLE001 - per-structure failures are data
+            out["error"] = f"{type(exc).__name__}: {exc}"[:500]
+        out["seconds"] = time.perf_counter() - self.t0
+        out["cpu_seconds"] = time.process_time() - self.c0
+        return out
+
+
+def _prefilled_class():
+    from ase.calculators.calculator import Calculator, all_changes
+
+    class Prefilled(Calculator):
+        """Holds results filled in by the batched evaluation. ASE calls ``calculate`` only if the atoms moved
+        since (never in the loop below); then it computes them singly with the CHGNet calculator."""
+
+        implemented_properties = ("energy", "free_energy", "forces", "stress")
+
+        def __init__(self, fallback):
+            super().__init__()
+            self.fallback = fallback
+
+        def calculate(self, atoms=None, properties=None, system_changes=all_changes):
+            super().calculate(atoms, properties, system_changes)
+            self.fallback.calculate(atoms, None, system_changes, task="efs")
+            self.results = {k: self.fallback.results[k] for k in ("energy", "free_energy", "forces", "stress")}
+
+    return Prefilled
+
+
+_PREFILLED = None
+
+
+def _Prefilled(fallback):
+    global _PREFILLED
+    if _PREFILLED is None:
+        _PREFILLED = _prefilled_class()
+    return _PREFILLED(fallback)
+
+
+def _evaluate(jobs: list[_Job], calculator) -> None:
+    """One batched CHGNet evaluation of every job's current state (a job whose graph or prediction fails gets an
+    ``error`` and is finished by the caller)."""
+    from pymatgen.io.ase import AseAtomsAdaptor
+
+    model = calculator.model
+    graphs, ok = [], []
+    for job in jobs:
+        try:
+            graphs.append(model.graph_converter(AseAtomsAdaptor.get_structure(job.atoms)).to(calculator.device))
+            ok.append(job)
+        except Exception as exc:  # noqa: BLE001
+            job.error = f"{type(exc).__name__}: {exc}"
+    if not graphs:
+        return
+    try:
+        preds = model.predict_graph(graphs, task="efs", batch_size=len(graphs))
+        preds = [preds] if len(graphs) == 1 else preds
+    except Exception:  # noqa: BLE001 - find the culprit: evaluate one at a time
+        preds = []
+        for g, job in zip(graphs, ok):
+            try:
+                preds.append(model.predict_graph(g, task="efs"))
+            except Exception as exc:  # noqa: BLE001
+                job.error = f"{type(exc).__name__}: {exc}"
+                preds.append(None)
+    for job, p in zip(ok, preds):
+        if p is not None:
+            job.store(p, model, calculator.stress_weight)
+
+
+def relax_batched(items: Iterable, settings: dict, batch_size: int = 32) -> Iterator[dict]:
+    """Relax ``items`` (``(index, key, structure_dict)`` as for ``relax_one``) ``batch_size`` at a time; yields one
+    ``relax_one``-style result per item as soon as it is finished (module docstring). CHGNet only."""
+    from mattergen_kit.evaluation.relax import _threads, empty_result, load_potential
+
+    if settings["model"] != "chgnet":
+        raise ValueError(f"batched relaxation is implemented for CHGNet, not {settings['model']!r}: use batch_size=1")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
+    calculator = load_potential("chgnet", settings.get("device")).calculator
+    queue = iter(items)
+    active: list[_Job] = []
+    with warnings.catch_warnings(), _threads(settings.get("torch_threads", 1)):
+        warnings.simplefilter("ignore")
+        exhausted = False
+        while True:
+            while not exhausted and len(active) < batch_size:
+                item = next(queue, None)
+                if item is None:
+                    exhausted = True
+                    break
+                try:
+                    active.append(_Job(item, settings, calculator))
+                except Exception as exc:  # noqa: BLE001 - an unusable input is a failed result, not a crash
+                    out = empty_result(item[0], item[1])
+                    out["error"] = f"{type(exc).__name__}: {exc}"[:500]
+                    yield out
+            if not active:
+                return
+            _evaluate(active, calculator)
+            still = []
+            for job in active:
+                if job.error or job.finished(settings["steps"]):
+                    yield job.result(settings)
+                else:
+                    job.opt.step()
+                    job.nsteps += 1
+                    still.append(job)
+            active = still
+
+
+def relax_chunk(items: list, settings: dict, batch_size: int | None = None) -> list[dict]:
+    """``relax_batched`` over one chunk, as a list (the unit of work a Dask task or process pool runs)."""
+    return list(relax_batched(items, settings, batch_size or len(items)))
