@@ -203,3 +203,43 @@ def test_coherence_bias_zero_is_the_reference_and_large_bias_reuses_elements():
 def test_coherence_bias_is_checked():
     with pytest.raises(ValueError, match="increasing t"):
         PredictorCorrectorSampler(CrystalDiffusion(), coherence_bias=([0.5, 0.2], [1.0, 1.0]))
+
+
+def test_non_finite_predictions_stop_sampling_with_a_clear_error(monkeypatch):
+    """NaN/inf predictions (an untrained or diverged model) stop the sampler at the step where they appear with a
+    NonFiniteSampleError naming the step and the field, not torch's LinAlgError from the lattice's polar factor
+    (NaN lattice score) or crystals with NaN coordinates (inf coordinate score); a normal model still samples."""
+    import copy
+
+    import numpy as np
+
+    import mattergen_kit as mk
+    from mattergen_kit.sampling import NonFiniteSampleError
+
+    model = mk.load_model()                                      # the bundled model: real weights
+    crystals = model.generate(2, seed=0, steps=3, progress=False)
+    assert len(crystals) == 2 and all(np.isfinite(s.lattice.matrix).all() and np.isfinite(s.frac_coords).all()
+                                      for s in crystals)
+
+    nan_model = copy.deepcopy(model)
+    with torch.no_grad():
+        nan_model.denoiser.lattice_head[-1].weight.fill_(float("nan"))  # the lattice head's final layer
+    with pytest.raises(NonFiniteSampleError, match=r"step 1/3 .*predicted lattice score is not finite") as err:
+        nan_model.generate(2, seed=0, steps=3, progress=False)
+    assert "untrained or diverged; train it longer / check the checkpoint" in str(err.value)
+    assert isinstance(err.value, RuntimeError) and err.value.step == 1
+
+    inf_model = copy.deepcopy(model)
+    forward, calls = inf_model.denoiser.forward, []
+
+    def inf_from_second_step(*args, **kwargs):                   # 2 network calls per step: call 3 is step 2's
+        out = forward(*args, **kwargs)
+        calls.append(1)
+        if len(calls) >= 3:
+            out = DenoiserOutput(out.type_logits, torch.full_like(out.coord_score, float("inf")), out.lattice_score)
+        return out
+
+    monkeypatch.setattr(inf_model.denoiser, "forward", inf_from_second_step)
+    with pytest.raises(NonFiniteSampleError, match=r"step 2/3 .*corrector.*predicted coordinate score") as err:
+        inf_model.generate(2, seed=0, steps=3, progress=False)
+    assert err.value.field == "predicted coordinate score" and len(calls) == 3

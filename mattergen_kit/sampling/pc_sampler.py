@@ -30,6 +30,11 @@ batch of 2B crystals (first B unconditional, last B conditional). The model is c
 mode (its mode is restored afterwards). Disallowed elements and the mask class are removed from the
 logits at inference (−1e10, ref §6.6), optionally restricted further by ``allowed_elements``.
 
+Non-finite values: every network call's input state (lattice, coordinates) and output (scores, logits) are checked,
+and the result at the end (one ``isfinite`` reduction and host sync per call); NaN/inf raises
+:class:`NonFiniteSampleError` (a ``RuntimeError``) naming the step and the field — what an untrained or diverged
+model does — instead of failing later inside the lattice's SVD.
+
 Determinism: all randomness comes from one ``torch.Generator`` seeded with ``seed`` (on the model's
 device), in a fixed order. The Langevin step size uses norms averaged over the crystals of a batch
 (as in the reference), so samples depend on ``batch_size`` as well as on the seed.
@@ -46,6 +51,36 @@ from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_
 from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
 from mattergen_kit.sampling.guidance import combine_guidance
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
+
+
+class NonFiniteSampleError(RuntimeError):
+    """The sampler met NaN/inf in the model's predictions or in the sampled state (``step``, ``field``)."""
+
+    def __init__(self, step: int, num_steps: int, t: float, field: str, where: str):
+        self.step, self.num_steps, self.t, self.field = step, num_steps, t, field
+        super().__init__(
+            f"sampler step {step}/{num_steps} (t = {t:.4g}, {where}): the {field} is not finite (NaN/inf). The "
+            "model's predictions are not finite — it is untrained or diverged; train it longer / check the checkpoint")
+
+
+def _check_finite(step: int, num_steps: int, t: float, where: str, coords: torch.Tensor, lattice: torch.Tensor,
+                  out: DenoiserOutput | None = None) -> None:
+    """Raise :class:`NonFiniteSampleError` if the state the network was given (coords, lattice) or its output
+    (scores, type logits; masked logits are −1e10, finite) holds NaN/inf. One reduction and one host sync when
+    all is finite; the field is only looked up on failure."""
+    fields = [("sampled lattice", lattice, "its input"), ("sampled fractional coordinates", coords, "its input")]
+    if out is not None:
+        fields += [("predicted lattice score", out.lattice_score, "its output"),
+                   ("predicted coordinate score", out.coord_score, "its output"),
+                   ("predicted atom-type logits", out.type_logits, "its output")]
+    ok = torch.isfinite(fields[0][1]).all()
+    for _, x, _ in fields[1:]:
+        ok = ok & torch.isfinite(x).all()
+    if bool(ok):
+        return
+    for field, x, side in fields:
+        if not bool(torch.isfinite(x).all()):
+            raise NonFiniteSampleError(step, num_steps, t, field, where if out is None else f"{where}, {side}")
 
 
 def _to_z(x: Any) -> int:
@@ -307,12 +342,18 @@ class PredictorCorrectorSampler:
 
             for _ in range(self.n_corrector_steps):                               # corrector (ref §6.5)
                 out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)
+                _check_finite(i + 1, self.num_steps, t_i, "corrector network call", coords, lattice, out)
                 coords, _ = diff.coords.corrector_step(coords, out.coord_score / sigma_t[:, None], bidx, B,
                                                        self.snr_coords, generator)
-                lattice, _ = diff.lattice.corrector_step(lattice, out.lattice_score / std_t, t, dt,
-                                                         self.snr_lattice, generator)
+                try:                                                              # polar factor (SVD) of L
+                    lattice, _ = diff.lattice.corrector_step(lattice, out.lattice_score / std_t, t, dt,
+                                                             self.snr_lattice, generator)
+                except torch.linalg.LinAlgError:                                  # finite score, overflowing step
+                    raise NonFiniteSampleError(i + 1, self.num_steps, t_i, "sampled lattice",
+                                               "corrector step") from None
 
             out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)  # predictor
+            _check_finite(i + 1, self.num_steps, t_i, "predictor network call", coords, lattice, out)
             s = t_i + dt
             s_vec = torch.full((B,), s, dtype=torch.float32, device=device)
             sigma_s = diff.coords.sigma(s_vec, num_atoms)[bidx] if s > 0 else torch.zeros_like(sigma_t)
@@ -332,6 +373,7 @@ class PredictorCorrectorSampler:
             if step_callback is not None:
                 step_callback(i + 1, self.num_steps)
 
+        _check_finite(self.num_steps, self.num_steps, float(ts[-1]), "final predictor step", coords_mean, lattice_mean)
         result = CrystalBatch(types_mean, coords_mean, lattice_mean, num_atoms)
         if trajectory is None:
             return result
