@@ -50,7 +50,8 @@ import pandas as pd
 import mattergen_kit as mk
 from mattergen_kit.conditioning.labels import LABEL_TABLE, labels_dir
 from mattergen_kit.widgets import GenerationPanel
-panel = GenerationPanel(mk.load_model(), labels=pd.read_csv(labels_dir() / LABEL_TABLE, nrows=300))
+panel = GenerationPanel(labels=pd.read_csv(labels_dir() / LABEL_TABLE, nrows=300))   # the conditioned bundled model
+panel.targets["space_group"].use.value, panel.guidance.value = True, 2.0                # steer toward 225 Fm-3m
 panel.num.value, panel.steps.value, panel.batch_size.value, panel.seed.value = 2, 3, 1, "0"
 panel"""
 
