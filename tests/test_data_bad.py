@@ -104,6 +104,30 @@ def test_wrong_type_value_is_a_counted_skip(real_rows):
     assert "band_gap" in skip.reason and "'abc'" in skip.reason
 
 
+
+def test_missing_markers_in_a_csv_are_counted_per_column(real_rows, tmp_path, monkeypatch):
+    """pandas reads 'n/a', 'NA', '' ... as NaN: such cells are missing labels (kept as unknown), counted per column
+    in the report next to the wrong-type skips, also when the dataset comes back from the cache."""
+    import math
+
+    monkeypatch.setenv("MATTERGEN_KIT_CACHE", str(tmp_path / "cache"))
+    df = real_rows.head(8).astype({"band_gap": object, "e_above_hull": object})
+    df.loc[[1, 3, 5], "band_gap"] = "n/a"
+    df.loc[2, "e_above_hull"] = "NA"
+    df.loc[4, "band_gap"] = "2.1 eV"
+    df.to_csv(tmp_path / "with_na.csv", index=False)
+    for _ in range(2):  # built, then read from the cache
+        ds = datasets.load_csv(tmp_path / "with_na.csv", workers=1, progress=False)
+        (skip,) = ds.report.skipped
+        assert skip.row == 4 and "'2.1 eV' is not a number" in skip.reason
+        notes = {k.split(":")[0]: n for k, n in ds.report.notes.items() if "missing values" in k}
+        assert notes == {"band_gap": 3, "e_above_hull": 1}
+        assert "band_gap: missing values (empty or NA markers such as 'n/a'" in str(ds.report)
+        gaps = dict(zip(ds.properties.material_id, ds.properties.band_gap))
+        assert len(gaps) == 7 and all(math.isnan(gaps[real_rows.material_id[i]]) for i in (1, 3, 5))
+        assert gaps[real_rows.material_id[0]] == real_rows.band_gap[0]
+        assert math.isnan(ds.properties.e_above_hull[ds.properties.material_id == real_rows.material_id[2]].iloc[0])
+
 def test_bad_rows_of_a_csv_are_counted_skips_with_rows():
     ds = datasets.load_csv(BAD / "bad_rows.csv", cache=False, workers=1, progress=False)
     assert list(ds.properties["material_id"]) == ["good"]

@@ -50,6 +50,12 @@ def _csv_rows(df: pd.DataFrame, path: Path, source: str, report: LoadReport, cif
     df = df.drop(columns=[c for c in df.columns if str(c).startswith("Unnamed:")])
     df = df.rename(columns={k: v for k, v in COLUMN_ALIASES.items() if k in df.columns and v not in df.columns})
     filters = filters or {}
+    # pandas reads '', 'NaN', 'NA', 'N/A', 'n/a', 'null', 'None', ... as NaN: such values are missing labels
+    # (NaN → the null embedding), not errors, but they are counted per column so that none goes unnoticed
+    # (a value that is neither a number nor such a marker, e.g. '2.1 eV', is a skip below).
+    for col, n in df.drop(columns=[cif_column]).isna().sum().items():
+        if n:
+            report.notes[f"{col}: missing values (empty or NA markers such as 'n/a'; kept as unknown labels)"] = int(n)
     numeric = [c for c in df.columns if c in NUMERIC_COLUMNS]
     for col in df.columns:
         if col in numeric or col == cif_column or df[col].dtype != object:
@@ -104,6 +110,8 @@ def load_csv(path: str | os.PathLike, *, cif_column: str = "cif", max_atoms: int
     ``spacegroup``, ``pretty_formula`` → ``source_formula``); the derived labels (formula, chemical_system,
     spacegroup where missing, HHI, num_atoms) are added. Rows that fail to parse or check, or hold a
     non-number in a numeric column, are skipped and listed in ``.report`` (file and 0-based data row).
+    Empty cells and the NA markers pandas reads as NaN ('NaN', 'NA', 'N/A', 'n/a', 'null', 'None', ...) are
+    missing labels, kept as unknown; ``.report.notes`` counts them per column.
     The result is cached in the cache folder, keyed by the file's sha256 and the options.
     """
     path = Path(path)
@@ -122,5 +130,6 @@ def load_csv(path: str | os.PathLike, *, cif_column: str = "cif", max_atoms: int
         raise FileNotFoundError(f"{path} does not exist")
     if not cache or path.stat().st_size == 0:
         return build()
-    key = sha256_file(path)[:16] + "-" + _options_key(v=CACHE_VERSION, cif_column=cif_column, name=name, **filters)
+    key = sha256_file(path)[:16] + "-" + _options_key(v=CACHE_VERSION, cif_column=cif_column, name=name,
+                                                       report=2, **filters)  # report 2: counts missing values
     return _cached(f"csv-{key}.pt", build)
