@@ -90,18 +90,23 @@ def main(argv=None) -> int:
 
 def write_card(meta: dict, ckpt: dict) -> None:
     rows = ["| property | kind | labelled train crystals | normalisation | label source |", "|---|---|---|---|---|"]
+    extra = meta.get("train_config", {}).get("extra_train") or []
     for spec in meta["adapter"]["properties"]:
+        source = "ML estimate (CHGNet)" if spec["ml_label"] else spec["description"]
+        if spec["name"] == "bulk_modulus" and "aflow_bulk_modulus" in extra:
+            source = "AFLOW AEL-AGL DFT for the added AFLOW crystals; ML estimate (CHGNet EOS) for MP crystals"
         norm = (f"{'log10, ' if spec['log10'] else ''}μ = {spec['mean']:.4g}, σ = {spec['std']:.4g}"
                 if spec["kind"] == "scalar" else spec["kind"])
         rows.append(f"| {spec['name']} | {spec['kind']} | {meta['labelled_train_crystals'].get(spec['name'])} | {norm} "
-                    f"| {'ML estimate (CHGNet)' if spec['ml_label'] else spec['description']} |")
+                    f"| {source} |")
     cfg = meta.get("train_config", {})
     text = f"""# The conditioned bundled model `{BUNDLED_CONDITIONED_CHECKPOINT.name}`
 
 Fine-tuned from `{meta['base']}` (sha256 {meta['base_sha256'][:12]}) with all weights trained and a fresh
 zero-initialised adapter (mattergen_kit/conditioning/adapter.py, adapter width {meta['adapter']['adapter_dim']}),
 condition dropout p = {cfg.get('condition_dropout')} ({cfg.get('condition_dropout_mode')}): one checkpoint for any subset of
-its properties; with no conditions it is its own unconditional model.
+its properties; with no conditions it is its own unconditional model. Training set: the bundled train split
+{('+ ' + ', '.join(extra) + ' (datasets/labels/README.md)') if extra else ''}.
 
 - steps {meta.get('global_step')}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, val metrics {meta.get('val_metrics')}
 - trained from commit {meta['trained_from_commit'][:10]}, written {datetime.date.today().isoformat()}
