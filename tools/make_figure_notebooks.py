@@ -309,6 +309,58 @@ save(fig, "quality_vs_steps")"""),
 ]
 
 
+NOTEBOOKS["conditioning_figures"] = [
+    nbf.v4.new_markdown_cell("""# Figures: steering the conditioned bundled model
+
+The kinds of figure in the MatterGen paper that show conditioning at work, from this project's conditioned model
+(`mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt`): the share of samples in the requested space group
+against the guidance scale γ, chemical systems, property distributions shifted toward a target, and what steering
+costs in validity, uniqueness and stability. γ = 0 is the unconditional model.
+
+* Full settings: the committed proof `benchmarks/results/conditioning/adherence.jsonl`
+  (`python benchmarks/bench_conditioning.py`, seed 0, 200 sampler steps; sample counts on every figure) — read,
+  not regenerated (it takes about an hour on the 2 CPU cores).
+* Small settings (the tests): one space-group target sampled on the spot with a handful of crystals and few steps.
+
+Band gap is the project's composition predictor, magnetic density and bulk modulus CHGNet (ML estimates),
+stability a CHGNet relaxation on the bundled DFT hull (a screening estimate). Figures: PNG and SVG in `FIG_DIR`."""),
+    nbf.v4.new_code_cell(SETUP),
+    nbf.v4.new_code_cell("""from mattergen_kit.conditioning import adherence
+
+if SMALL:
+    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, load_model
+    model = load_model(BUNDLED_CONDITIONED_CHECKPOINT)
+    rows = adherence.run(model, "space_group", [225], gammas=[0.0, 2.0], num=NUM, steps=min(STEPS, 20),
+                         out=FIG_DIR / "adherence", progress=False)
+else:
+    rows = adherence.read_rows(RESULTS / "conditioning" / "adherence.jsonl")
+table = pd.DataFrame(rows).drop(columns=["values"])
+print(len(rows), "rows:", ", ".join(f"{p} ({n})" for p, n in table["property"].value_counts().items()))"""),
+    nbf.v4.new_markdown_cell("## Space group: hit rate against γ (spglib, symprec 0.1)"),
+    nbf.v4.new_code_cell("""fig, ax = plt.subplots(figsize=(6, 4))
+adherence.plot_hit_rates(rows, "space_group", ax=ax)
+save(fig, "conditioning_space_group_hit_rate")
+table[table.property == "space_group"].pivot_table(index="target", columns="gamma", values="hit_rate")"""),
+    nbf.v4.new_markdown_cell("## Chemical system: samples with exactly the requested elements (the sampler masks the rest)"),
+    nbf.v4.new_code_cell("""if any(r["property"] == "chemical_system" for r in rows):
+    fig, ax = plt.subplots(figsize=(6, 4))
+    adherence.plot_hit_rates(rows, "chemical_system", metric="exact_system", ax=ax)
+    save(fig, "conditioning_chemical_system")
+    display(table[table.property == "chemical_system"][["target", "gamma", "num", "in_system", "exact_system",
+                                                        "valid_and_unique", "compositional_validity"]])"""),
+    nbf.v4.new_markdown_cell("## Scalar properties: the samples' distribution at each γ against the target (dashed)"),
+    nbf.v4.new_code_cell("""for name in ("band_gap", "hhi_production", "magnetic_density", "bulk_modulus"):
+    if any(r["property"] == name for r in rows):
+        axes = adherence.plot_property_shifts(rows, name)
+        save(axes[0].figure, f"conditioning_{name}_shift")
+        display(table[table.property == name][["target", "gamma", "n_measured", "median", "shift"]])"""),
+    nbf.v4.new_markdown_cell("## The price of steering"),
+    nbf.v4.new_code_cell("""fig, ax = plt.subplots(figsize=(6, 4))
+adherence.plot_price(rows, ax=ax)
+save(fig, "conditioning_price_of_steering")"""),
+]
+
+
 def write(name: str) -> None:
     nb = nbf.v4.new_notebook(cells=NOTEBOOKS[name], metadata={"kernelspec": {"name": "python3",
                                                                              "display_name": "Python 3",

@@ -271,7 +271,10 @@ def plot_property_shifts(rows: list[dict], name: str, axes=None):
         ax.boxplot([np.log10(d) if log else d for d in data], showfliers=False)
         ax.set_xticks(range(1, len(sel) + 1), [f"γ={r['gamma']:g}" for r in sel])
         ax.axhline(np.log10(float(target)) if log else float(target), ls="--", color="C3", label="target")
-        ax.set_ylabel(("log10 " if log else "") + name.replace("_", " "))
+        from mattergen_kit.conditioning import get_spec
+
+        unit = get_spec(name).unit
+        ax.set_ylabel(("log10 " if log else "") + name.replace("_", " ") + (f" ({unit})" if unit else ""))
         ax.set_title(f"target {target}\n{_caption(sel)}", fontsize=8)
         ax.legend(fontsize=8)
     return axes
