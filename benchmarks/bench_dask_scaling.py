@@ -4,7 +4,8 @@
 
 The same ``n`` generated crystals (the bundled model's shipped samples, else rattled bundled test crystals; see
 bench_relax_batched.py) are relaxed by ``relax_structures(map_fn=dask_map(client))`` on a LocalCluster of 1 and then
-2 process workers (1 thread each, 127.0.0.1). Cluster start-up and each worker's CHGNet load are not timed (a warm-up
+2 process workers (1 thread each, 127.0.0.1); ``--batch-size B`` makes each task relax B structures together
+(:mod:`mattergen_kit.evaluation.relax_batched`). Cluster start-up and each worker's CHGNet load are not timed (a warm-up
 task per worker loads it). speed-up = t(1 worker) / t(2 workers); linear would be 2.0. On a machine where other jobs
 hold cores, the speed-up is bounded by the free cores: the load average is printed with the figures.
 """
@@ -36,6 +37,8 @@ def main(argv=None) -> int:
     p.add_argument("--n", type=int, default=16)
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--samples", default=None)
+    p.add_argument("--batch-size", type=int, default=1,
+                   help="structures per task, relaxed together by the batched path (default 1: one per task)")
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     warnings.filterwarnings("ignore")
@@ -50,7 +53,7 @@ def main(argv=None) -> int:
     structures, source = load_inputs(a.n, Path(a.samples) if a.samples else DEFAULT_SAMPLES)
     settings = RelaxSettings(steps=a.steps)
     res = {"command": "python benchmarks/bench_dask_scaling.py " + " ".join(argv or sys.argv[1:]), "n": len(structures),
-           "source": source, "steps": a.steps, "workers": {}}
+           "source": source, "steps": a.steps, "batch_size": a.batch_size, "workers": {}}
     for n_workers in (1, 2):
         with LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                           dashboard_address=None, env={"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}) as cluster, \
@@ -59,7 +62,7 @@ def main(argv=None) -> int:
             load0 = os.getloadavg()[0]
             t = time.perf_counter()
             out = relax_structures(structures, settings, store=Path(tmp) / "relaxed.jsonl", progress=False,
-                                   map_fn=dask_map(client))
+                                   map_fn=dask_map(client), batch_size=a.batch_size)
             dt = time.perf_counter() - t
             res["workers"][n_workers] = {"seconds": round(dt, 1), "structures_per_s": round(len(structures) / dt, 4),
                                          "ok": sum(bool(r and r["ok"]) for r in out),

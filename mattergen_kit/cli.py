@@ -69,6 +69,10 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--no-picture", action="store_true", help="skip grid.png")
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch (default: 1, the fastest on a shared or small machine)")
+    p.add_argument("--dask-scheduler", default=None, metavar="ADDRESS",
+                   help="sample one batch per task on a Dask distributed cluster, e.g. tcp://10.0.0.5:8786 (same "
+                        "crystals and folder as a local run with the same --seed and --batch-size; "
+                        "mattergen_kit/cluster.py)")
     args = p.parse_args(argv)
     problem = _generate_argument_problem(args)
     if problem:
@@ -169,11 +173,19 @@ def _run_generation(args) -> int:
           f"{'random' if args.seed is None else args.seed}, {args.batch_size} per batch) into {args.out}", flush=True)
     start = time.perf_counter()
     try:
-        written = generate_to_folder(model, args.out, args.num, seed=args.seed, steps=steps,
-                                     batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
-                                     picture=not args.no_picture,
-                                     allowed_elements=allowed, on_batch=on_batch,
-                                     threads=args.threads or DEFAULT_THREADS, **composition)
+        if args.dask_scheduler:  # one batch per Dask task; the same folder as a local run
+            from mattergen_kit.cluster import generate_on_cluster
+
+            written = generate_on_cluster(args.dask_scheduler, args.out, args.num, model=model.path, seed=args.seed,
+                                          steps=steps, batch_size=args.batch_size, overwrite=args.overwrite,
+                                          resume=args.resume, picture=not args.no_picture, allowed_elements=allowed,
+                                          on_batch=on_batch, threads=args.threads or DEFAULT_THREADS, **composition)
+        else:
+            written = generate_to_folder(model, args.out, args.num, seed=args.seed, steps=steps,
+                                         batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
+                                         picture=not args.no_picture,
+                                         allowed_elements=allowed, on_batch=on_batch,
+                                         threads=args.threads or DEFAULT_THREADS, **composition)
     except KeyboardInterrupt:
         from mattergen_kit.outputs import RunManifest
 
@@ -184,7 +196,7 @@ def _run_generation(args) -> int:
         print(f"interrupted: kept {done} finished crystal(s) of {args.num} in {args.out} (CIFs and manifest.json); "
               f"run the same command with --resume to finish", file=sys.stderr)
         return 130
-    except (OutputError, ValueError) as err:
+    except (OutputError, ValueError, RuntimeError, ConnectionError) as err:
         return _fail(str(err))
     seconds = time.perf_counter() - start
     print(f"wrote {len(written['cifs'])} CIFs, summary.csv, {written['extxyz'].name}, {written['cif_zip'].name}"

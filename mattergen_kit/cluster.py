@@ -19,6 +19,7 @@ Relaxations on a cluster: :mod:`mattergen_kit.evaluation.cluster`.
 from __future__ import annotations
 
 import os
+import uuid
 from typing import Any
 
 __all__ = ["connect", "generate_on_cluster"]
@@ -114,23 +115,24 @@ def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: int, *, model
 
     model_path = str(model) if model is not None else None
     local_model = load_model(model_path)  # settings of the run (and a clear error for a bad path) before any task
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
-    if seed is None:
-        seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
-    settings = run_settings(local_model, num=num, seed=seed, steps=steps, batch_size=batch_size, prefix=prefix,
-                            **sample_kwargs)
-    if previous is not None and previous.settings != settings:
-        raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run")
-    manifest = previous or RunManifest(settings=settings)
-    names = cif_names(num, prefix)
-    done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
-    manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
-    todo = [s for s in range(0, num, batch_size) if s not in done]
-    client, owned = connect(cluster)
+    client, owned = connect(cluster)  # an unreachable scheduler fails before the output folder is touched
     try:
+        out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
+        previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
+        if seed is None:
+            seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
+        settings = run_settings(local_model, num=num, seed=seed, steps=steps, batch_size=batch_size, prefix=prefix,
+                                **sample_kwargs)
+        if previous is not None and previous.settings != settings:
+            raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run")
+        manifest = previous or RunManifest(settings=settings)
+        names = cif_names(num, prefix)
+        done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
+        manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+        todo = [s for s in range(0, num, batch_size) if s not in done]
+        run_id = uuid.uuid4().hex[:8]  # task keys of two runs never collide
         futures = [client.submit(_sample_batch, model_path, s, num, seed, steps, batch_size, sample_kwargs,
-                                 key=f"sample-{s}-{seed}", pure=False) for s in todo]
+                                 key=f"sample-{s}-{run_id}", pure=False) for s in todo]
         for fut in as_completed(futures, loop=client.loop):
             arrays = fut.result()
             start = todo[futures.index(fut)]

@@ -156,7 +156,7 @@ print("OK", len(tr))
 def test_batched_relaxation_agrees_with_one_at_a_time(rattled, tmp_path):
     from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
 
-    settings = RelaxSettings(steps=25)
+    settings = RelaxSettings(steps=15)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         single = relax_structures(rattled[:4], settings, store=tmp_path / "a.jsonl", progress=False)
@@ -165,8 +165,8 @@ def test_batched_relaxation_agrees_with_one_at_a_time(rattled, tmp_path):
     for a, b in zip(single, batched):
         assert a["ok"] and b["ok"]
         assert b["energy_per_atom"] == pytest.approx(a["energy_per_atom"], abs=2e-4)
-        assert abs(b["n_steps"] - a["n_steps"]) <= 2
-        assert a["n_steps"] > 3  # the rattled inputs did need relaxing
+        assert b["n_steps"] == a["n_steps"]  # the same optimizer, step for step
+    assert max(a["n_steps"] for a in single) > 5  # the rattled inputs did need relaxing
     lines = [json.loads(x) for x in (tmp_path / "b.jsonl").read_text().splitlines()]
     assert sorted(r["index"] for r in lines) == [0, 1, 2, 3]  # one record per structure, written as finished
 
@@ -216,10 +216,11 @@ def test_dask_fan_out_survives_a_killed_worker(rattled, local_cluster, tmp_path)
     from mattergen_kit.evaluation.cluster import dask_map
     from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
 
-    settings = RelaxSettings(steps=20)
+    settings = RelaxSettings(steps=8)
+    structures = rattled[:4]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        local = relax_structures(rattled, settings, progress=False)
+        local = relax_structures(structures, settings, progress=False)
     client = Client(local_cluster, set_as_default=False)
     killed: dict = {}
 
@@ -236,7 +237,7 @@ def test_dask_fan_out_survives_a_killed_worker(rattled, local_cluster, tmp_path)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            res = relax_structures(rattled, settings, store=store, progress=False, map_fn=dask_map(client),
+            res = relax_structures(structures, settings, store=store, progress=False, map_fn=dask_map(client),
                                    callback=kill_one)
         pids = set(client.run(os.getpid).values())
     finally:
@@ -244,7 +245,7 @@ def test_dask_fan_out_survives_a_killed_worker(rattled, local_cluster, tmp_path)
     assert killed["tasks"], "the killed worker held a relaxation"
     assert killed["pid"] not in pids  # it really died (the nanny started a new process)
     lines = [json.loads(x) for x in store.read_text().splitlines()]
-    assert len(lines) == len(rattled) == len({r["key"] for r in lines})  # nothing lost, nothing duplicated
+    assert len(lines) == len(structures) == len({r["key"] for r in lines})  # nothing lost, nothing duplicated
     held = {int(str(t).split("-")[1]) for t in killed["tasks"]}
     assert held <= {r["index"] for r in lines}  # what the dead worker held was redone
     for a, b in zip(local, res):
@@ -254,7 +255,7 @@ def test_dask_fan_out_survives_a_killed_worker(rattled, local_cluster, tmp_path)
 def test_evaluate_with_cluster_gives_the_local_report_and_resumes(rattled, local_cluster, tmp_path):
     from mattergen_kit.evaluation import evaluate
 
-    kw = dict(reference=None, steps=10, distribution=False, properties=False, progress=False)
+    kw = dict(reference=None, steps=5, distribution=False, properties=False, progress=False)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         local = evaluate(rattled[:3], out=tmp_path / "local", **kw)

@@ -9,7 +9,8 @@ Public API::
     report.plot()
 
 Building blocks: :mod:`.validity` (structural / SMACT / bond sanity), :mod:`.matching` (uniqueness, novelty),
-:mod:`.relax` (CHGNet relaxation, RMSD, resumable results), :mod:`.hull` (formation energies and E_hull),
+:mod:`.relax` (CHGNet relaxation, RMSD, resumable results), :mod:`.relax_batched` (many structures per CHGNet
+call), :mod:`.cluster` (relaxations on a Dask cluster), :mod:`.hull` (formation energies and E_hull),
 :mod:`.distribution` (coverage, Wasserstein), :mod:`.properties` (HHI, space group, band-gap predictor),
 :mod:`.calibrate` (CHGNet-vs-DFT calibration).
 """
