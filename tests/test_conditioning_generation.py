@@ -126,12 +126,25 @@ def test_fixed_formula_and_fixed_number_of_atoms(cond_model):
         cond_model.sample(1, seed=0, steps=STEPS, progress=False, formula="LiF", num_atoms=[3])
 
 
-def test_conditions_without_a_model_use_the_conditioned_bundled_model():
-    if BUNDLED_CONDITIONED_CHECKPOINT.is_file():
-        assert load_model(BUNDLED_CONDITIONED_CHECKPOINT).property_specs
-    else:
-        with pytest.raises(FileNotFoundError, match="conditioned bundled model .* has not been built yet"):
-            generate(1, steps=STEPS, conditions={"band_gap": 1.0}, guidance_scale=2.0)
+def test_the_shipped_conditioned_model_serves_every_property_and_none(monkeypatch):
+    """The committed conditioned model: all eight properties, the base's sampler settings, used by generate()
+    when conditions are given without a model; a chemical system keeps every sample inside it."""
+    from mattergen_kit.conditioning import PROPERTIES
+
+    model = load_model(BUNDLED_CONDITIONED_CHECKPOINT)
+    assert list(model.property_specs) == list(PROPERTIES)
+    base = load_model()
+    assert model.meta["base_sha256"] and model.meta["coherence_bias"] == base.meta["coherence_bias"]
+    assert model.meta["labelled_train_crystals"]["bulk_modulus"] > 3000            # AFLOW DFT + CHGNet labels
+    used = []
+    monkeypatch.setattr(GenerativeModel, "generate",
+                        lambda self, *a, **k: used.append(self.path) or [])
+    generate(1, steps=STEPS, conditions={"band_gap": 1.0}, guidance_scale=2.0)
+    assert used == [BUNDLED_CONDITIONED_CHECKPOINT]
+    monkeypatch.undo()
+    crystals = model.generate(3, seed=0, steps=STEPS, progress=False, guidance_scale=2.0,
+                              conditions={"chemical_system": "Li-Mn-O", "space_group": 225})
+    assert len(crystals) == 3 and all({e.symbol for e in c.composition} <= {"Li", "Mn", "O"} for c in crystals)
 
 
 def save(model: GenerativeModel, path):
@@ -172,6 +185,6 @@ def test_cli_conditions(tmp_path, cond_model, base_model, capsys):
         assert main(["generate", "--out", str(out), *args, *common]) == 2
         assert message in capsys.readouterr().err
         assert not out.exists()                                           # refused before anything is written
-    if not BUNDLED_CONDITIONED_CHECKPOINT.is_file():  # no --model: the conditioned bundled model, not yet built
-        assert main(["generate", "--out", str(tmp_path / "nomodel"), "--condition", "band_gap=1", *common]) == 2
-        assert "conditioned bundled model mp_bundled_20_conditioned.pt has not been built yet" in capsys.readouterr().err
+    # no --model: the conditioned bundled model, checked against its own property list
+    assert main(["generate", "--out", str(tmp_path / "nomodel"), "--condition", "density=1", *common]) == 2
+    assert "bulk_modulus" in capsys.readouterr().err                      # the error lists the model's properties
