@@ -259,11 +259,12 @@ def test_evaluate_with_cluster_gives_the_local_report_and_resumes(rattled, local
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         local = evaluate(rattled[:3], out=tmp_path / "local", **kw)
-        remote = evaluate(rattled[:3], out=tmp_path / "remote", cluster=local_cluster, **kw)
+        # chunks of 2 structures per task, each relaxed by the batched path on its worker
+        remote = evaluate(rattled[:3], out=tmp_path / "remote", cluster=local_cluster, batch_size=2, **kw)
         seen = []
         again = evaluate(rattled[:3], out=tmp_path / "remote", cluster=local_cluster.scheduler_address,
                          callback=lambda k, r: seen.append(k), **kw)
-    assert seen == []  # resumed: nothing recomputed
+    assert seen == []  # resumed (one structure per task now: the batch size is not part of the result key)
     for col in ("energy_per_atom", "e_above_hull"):
         np.testing.assert_allclose(remote.per_structure[col].astype(float), local.per_structure[col].astype(float),
                                    atol=1e-5)
