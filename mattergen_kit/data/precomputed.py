@@ -10,9 +10,10 @@ or a setting changes, no precomputed file matches and the slow build runs (with 
 What is shipped (regenerate all with ``python tools/precompute_caches.py``):
 
 * ``mp-bundled-20-<key>.npz``: the canonicalised bundled set (atom types, fractional coordinates, lattices,
-  property table, load report) — parsing and canonicalising ~19k CIFs took ~13 min on 2 busy cores;
-* ``fp-<reference>-<n>-<hash>.npz``: CrystalNN / Magpie fingerprints of the default 1,000 reference crystals;
-* ``bandgap-hgb-<n_train>-<n_test>.json``: the band-gap model's trees (:mod:`mattergen_kit.evaluation.properties`).
+  property table, load report) — parsing and canonicalising them took ~11 min on this 2-core machine, busy;
+* ``fp-<reference>-<n>-<hash>.npz``: CrystalNN / Magpie fingerprints of the default 1,000 reference crystals (471 s to build);
+* ``phases-<digest>.parquet``: the MP-20 phases table (composition novelty, convex hull);
+* ``bandgap-hgb-<n_train>-<n_test>.npz``: the band-gap model's trees (:mod:`mattergen_kit.evaluation.properties`).
 """
 
 from __future__ import annotations
