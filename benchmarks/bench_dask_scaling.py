@@ -50,7 +50,7 @@ def main(argv=None) -> int:
     from mattergen_kit.evaluation.cluster import dask_map
     from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
 
-    structures, source = load_inputs(a.n, Path(a.samples) if a.samples else DEFAULT_SAMPLES)
+    structures, source = load_inputs(a.n, None if a.samples == "rattled" else Path(a.samples or DEFAULT_SAMPLES))
     settings = RelaxSettings(steps=a.steps)
     res = {"command": "python benchmarks/bench_dask_scaling.py " + " ".join(argv or sys.argv[1:]), "n": len(structures),
            "source": source, "steps": a.steps, "batch_size": a.batch_size, "workers": {}}
