@@ -67,7 +67,7 @@ def measure(model_path: str, out: Path, only: list[str], steps: int | None, num_
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def stability_pass(out: Path, k: int = STABILITY_NUM) -> None:
+def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> None:
     """Relax the first ``k`` saved samples of each STABILITY_ROWS row (all γ) with the evaluator; one line per
     row in ``OUT/stability.jsonl`` (resumable: rows present are skipped; the relaxations resume from their logs)."""
     from ase.io import read
@@ -78,7 +78,7 @@ def stability_pass(out: Path, k: int = STABILITY_NUM) -> None:
     path = out / "stability.jsonl"
     done = {(r["property"], str(r["target"]), r["gamma"]) for r in _read_jsonl(path)}
     for row in read_rows(out):
-        if (row["property"], row["target"]) not in STABILITY_ROWS or \
+        if (row["property"], row["target"]) not in (rows_to_relax or STABILITY_ROWS) or \
                 (row["property"], str(row["target"]), row["gamma"]) in done:
             continue
         tag = f"{row['property']}_{row['target']}_g{row['gamma']:g}"
@@ -86,6 +86,14 @@ def stability_pass(out: Path, k: int = STABILITY_NUM) -> None:
         result = {"property": row["property"], "target": row["target"], "gamma": row["gamma"],
                   **stability([AseAtomsAdaptor.get_structure(a) for a in atoms], out / "relax" / tag),
                   "stability_n": len(atoms)}
+        relaxed_file = out / "relax" / tag / "relaxed_crystals.extxyz"
+        if row["property"] == "space_group" and relaxed_file.is_file():  # symmetry after the CHGNet relaxation
+            from mattergen_kit.conditioning.adherence import measure, score
+
+            relaxed = [AseAtomsAdaptor.get_structure(a) for a in read(relaxed_file, index=":")]
+            result["relaxed_hit_rate"] = score(measure(relaxed, "space_group"), "space_group", row["target"])[
+                "hit_rate"] * len(relaxed) / max(len(atoms), 1)   # per relaxed-or-not sample: unrelaxed ones miss
+            result["relaxed_n"] = len(relaxed)
         with open(path, "a") as f:
             f.write(json.dumps(result) + "\n")
         print(json.dumps(result), flush=True)
@@ -104,7 +112,8 @@ def read_all(out: Path) -> list[dict]:
     for r in rows:
         more = extra.get((r["property"], str(r["target"]), r["gamma"]))
         if more:
-            r.update({k: v for k, v in more.items() if k in ("stability", "sun", "rmsd", "stability_n")})
+            r.update({k: v for k, v in more.items() if k in ("stability", "sun", "rmsd", "stability_n",
+                                                                 "relaxed_hit_rate", "relaxed_n")})
     return rows
 
 
@@ -140,6 +149,14 @@ def summarise(out: Path, figures: Path) -> str:
             lines.append(f"| {t} | {rs[min(rs)]['num']} | " + " | ".join(_fmt(rs[g]["hit_rate"]) if g in rs else "—"
                                                                           for g in GAMMAS)
                          + f" | {_fmt(need)} | {', '.join(f'γ={g:g}' for g in met) or 'not met'} |")
+    relaxed = [r for r in sg if r.get("relaxed_hit_rate") is not None]
+    if relaxed:
+        lines += ["\nAfter a CHGNet relaxation of the first samples (the stability pass): target share / stability / "
+                  "S.U.N. / RMSD generated → relaxed\n", "| target | γ | relaxed samples | in target group | stable | "
+                  "S.U.N. | RMSD (Å) |", "|---|---|---|---|---|---|---|"]
+        for r in relaxed:
+            lines.append(f"| {r['target']} | {r['gamma']:g} | {r['stability_n']} | {_fmt(r['relaxed_hit_rate'])} | "
+                         f"{_fmt(r.get('stability'))} | {_fmt(r.get('sun'))} | {_fmt(r.get('rmsd'), False)} |")
     cs = by("chemical_system")
     if cs:
         lines += ["\n## Chemical system (the sampler masks the other elements)\n",
@@ -209,6 +226,8 @@ def main(argv=None) -> int:
     p.add_argument("--stability", action="store_true",
                    help=f"relax the first --stability-num samples of the rows {sorted(STABILITY_ROWS)} (after measuring)")
     p.add_argument("--stability-num", type=int, default=STABILITY_NUM)
+    p.add_argument("--stability-targets", default=None,
+                   help="space-group targets to relax instead of STABILITY_ROWS, in this order (e.g. 225,62)")
     p.add_argument("--summarise", action="store_true", help="only write the summary and figures")
     args = p.parse_args(argv)
     from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT
@@ -222,7 +241,9 @@ def main(argv=None) -> int:
         if only:
             measure(args.model or str(BUNDLED_CONDITIONED_CHECKPOINT), out, only, args.steps, args.num_scale)
         if args.stability:
-            stability_pass(out, args.stability_num)
+            chosen = ([("space_group", int(t)) for t in args.stability_targets.split(",")]
+                      if args.stability_targets else None)
+            stability_pass(out, args.stability_num, chosen)
     print(summarise(out, Path(args.figures)))
     return 0
 
