@@ -133,8 +133,10 @@ def summarise(out: Path, figures: Path) -> str:
 
     rows = read_all(out)
     lines = [f"# Conditioning proof (`python benchmarks/bench_conditioning.py`)\n",
-             f"Model: {rows[0].get('model', 'the conditioned bundled model')}; seed 0; γ = 0 is the unconditional "
-             "model. ML-measured properties are estimates.\n"]
+             f"Model: {rows[0].get('model', 'the conditioned bundled model mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt')}; "
+             "seed 0; γ = 0 is the unconditional model (its samples are shared by a property's targets). ML-measured "
+             "properties (band gap: composition predictor; magnetic density, bulk modulus, stability: CHGNet) are "
+             "estimates.\n"]
     by = lambda name: [r for r in rows if r["property"] == name]  # noqa: E731
     best = lambda rs, m: max(rs, key=lambda r: r[m])  # noqa: E731
 

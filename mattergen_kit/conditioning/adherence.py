@@ -292,7 +292,12 @@ def plot_price(rows: list[dict], ax=None):
         if not gammas:
             continue
         means = [np.mean([r[metric] for r in rows if r["gamma"] == g and r.get(metric) is not None]) for g in gammas]
-        ax.plot(gammas, means, style, label=metric.replace("_", " "))
+        label = metric.replace("_", " ")
+        if metric == "stability":  # relaxed for a few rows only: say which
+            which = sorted({f"{r['property']} {r['target']}" for r in rows if r.get(metric) is not None})
+            n = sorted({r.get("stability_n", r["num"]) for r in rows if r.get(metric) is not None})
+            label += f" (CHGNet; {', '.join(which)}; {'/'.join(map(str, n))} relaxed)"
+        ax.plot(gammas, means, style, label=label)
     ax.set_xlabel("guidance scale γ")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"price of steering (mean over properties and targets)\n{_caption(rows)}", fontsize=9)
