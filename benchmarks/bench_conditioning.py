@@ -151,6 +151,15 @@ def summarise(out: Path, figures: Path) -> str:
             lines.append(f"| {t} | {rs[min(rs)]['num']} | " + " | ".join(_fmt(rs[g]["hit_rate"]) if g in rs else "—"
                                                                           for g in GAMMAS)
                          + f" | {_fmt(need)} | {', '.join(f'γ={g:g}' for g in met) or 'not met'} |")
+    more_steps = [r for f in sorted(out.glob("space_group_*steps.jsonl")) for r in _read_jsonl(f)]
+    if more_steps:  # the same target at the model's default-like step count (adherence CLI, --out elsewhere)
+        lines += ["\nMore sampler steps (`python -m mattergen_kit.conditioning.adherence --property space_group "
+                  "--targets 225 --gammas 0,2 --num 32 --steps 1000`):\n",
+                  "| target | steps | γ | n | hit rate | structural validity | share P1 |", "|---|---|---|---|---|---|---|"]
+        for r in more_steps:
+            p1 = sum(v == 1 for v in r["values"]) / max(len(r["values"]), 1)
+            lines.append(f"| {r['target']} | {r['steps']} | {r['gamma']:g} | {r['num']} | {_fmt(r['hit_rate'])} | "
+                         f"{_fmt(r['structural_validity'])} | {_fmt(p1)} |")
     relaxed = [r for r in sg if r.get("relaxed_hit_rate") is not None]
     if relaxed:
         lines += ["\nAfter a CHGNet relaxation of the first samples (the stability pass): target share / stability / "
