@@ -188,7 +188,8 @@ def summarise(out: Path, figures: Path) -> str:
                          f"| {_fmt(r.get('shift'), False)} |")
     lines += ["\n## The price of steering (mean over each property's targets)\n",
               "| property | γ | structural validity | SMACT | uniqueness | stability (CHGNet; first "
-              f"{STABILITY_NUM} samples of {sorted(STABILITY_ROWS)}) |", "|---|---|---|---|---|---|"]
+              f"{'/'.join(sorted({str(r['stability_n']) for r in rows if r.get('stability_n')})) or '—'} samples of "
+              f"{', '.join(sorted({str(r['target']) for r in rows if r.get('stability') is not None})) or 'no rows'}) |", "|---|---|---|---|---|---|"]
     for name in PLAN:
         for g in GAMMAS:
             rs = [r for r in by(name) if r["gamma"] == g]
