@@ -26,20 +26,23 @@ from pathlib import Path
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 from mattergen_kit.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from mattergen_kit.training.module import CrystalDataModule
 
 CARD = BUNDLED_CONDITIONED_CHECKPOINT.parent / "CONDITIONED_MODEL_CARD.md"
 INHERITED_META = ("recommended_steps", "type_temperature", "coherence_bias")  # sampling settings measured on the base
 
 
-def labelled_counts(config: TrainConfig) -> dict[str, int]:
-    """How many crystals of the training set (with config.extra_train) carry each label (the rest get the
-    null embedding)."""
-    from mattergen_kit.conditioning.labels import attach_labels
-    from mattergen_kit.training.module import load_datasets
+def labelled_counts(datamodule, names: list[str]) -> dict[str, int]:
+    """How many crystals of the datamodule's training set (with config.extra_train, labels attached by its
+    setup) carry each label (the rest get the null embedding); train() then reuses the same datamodule."""
+    from mattergen_kit.conditioning.conditions import dataset_properties
 
-    train, _ = load_datasets(config)
-    attach_labels(train, config.properties)
-    return {n: int(train.properties[n].notna().sum()) for n in config.properties}
+    datamodule.setup("fit")
+    train_set = datamodule.train_set
+    if datamodule.config.limit_train:  # count the labelled training set, not its first-n slice (tests)
+        train_set = train_set.dataset
+    frame = dataset_properties(train_set)
+    return {n: int(frame[n].notna().sum()) for n in names}
 
 
 def main(argv=None) -> int:
@@ -64,10 +67,11 @@ def main(argv=None) -> int:
     run_dir = f"{config.run_dir}-{sha[:12]}" + ("-smoke" if args.max_time else "")
     config = replace(config, run_dir=run_dir,
                      max_time_minutes=args.max_time if args.max_time else config.max_time_minutes)
-    counts = labelled_counts(config)
+    datamodule = CrystalDataModule(config)
+    counts = labelled_counts(datamodule, config.properties)
     print(f"base {base} (sha256 {sha[:12]}), run {run_dir}; labelled train crystals: {counts}", flush=True)
     start = time.perf_counter()
-    path = train(config)
+    path = train(config, datamodule=datamodule)
     minutes = (time.perf_counter() - start) / 60
     if args.max_time or args.no_ship:
         print(f"trained {path} in {minutes:.1f} min; not shipped")

@@ -180,11 +180,11 @@ def load_datasets(config: TrainConfig):
         return train, val
     from mattergen_kit.data.dataset import CrystalDataset
 
-    extra = {split: [_load_extra(name, split, config.max_atoms) for name in config.extra_train]
-             for split in ("train", "val")}
     if not all(isinstance(d, CrystalDataset) for d in (train, val)):
         raise ValueError(f"extra_train needs CrystalDataset train/val sets (dataset {config.dataset!r} gave "
                          f"{type(train).__name__})")
+    extra = {split: [_load_extra(name, split, config.max_atoms) for name in config.extra_train]
+             for split in ("train", "val")}
     return (CrystalDataset.concat([train, *extra["train"]], name=f"{train.name}+{'+'.join(config.extra_train)}"),
             CrystalDataset.concat([val, *extra["val"]], name=f"{val.name}+{'+'.join(config.extra_train)}"))
 
