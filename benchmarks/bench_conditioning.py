@@ -73,10 +73,10 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> Non
     from ase.io import read
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from mattergen_kit.conditioning.adherence import read_rows, stability
+    from mattergen_kit.conditioning.adherence import read_jsonl, read_rows, stability
 
     path = out / "stability.jsonl"
-    done = {(r["property"], str(r["target"]), r["gamma"]) for r in _read_jsonl(path)}
+    done = {(r["property"], str(r["target"]), r["gamma"]) for r in read_jsonl(path)}
     for row in read_rows(out):
         if (row["property"], row["target"]) not in (rows_to_relax or STABILITY_ROWS) or \
                 (row["property"], str(row["target"]), row["gamma"]) in done:
@@ -99,15 +99,11 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> Non
         print(json.dumps(result), flush=True)
 
 
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def read_all(out: Path) -> list[dict]:
     """The adherence rows with their stability pass (if any) merged in."""
-    from mattergen_kit.conditioning.adherence import read_rows
+    from mattergen_kit.conditioning.adherence import read_jsonl, read_rows
 
-    extra = {(r["property"], str(r["target"]), r["gamma"]): r for r in _read_jsonl(out / "stability.jsonl")}
+    extra = {(r["property"], str(r["target"]), r["gamma"]): r for r in read_jsonl(out / "stability.jsonl")}
     rows = read_rows(out)
     for r in rows:
         more = extra.get((r["property"], str(r["target"]), r["gamma"]))
@@ -129,7 +125,7 @@ def summarise(out: Path, figures: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mattergen_kit.conditioning.adherence import plot_hit_rates, plot_price, plot_property_shifts
+    from mattergen_kit.conditioning.adherence import plot_hit_rates, plot_price, plot_property_shifts, read_jsonl
 
     rows = read_all(out)
     lines = [f"# Conditioning proof (`python benchmarks/bench_conditioning.py`)\n",
@@ -151,7 +147,7 @@ def summarise(out: Path, figures: Path) -> str:
             lines.append(f"| {t} | {rs[min(rs)]['num']} | " + " | ".join(_fmt(rs[g]["hit_rate"]) if g in rs else "—"
                                                                           for g in GAMMAS)
                          + f" | {_fmt(need)} | {', '.join(f'γ={g:g}' for g in met) or 'not met'} |")
-    more_steps = [r for f in sorted(out.glob("space_group_*steps.jsonl")) for r in _read_jsonl(f)]
+    more_steps = [r for f in sorted(out.glob("space_group_*steps.jsonl")) for r in read_jsonl(f)]
     if more_steps:  # the same target at the model's default-like step count (adherence CLI, --out elsewhere)
         lines += ["\nMore sampler steps (`python -m mattergen_kit.conditioning.adherence --property space_group "
                   "--targets 225 --gammas 0,2 --num 32 --steps 1000`):\n",

@@ -129,9 +129,7 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
 
     model = model if isinstance(model, GenerativeModel) else load_model(model)
     path = Path(out) / "adherence.jsonl" if out is not None else None
-    done = []
-    if path is not None and path.is_file():
-        done = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    done = read_jsonl(path) if path is not None else []
     key = lambda r: (r["property"], str(r["target"]), float(r["gamma"]), r["num"], r["steps"], r["seed"])  # noqa: E731
     have = {key(r): r for r in done}
     rows, labeller = [], None
@@ -213,11 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
 
 # ----------------------------------------------------------------------------------------------- reading and plots
+def read_jsonl(path: str | Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file, one per non-empty line ([] when the file does not exist yet)."""
+    path = Path(path)
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+
+
 def read_rows(out: str | Path) -> list[dict]:
     """The rows of ``out/adherence.jsonl`` (or of that file given directly)."""
     path = Path(out)
@@ -225,7 +226,7 @@ def read_rows(out: str | Path) -> list[dict]:
     if not path.is_file():
         raise FileNotFoundError(f"no adherence rows at {path}: run `python -m mattergen_kit.conditioning.adherence` "
                                 "or benchmarks/bench_conditioning.py first")
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return read_jsonl(path)
 
 
 def _caption(rows: list[dict]) -> str:
@@ -303,3 +304,7 @@ def plot_price(rows: list[dict], ax=None):
     ax.set_title(f"price of steering (mean over properties and targets)\n{_caption(rows)}", fontsize=9)
     ax.legend(fontsize=8)
     return ax
+
+
+if __name__ == "__main__":
+    sys.exit(main())
