@@ -64,6 +64,10 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--guidance", type=float, default=None,
                    help="classifier-free guidance scale γ >= 0 (default 2.0 with --condition, MatterGen's advice; 0 = "
                         "unconditional)")
+    p.add_argument("--enforce-symmetry", action="store_true",
+                   help="with --condition space_group=N: keep every crystal exactly in space group N (a Wyckoff "
+                        "template of N from the bundled train split per crystal; elements, lattice and free "
+                        "coordinates generated)")
     p.add_argument("--formula", default=None, help="fixed formula for every crystal, taken as written (e.g. Li4Fe4P4O16)")
     p.add_argument("--num-atoms", type=int, default=None, help="fixed number of atoms for every crystal")
     p.add_argument("--no-picture", action="store_true", help="skip grid.png")
@@ -152,6 +156,10 @@ def _run_generation(args) -> int:
                    if v is not None}
     if conditions or guidance:
         composition.update(conditions=conditions, guidance_scale=guidance)
+    if args.enforce_symmetry:
+        if "space_group" not in conditions:
+            return _fail("--enforce-symmetry needs --condition space_group=N (the space group to keep)")
+        composition["enforce_symmetry"] = True
     try:
         model = load_model(args.model or (BUNDLED_CONDITIONED_CHECKPOINT if conditions or guidance else None),
                            device=args.device)

@@ -88,7 +88,8 @@ class GenerativeModel:
                num_atoms=None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                allowed_elements=None, fixed_atom_types=None, progress: bool = True,
                type_temperature: float | None = None, coherence_bias=None, formula: str | None = None,
-               threads: int | None = DEFAULT_THREADS, return_trajectory: bool = False, trajectory_every: int = 10):
+               threads: int | None = DEFAULT_THREADS, return_trajectory: bool = False, trajectory_every: int = 10,
+               remask_rate: float | None = None, enforce_symmetry: bool = False):
         """Sample ``num`` crystals as one CPU :class:`CrystalBatch` (see :meth:`generate`).
 
         ``return_trajectory=True`` returns ``(batch, trajectory)``: a
@@ -103,7 +104,7 @@ class GenerativeModel:
             num, seed=seed, steps=steps, batch_size=batch_size, num_atoms=num_atoms, guidance_scale=guidance_scale,
             conditions=conditions, allowed_elements=allowed_elements, fixed_atom_types=fixed_atom_types,
             progress=progress, type_temperature=type_temperature, coherence_bias=coherence_bias, formula=formula,
-            threads=threads,
+            threads=threads, remask_rate=remask_rate, enforce_symmetry=enforce_symmetry,
             trajectory_every=trajectory_every if return_trajectory else None))
         batch = CrystalBatch.collate([part[1] for part in parts])
         if not return_trajectory:
@@ -117,12 +118,16 @@ class GenerativeModel:
                      allowed_elements=None, fixed_atom_types=None, progress: bool = True, skip=(),
                      type_temperature: float | None = None, coherence_bias=None, formula: str | None = None,
                      threads: int | None = DEFAULT_THREADS, trajectory_every: int | None = None,
-                     step_callback=None):
+                     step_callback=None, remask_rate: float | None = None, enforce_symmetry: bool = False):
         """Yield ``(start, CrystalBatch)`` for each batch of ``batch_size`` crystals as soon as it is sampled.
 
         ``trajectory_every=k`` yields ``(start, CrystalBatch, DenoisingTrajectory)`` instead (every k-th sampler
         step recorded; same samples). ``step_callback(step, num_steps)`` is called after every sampler step of
         each batch; an exception it raises stops sampling.
+        ``enforce_symmetry=True`` (with a ``space_group`` condition): each crystal draws a Wyckoff template of its
+        space group from the bundled train split (which also fixes its number of atoms), and the sampler keeps the
+        crystal exactly in that space group (:mod:`mattergen_kit.sampling.symmetry`); the elements, the lattice
+        and the free coordinates are generated.
 
         The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
         written by an interrupted run); the other batches are the same as in a run that skipped none.
@@ -153,14 +158,22 @@ class GenerativeModel:
         # Batches of `batch_size` crystals, each with its own seed derived from the run's seed: the result
         # does not depend on how many batches ran before (and a batch can be recomputed on its own).
         base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        symmetry = None
+        if enforce_symmetry:
+            if fixed_atom_types is not None:
+                raise ValueError("enforce_symmetry takes the atoms' orbits from a Wyckoff template; it cannot be "
+                                 "combined with formula= or fixed_atom_types=")
+            symmetry, num_atoms = symmetry_templates(conditions, num, num_atoms, generator)
         if num_atoms is None and fixed_atom_types is None:
             num_atoms = self.num_atoms_prior.sample(num, generator=generator)
         if type_temperature is None:  # the model's measured default (model card), else the reference 1.0
             type_temperature = float(self.meta.get("type_temperature", 1.0))
         if coherence_bias is None:  # the model's fitted β(t) (model card) if it has one; False = the reference sampler
             coherence_bias = self.meta.get("coherence_bias")
+        if remask_rate is None:  # the model's measured default (model card), else the reference 0 (never re-mask)
+            remask_rate = float(self.meta.get("remask_rate", 0.0))
         sampler = PredictorCorrectorSampler(self.diffusion, num_steps=steps, type_temperature=type_temperature,
-                                            coherence_bias=coherence_bias or None)
+                                            coherence_bias=coherence_bias or None, remask_rate=remask_rate)
         skip = set(skip)
         before = torch.get_num_threads()
         for start in range(0, num, batch_size):
@@ -175,6 +188,8 @@ class GenerativeModel:
                       allowed_elements=allowed_elements[start:stop] if per_crystal_mask else allowed_elements)
             if fixed_atom_types is not None:
                 kw["fixed_atom_types"] = fixed_atom_types[start:stop]
+            if symmetry is not None:
+                kw["symmetry"] = symmetry.slice(start, stop)
             try:
                 batch = sampler.sample(self.denoiser, None if num_atoms is None else num_atoms[start:stop], **kw,
                                        record_every=trajectory_every, step_callback=step_callback)
@@ -262,6 +277,29 @@ def formula_atom_types(formula: str, num: int, fixed_atom_types=None, num_atoms=
     if num_atoms is not None and any(int(n) != len(atoms) for n in num_atoms):
         raise ValueError(f"formula {formula!r} has {len(atoms)} atoms but num_atoms asks for others")
     return [list(atoms) for _ in range(num)]
+
+
+def symmetry_templates(conditions: dict | None, num: int, num_atoms=None, generator: torch.Generator | None = None):
+    """(SymmetryProjector, num_atoms): one Wyckoff template per crystal, drawn uniformly from the bundled train
+    crystals of the crystal's ``space_group`` condition (and with its ``num_atoms``, if given)."""
+    from mattergen_kit.sampling.symmetry import SymmetryProjector, templates_for
+
+    value = (conditions or {}).get("space_group")
+    if value is None:
+        raise ValueError("enforce_symmetry needs a space_group condition, e.g. conditions={'space_group': 225}")
+    per_crystal = isinstance(value, (list, tuple)) or (torch.is_tensor(value) and value.ndim > 0)
+    groups = [int(v) for v in value] if per_crystal else [int(value)] * num
+    templates = []
+    for b, group in enumerate(groups):
+        options = templates_for(group)
+        if num_atoms is not None:
+            sizes = sorted({t.num_atoms for t in options})
+            options = [t for t in options if t.num_atoms == int(num_atoms[b])]
+            if not options:
+                raise ValueError(f"no Wyckoff template of space group {group} has {int(num_atoms[b])} atoms in its "
+                                 f"primitive cell; the bundled train split has {sizes}")
+        templates.append(options[int(torch.randint(len(options), (1,), generator=generator))])
+    return SymmetryProjector(templates), [t.num_atoms for t in templates]
 
 
 def _condition_rows(conditions: dict | None, start: int, stop: int) -> dict | None:

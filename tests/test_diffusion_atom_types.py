@@ -195,3 +195,28 @@ def test_element_masking():
     out_default = mask_logits(logits)
     assert float(out_default[0, MASK_CLASS]) <= -1e9 and float(out_default[0, 1]) <= -1e9  # mask, He
     assert float(out_default[0, 0]) == 0.0
+
+
+def test_remask_step_keeps_the_forward_marginal_and_redraws_revealed_atoms():
+    """ReMDM-style step: revealed atoms are re-masked with probability σ, the masked ones revealed with the rescaled
+    probability, so the mask share after the step is still 1 − ᾱ_{k'} = k'/T (what the network was trained on)."""
+    d = MaskDiffusion()
+    n = 40_000
+    g = torch.Generator().manual_seed(5)
+    logits = mask_logits(torch.randn(n, NUM_CLASSES, generator=g))
+    k, kp, sigma = 500, 450, 0.1
+    x_k = d.q_sample(torch.randint(0, 83, (n,), generator=g), torch.tensor(k), g)   # mask share k/T
+    sample, _ = d.remask_reverse_step(x_k, logits, torch.tensor(k), torch.tensor(kp), sigma, g)
+    mask_share = float((sample == MASK_CLASS).double().mean())
+    assert abs(mask_share - kp / 1000) < 4 * math.sqrt(0.25 / n)
+    was_revealed = x_k != MASK_CLASS
+    remasked = float((sample[was_revealed] == MASK_CLASS).double().mean())
+    assert abs(remasked - sigma) < 4 * math.sqrt(sigma * (1 - sigma) / int(was_revealed.sum()))
+    kept = was_revealed & (sample != MASK_CLASS)
+    assert torch.equal(sample[kept], x_k[kept])                  # a revealed atom is kept or masked, never swapped
+    # σ is capped at (1 − ᾱ_k')/ᾱ_k, so the last step (k' = 0) reveals everything; σ = 0 is the reference step
+    last, _ = d.remask_reverse_step(x_k, logits, torch.tensor(1), torch.tensor(0), 0.5, g)
+    assert not bool((last == MASK_CLASS).any())
+    ref = d.reverse_step(x_k, logits, torch.tensor(k), torch.tensor(kp), torch.Generator().manual_seed(9))
+    zero = d.remask_reverse_step(x_k, logits, torch.tensor(k), torch.tensor(kp), 0.0, torch.Generator().manual_seed(9))
+    assert torch.equal(ref[0], zero[0]) and torch.equal(ref[1], zero[1])

@@ -243,3 +243,17 @@ def test_non_finite_predictions_stop_sampling_with_a_clear_error(monkeypatch):
     with pytest.raises(NonFiniteSampleError, match=r"step 2/3 .*corrector.*predicted coordinate score") as err:
         inf_model.generate(2, seed=0, steps=3, progress=False)
     assert err.value.field == "predicted coordinate score" and len(calls) == 3
+
+
+def test_remasking_zero_is_the_reference_and_remasking_changes_early_reveals():
+    diff, model, n = CrystalDiffusion(), UniformTypes(), torch.full((16,), 8)
+    plain = PredictorCorrectorSampler(diff, num_steps=STEPS).sample(model, n, seed=3, progress=False)
+    off = PredictorCorrectorSampler(diff, num_steps=STEPS, remask_rate=0.0, remask_window=(0.2, 0.9))
+    assert same(plain, off.sample(model, n, seed=3, progress=False))
+    on = PredictorCorrectorSampler(diff, num_steps=STEPS, remask_rate=8.0).sample(model, n, seed=3, progress=False)
+    assert not bool((on.atom_types == MASK_Z).any())               # every atom revealed at the end
+    assert not torch.equal(on.atom_types, plain.atom_types)
+    with pytest.raises(ValueError, match="remask_rate"):
+        PredictorCorrectorSampler(diff, remask_rate=-1.0)
+    with pytest.raises(ValueError, match="remask_window"):
+        PredictorCorrectorSampler(diff, remask_rate=1.0, remask_window=(0.6, 0.2))

@@ -51,6 +51,18 @@ what the posterior says exactly; the reference's ``+1e−20`` formula agrees exc
 wrong — an atom revealed as a class whose current x_0-probability is exactly 0 (e.g. masked by a
 different element mask) would be re-drawn there.
 
+Remasking (an option, not MatterGen: ReMDM, Wang et al. 2025, "Remasking discrete diffusion models with
+inference-time scaling"). The reference never changes a revealed atom, so the first reveals — drawn when almost
+nothing of the cell is known — stay for good. With a remasking probability σ ∈ [0, σ_max] a step instead uses::
+
+    revealed atom:  x_{k'} = x_k with probability 1 − σ,  mask with probability σ
+    masked atom:    revealed with probability (ᾱ_{k'} − (1 − σ) ᾱ_k) / (1 − ᾱ_k), as a class drawn ∝ p
+    σ_max = min(1, (1 − ᾱ_{k'}) / ᾱ_k)        (keeps the reveal probability ≤ 1)
+
+so the share of revealed atoms after the step is still ᾱ_{k'} (the forward marginals, on which the network was
+trained, are unchanged), while an early, incoherent reveal can be re-drawn later from a better-informed p.
+σ = 0 is exactly the reference step.
+
 Inference-time logit masking (ref §6.6, §12.4): every class outside MatterGen's 76 allowed elements
 (Z 1..83 minus He, Ne, Ar, Kr, Tc, Xe, Pm) and the mask class get logit −1e10; an optional extra mask
 (e.g. the elements of a chemical system) can restrict further. Logits are not masked in training.
@@ -216,4 +228,31 @@ class MaskDiffusion:
             probs = torch.softmax(logits, dim=-1)
             sample[todo] = torch.multinomial(probs.float(), 1, generator=generator).squeeze(-1)
             mean[todo] = logits.argmax(-1)
+        return sample, mean
+
+    def remask_reverse_step(self, x_k: torch.Tensor, x0_logits: torch.Tensor, k: torch.Tensor, k_prev: torch.Tensor,
+                            sigma: float, generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step x_k → x_{k'} with remasking probability ``sigma`` (module doc, "Remasking"); σ is clipped to
+        σ_max = (1 − ᾱ_{k'})/ᾱ_k. Returns (sample, mean); the mean of a masked atom is the posterior argmax as in
+        :meth:`reverse_step`, of a revealed atom its class. ``sigma = 0`` gives :meth:`reverse_step`'s samples.
+
+        k, k_prev: scalars (one step for every atom). ``x0_logits`` already guided and masked.
+        """
+        ab_k, ab_prev = float(self.alpha_bar(k)), float(self.alpha_bar(k_prev))
+        sigma = min(max(float(sigma), 0.0), 1.0, (1.0 - ab_prev) / ab_k if ab_k > 0 else 1.0)
+        if sigma == 0.0:
+            return self.reverse_step(x_k, x0_logits, k, k_prev, generator)
+        sample, mean = x_k.clone(), x_k.clone()
+        is_mask = x_k == self.mask_class
+        u = torch.rand(x_k.shape, generator=generator, device=x_k.device, dtype=torch.float64)
+        reveal_p = (ab_prev - (1.0 - sigma) * ab_k) / (1.0 - ab_k) if ab_k < 1 else 1.0
+        remask = ~is_mask & (u < sigma)                                 # revealed → mask with probability σ
+        reveal = is_mask & (u < reveal_p)                               # mask → class ∝ p with the rescaled probability
+        sample[remask] = self.mask_class
+        mean[remask] = self.mask_class
+        todo = reveal.nonzero().squeeze(-1)
+        if todo.numel():
+            probs = torch.softmax(x0_logits[todo].double(), dim=-1)
+            sample[todo] = torch.multinomial(probs.float(), 1, generator=generator).squeeze(-1)
+            mean[todo] = probs.argmax(-1)
         return sample, mean

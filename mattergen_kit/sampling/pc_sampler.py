@@ -15,6 +15,8 @@ Loop over t_i = linspace(1, 1e−3, num_steps), dt = −(1 − 1e−3)/(num_step
     out = D(x, f, L, t_i)                        # predictor: one more call, at the corrected state
     f, f̄ ← ancestral VE step t_i → s;  L, L̄ ← ancestral VP step t_i → s
     x, x̄ ← D3PM step x_k → x_{k'} with p = softmax(masked guided logits / τ)  (atom_types.py; τ = 1 reference)
+           optional remasking (not the reference): revealed atoms re-masked with σ_i = r |dt| while
+           t_i ∈ [t_off, t_on], the reveals rescaled to keep ᾱ_{k'} (atom_types.py, "Remasking")
     continue with the samples; keep the means
     return the noise-free means (x̄, f̄, L̄) of the last step
 
@@ -117,16 +119,27 @@ class PredictorCorrectorSampler:
         revealed in the cell and M_t the probability the network puts there
         (benchmarks/bench_type_coherence.py --fit): it corrects the network's measured under-weighting of the
         cell's own elements without changing the first reveal or favouring any element globally.
+    remask_rate: r, re-masking probability of a revealed atom per unit time inside ``remask_window`` (per step
+        σ = r |dt|; 0 = the reference, which never changes a revealed atom). r = 2 over a window of width 0.5
+        re-draws a revealed atom about once. Not used in CSP mode (fixed atom types).
+    remask_window: (t_off, t_on), the times at which atoms may be re-masked (default (0.05, 0.55)).
     """
 
     def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
                  snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3,
-                 type_temperature: float = 1.0, coherence_bias=None):
+                 type_temperature: float = 1.0, coherence_bias=None, remask_rate: float = 0.0,
+                 remask_window: tuple[float, float] = (0.05, 0.55)):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
             raise ValueError(f"type_temperature must be > 0, got {type_temperature}")
         self.type_temperature = float(type_temperature)
+        if not remask_rate >= 0:
+            raise ValueError(f"remask_rate must be ≥ 0, got {remask_rate}")
+        t_off, t_on = (float(x) for x in remask_window)
+        if not 0.0 <= t_off < t_on <= 1.0:
+            raise ValueError(f"remask_window must be (t_off, t_on) with 0 ≤ t_off < t_on ≤ 1, got {remask_window}")
+        self.remask_rate, self.remask_window = float(remask_rate), (t_off, t_on)
         self.coherence_bias = None
         if coherence_bias is not None:
             t_points, beta_points = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in coherence_bias)
@@ -145,7 +158,7 @@ class PredictorCorrectorSampler:
     def __repr__(self) -> str:
         return (f"PredictorCorrectorSampler(num_steps={self.num_steps}, snr_coords={self.snr_coords}, "
                 f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps}, "
-                f"type_temperature={self.type_temperature})")
+                f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
@@ -156,7 +169,7 @@ class PredictorCorrectorSampler:
                seed: int | None = None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
                fixed_atom_types: torch.Tensor | Sequence[Sequence] | None = None, batch_size: int | None = None,
                progress: bool = True, allowed_elements=None, record_every: int | None = None,
-               step_callback=None) -> CrystalBatch:
+               step_callback=None, symmetry=None) -> CrystalBatch:
         """Generate crystals; returns a CPU :class:`CrystalBatch` of the final noise-free means.
 
         num_atoms: (B,) atoms per crystal (may be omitted when ``fixed_atom_types`` is a list per crystal).
@@ -173,6 +186,9 @@ class PredictorCorrectorSampler:
             records nothing. Recording never changes the samples.
         step_callback: called as ``step_callback(step, num_steps)`` after every sampler step (1-based) of each
             batch; an exception it raises stops sampling (how a notebook's Stop button interrupts a batch).
+        symmetry: a :class:`~mattergen_kit.sampling.symmetry.SymmetryProjector` (one Wyckoff template or None per
+            crystal): the state of those crystals is projected onto their template's space group after every
+            step, so the samples have it exactly (symmetry.py). Not with ``fixed_atom_types``.
 
         >>> sampler = PredictorCorrectorSampler(model.diffusion, num_steps=20)          # doctest: +SKIP
         >>> batch = sampler.sample(model.denoiser, [4, 6], seed=0, record_every=5)     # doctest: +SKIP
@@ -206,6 +222,16 @@ class PredictorCorrectorSampler:
         if guidance_scale != 0.0 and not conditions:
             raise ValueError("guidance_scale ≠ 0 needs conditions")
         B = num_atoms.numel()
+        if symmetry is not None:
+            if fixed is not None:
+                raise ValueError("symmetry templates fix the orbits of the atoms; they cannot be combined with "
+                                 "fixed_atom_types")
+            if len(symmetry.templates) != B:
+                raise ValueError(f"symmetry has {len(symmetry.templates)} templates for {B} crystals")
+            for b, template in enumerate(symmetry.templates):
+                if template is not None and template.num_atoms != int(num_atoms[b]):
+                    raise ValueError(f"crystal {b}: {int(num_atoms[b])} atoms, but its Wyckoff template has "
+                                     f"{template.num_atoms}")
         allowed = _allowed_mask(allowed_elements, diff.atom_types.num_classes)
         if allowed is not None and allowed.ndim == 2 and allowed.shape[0] != B:
             raise ValueError(f"allowed_elements has {allowed.shape[0]} rows for {B} crystals")
@@ -234,7 +260,8 @@ class PredictorCorrectorSampler:
                     None if fixed is None else fixed[a:b].to(device),
                     None if allowed is None else (allowed[start:stop] if allowed.ndim == 2 else allowed).to(device),
                     progress, f"sampling {c + 1}/{n_chunks}" if n_chunks > 1 else "sampling",
-                    None if record_every is None else DenoisingTrajectory(), record_every, step_callback)
+                    None if record_every is None else DenoisingTrajectory(), record_every, step_callback,
+                    None if symmetry is None else symmetry.slice(start, stop))
                 chunk, trajectory = chunk if record_every is not None else (chunk, None)
                 results.append(chunk.to("cpu"))
                 trajectories.append(trajectory)
@@ -308,7 +335,7 @@ class PredictorCorrectorSampler:
         return beta * present[bidx].to(torch.float32)
 
     def _sample_batch(self, model, num_atoms, generator, scale, conditions, fixed, allowed, progress, desc,
-                      trajectory=None, record_every=None, step_callback=None):
+                      trajectory=None, record_every=None, step_callback=None, symmetry=None):
         from tqdm.auto import tqdm
 
         diff = self.diffusion
@@ -321,6 +348,9 @@ class PredictorCorrectorSampler:
         types = fixed.clone() if fixed is not None else torch.full((n_atoms,), MASK_Z, dtype=torch.long, device=device)
         coords = diff.coords.sample_prior(num_atoms, generator)
         lattice = diff.lattice.sample_prior(num_atoms, generator)
+        sym = symmetry if symmetry is not None and any(t is not None for t in symmetry.templates) else None
+        if sym is not None and sym.active(1.0):                                  # a symmetric prior sample
+            coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
         types_mean, coords_mean, lattice_mean = types, coords, lattice
 
         ts = self.timesteps()
@@ -351,6 +381,8 @@ class PredictorCorrectorSampler:
                 except torch.linalg.LinAlgError:                                  # finite score, overflowing step
                     raise NonFiniteSampleError(i + 1, self.num_steps, t_i, "sampled lattice",
                                                "corrector step") from None
+                if sym is not None and sym.active(t_i):
+                    coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
 
             out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)  # predictor
             _check_finite(i + 1, self.num_steps, t_i, "predictor network call", coords, lattice, out)
@@ -365,9 +397,22 @@ class PredictorCorrectorSampler:
                 logits = out.type_logits if self.type_temperature == 1.0 else out.type_logits / self.type_temperature
                 if self.coherence_bias is not None:                              # + β(t) on the cell's own elements
                     logits = logits + self._coherence_term(t_i, types, bidx, B, logits.shape[-1])
-                x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k_grid[i].to(device),
-                                                         k_next[i].to(device), generator)
+                if sym is not None:                                               # one element per orbit
+                    logits = sym.logits(logits, types - 1, num_atoms, diff.atom_types.mask_class)
+                t_off, t_on = self.remask_window
+                sigma = self.remask_rate * abs(dt) if self.remask_rate and t_off <= t_i <= t_on else 0.0
+                if sigma > 0.0:                                                   # ReMDM-style re-drawing
+                    x, x_mean = diff.atom_types.remask_reverse_step(types - 1, logits, k_grid[i].to(device),
+                                                                    k_next[i].to(device), sigma, generator)
+                else:
+                    x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k_grid[i].to(device),
+                                                             k_next[i].to(device), generator)
                 types, types_mean = x + 1, x_mean + 1
+                if sym is not None:
+                    types, types_mean = sym.types(types, num_atoms), sym.types(types_mean, num_atoms)
+            if sym is not None and (sym.active(max(s, 0.0)) or i + 1 == self.num_steps):
+                coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
+                coords_mean, lattice_mean = sym.coords(coords_mean, num_atoms), sym.lattice(lattice_mean, num_atoms)
             if trajectory is not None and (i + 1) % record_every == 0 and i + 1 < self.num_steps:
                 trajectory.record(i + 1, max(s, 0.0), types, coords, lattice, num_atoms)
             if step_callback is not None:

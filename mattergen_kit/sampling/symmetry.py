@@ -1,0 +1,308 @@
+r"""Symmetry-constrained sampling: a space group kept exactly by projecting the sampler's state (not MatterGen).
+
+MatterGen steers toward a space group only through the adapter and classifier-free guidance; with a small network
+whose geometry is imprecise, most samples then come out P1 (issue 10's proof). Here the space group is instead
+*imposed*, in the spirit of DiffCSP++ (Jiao et al. 2024) but without changing the network: a **Wyckoff template** —
+the symmetry operations of a training crystal of that space group in its primitive cell, and which atom each
+operation sends where — fixes the frame, the number of atoms and the orbits. The network still generates the
+lattice, the free coordinates and the elements; after every sampler step the state is projected onto the
+template's symmetric subspace:
+
+    operations g = (R_g, τ_g) on fractional column vectors, x ↦ R_g x + τ_g, and g(x_i) ≡ x_{π_g(i)}  (mod 1)
+
+    coordinates, per orbit with first atom r (template position x°_r, stabiliser S_r = {g : π_g(r) = r}):
+        x̂_r  = x_r + 1/|G| Σ_g wrap( g⁻¹(x_{π_g(r)}) − x_r ),   g⁻¹(y) = R_g⁻¹ (y − τ_g),  wrap(d) = d − round(d)
+        x'_r = x°_r + P_r wrap(x̂_r − x°_r),                   P_r = 1/|S_r| Σ_{g∈S_r} R_g   (onto the Wyckoff set)
+        x'_j = R_{g_j} x'_r + τ_{g_j}  (mod 1)  for every atom j of the orbit, with some g_j sending r to j
+      (the group average of the orbit's atoms pulled back onto r, then the exact projection onto r's Wyckoff
+      position: P_r is the average of a finite group of linear maps, a projector; x° satisfies g(x°_r) ≡ x°_r on
+      S_r, so every choice of g_j gives the same x'_j)
+
+    lattice (rows = lattice vectors, r = xᵀ L, metric M = L Lᵀ; g is an isometry iff R_gᵀ M R_g = M):
+        M ← 1/|G| Σ_g R_gᵀ M R_g,     L ← M^{1/2}   (symmetric, as the sampler's polar-decomposed lattices are)
+
+    atom types: the template's species pattern is kept, not its elements — atoms that share an element in the
+        template (whole orbits) share one here, atoms that do not, do not. The type logits of such a group are
+        averaged, the group is revealed as one atom (all its atoms carry the element of its first atom), and an
+        element already revealed for one group is masked out for the others. (Without this, two orbits that
+        draw the same element can add symmetry: rock salt with one element is simple cubic, Pm-3m.)
+
+Both maps are projections (a state that is already symmetric, in the template's frame, is unchanged) and the final
+sample has the template's symmetry exactly, whatever state the network hands over; spglib can still find a
+supergroup when two orbits end up with the same element at positions of higher symmetry.
+
+Templates come from the bundled train split (``templates_for``): each sample draws one, so the sampled Wyckoff
+patterns follow the training data's; the elements are free, so the compositions are new.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+
+@dataclass
+class WyckoffTemplate:
+    """Operations of a space group in a primitive cell, and the atom permutation each induces on a template crystal.
+
+    rotations (G, 3, 3), translations (G, 3): fractional operations x ↦ R x + τ (float64).
+    permutation (G, N): ``permutation[g, i] = j`` with g(x_i) ≡ x_j.  positions (N, 3): the template's fractional
+    coordinates. orbit (N,): index of each atom's orbit (0..n_orbits−1, numbered by first appearance);
+    representative (N,): the first atom of each atom's orbit; carrier (N,): an operation sending the representative
+    to the atom; wyckoff_projector (N, 3, 3): P_r of the atom's representative. species (N,): index of the atom's
+    element in the template (0..n_species−1); species_first (N,): the first atom with the same element.
+    """
+
+    space_group: int
+    rotations: torch.Tensor
+    translations: torch.Tensor
+    permutation: torch.Tensor
+    positions: torch.Tensor
+    orbit: torch.Tensor
+    representative: torch.Tensor
+    carrier: torch.Tensor
+    wyckoff_projector: torch.Tensor
+    species: torch.Tensor
+    species_first: torch.Tensor
+    source: str = ""
+
+    @property
+    def num_atoms(self) -> int:
+        return int(self.permutation.shape[1])
+
+    @property
+    def num_orbits(self) -> int:
+        return int(self.orbit.max()) + 1
+
+    @property
+    def num_species(self) -> int:
+        return int(self.species.max()) + 1
+
+    def __repr__(self) -> str:
+        return (f"WyckoffTemplate(space_group={self.space_group}, num_atoms={self.num_atoms}, "
+                f"orbits={self.num_orbits}, species={self.num_species}, operations={self.rotations.shape[0]}, source={self.source!r})")
+
+    @classmethod
+    def from_structure(cls, structure, symprec: float = 0.1, source: str = "") -> "WyckoffTemplate":
+        """The template of a pymatgen ``Structure``: its primitive standard cell and that cell's operations.
+
+        Raises ValueError if an operation does not map the crystal onto itself within ``symprec`` (Å).
+        """
+        from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        prim = sga.get_primitive_standard_structure()
+        psga = SpacegroupAnalyzer(prim, symprec=symprec)
+        ops = psga.get_symmetry_operations(cartesian=False)
+        frac = np.asarray(prim.frac_coords, dtype=np.float64)
+        species = [str(site.specie) for site in prim]
+        lattice = np.asarray(prim.lattice.matrix)
+        n = len(prim)
+        rotations, translations, permutation = [], [], []
+        same = np.array([[a == b for b in species] for a in species])
+        for op in ops:
+            rot, tau = op.rotation_matrix, op.translation_vector
+            image = frac @ rot.T + tau                                   # image[i] = g(x_i)
+            d = image[:, None, :] - frac[None, :, :]                     # (i, j)
+            d -= np.round(d)
+            dist = np.where(same, np.linalg.norm(d @ lattice, axis=-1), np.inf)
+            pi = dist.argmin(axis=1)                                     # π_g(i)
+            if not np.all(dist[np.arange(n), pi] <= symprec) or len(set(pi.tolist())) != n:
+                raise ValueError(f"{source or prim.composition.reduced_formula}: an operation does not map the "
+                                 f"crystal onto itself within {symprec} Å")
+            rotations.append(np.round(rot))
+            translations.append(tau)
+            permutation.append(pi)
+        rotations, permutation = np.stack(rotations), np.stack(permutation)
+        distinct = list(dict.fromkeys(species))
+        species_index = np.array([distinct.index(e) for e in species], dtype=np.int64)
+        species_first = np.array([species.index(e) for e in species], dtype=np.int64)
+        # symmetrise the template's own positions (x° = its Wyckoff positions exactly, within float error)
+        orbit = -np.ones(n, dtype=np.int64)
+        representative = np.zeros(n, dtype=np.int64)
+        carrier = np.zeros(n, dtype=np.int64)
+        projector = np.zeros((n, 3, 3))
+        k = 0
+        for r in range(n):
+            if orbit[r] >= 0:
+                continue
+            stabiliser = permutation[:, r] == r
+            P = rotations[stabiliser].mean(0)
+            for g in range(len(ops)):
+                j = permutation[g, r]
+                if orbit[j] < 0:
+                    orbit[j], representative[j], carrier[j] = k, r, g
+            projector[orbit == k] = P
+            k += 1
+        template = cls(space_group=int(psga.get_space_group_number()),
+                       rotations=torch.tensor(rotations, dtype=torch.float64),
+                       translations=torch.tensor(np.stack(translations), dtype=torch.float64),
+                       permutation=torch.tensor(permutation), positions=torch.tensor(frac),
+                       orbit=torch.tensor(orbit), representative=torch.tensor(representative),
+                       carrier=torch.tensor(carrier), wyckoff_projector=torch.tensor(projector),
+                       species=torch.tensor(species_index), species_first=torch.tensor(species_first), source=source)
+        # the template's own positions, exactly symmetric: its Wyckoff positions x°
+        template.positions = template.project_coords(template.positions, exact_positions=False)
+        return template
+
+    # ------------------------------------------------------------------ projections
+    def project_coords(self, frac: torch.Tensor, exact_positions: bool = True) -> torch.Tensor:
+        """The symmetric fractional coordinates nearest ``frac`` (N, 3) in the template's frame (module doc), in [0, 1).
+
+        ``exact_positions=False`` skips the Wyckoff projection (used once, to symmetrise the template itself).
+        """
+        x = frac.double()
+        R, tau, perm = self.rotations, self.translations, self.permutation
+        reps = torch.unique(self.representative)
+        # pull every image of each representative back onto it: g⁻¹(x_{π_g(r)}) = R_g⁻¹ (x_{π_g(r)} − τ_g)
+        R_inv = torch.linalg.inv(R).round()
+        pulled = torch.einsum("gab,gkb->gka", R_inv, x[perm[:, reps]] - tau[:, None, :])
+        d = pulled - x[reps][None]
+        x_rep = x[reps] + (d - torch.round(d)).mean(0)
+        if exact_positions:                                              # onto the representative's Wyckoff set
+            u = x_rep - self.positions[reps]
+            u = u - torch.round(u)
+            x_rep = self.positions[reps] + torch.einsum("kab,kb->ka", self.wyckoff_projector[reps], u)
+        full = torch.zeros_like(x)
+        full[reps] = x_rep
+        rep_pos = full[self.representative]                              # each atom's representative
+        g = self.carrier
+        out = torch.einsum("nab,nb->na", R[g], rep_pos) + tau[g]
+        return torch.remainder(out, 1.0).to(frac.dtype)
+
+    def project_lattice(self, lattice: torch.Tensor) -> torch.Tensor:
+        """M = L Lᵀ ← mean_g R_gᵀ M R_g, L ← M^{1/2} (symmetric). Returns ``lattice`` unchanged if M is not
+        positive definite (a lattice still far from a cell, early in sampling)."""
+        L = lattice.double()
+        metric = L @ L.T
+        metric = torch.einsum("gba,bc,gcd->ad", self.rotations, metric, self.rotations) / self.rotations.shape[0]
+        metric = 0.5 * (metric + metric.T)
+        evals, evecs = torch.linalg.eigh(metric)
+        if not bool((evals > 1e-8).all()):
+            return lattice
+        return ((evecs * evals.sqrt()) @ evecs.T).to(lattice.dtype)
+
+    def tie_logits(self, logits: torch.Tensor, types: torch.Tensor | None = None, mask_value: float = -1e10,
+                   mask_class: int | None = None) -> torch.Tensor:
+        """Every atom gets the mean type logits of its species group (N, K); with the current ``types`` (classes,
+        ``mask_class`` = still masked), an element revealed for one group gets ``mask_value`` in the others."""
+        k, group = self.num_species, self.species.to(logits.device)
+        total = torch.zeros(k, logits.shape[-1], dtype=logits.dtype, device=logits.device)
+        total.index_add_(0, group, logits)
+        count = torch.bincount(group, minlength=k).to(logits.device, logits.dtype)
+        tied = total / count[:, None]
+        if types is not None:
+            first_atom = torch.unique(self.species_first).to(logits.device)  # one atom per group, in group order
+            for g, atom in enumerate(first_atom.tolist()):
+                c = int(types[atom])
+                if c != mask_class:                                      # group g holds element c: not the others
+                    others = torch.arange(k, device=logits.device) != g
+                    tied[others, c] = mask_value
+        return tied[group]
+
+    def tie_types(self, types: torch.Tensor) -> torch.Tensor:
+        """Every atom takes the type (or mask) of the first atom of its species group."""
+        return types[self.species_first.to(types.device)]
+
+
+class SymmetryProjector:
+    """Applies one :class:`WyckoffTemplate` per crystal of a batch (None = that crystal is left free).
+
+    ``t_start``: project only at sampler times t ≤ t_start (the final sample is always projected).
+    """
+
+    def __init__(self, templates, t_start: float = 1.0):
+        self.templates = list(templates)
+        if not 0.0 < t_start <= 1.0:
+            raise ValueError(f"t_start must be in (0, 1], got {t_start}")
+        self.t_start = float(t_start)
+
+    def active(self, t: float) -> bool:
+        return t <= self.t_start
+
+    def _slices(self, num_atoms: torch.Tensor):
+        offsets = [0] + torch.cumsum(num_atoms.cpu(), 0).tolist()
+        for b, template in enumerate(self.templates):
+            if template is not None:
+                if template.num_atoms != int(num_atoms[b]):
+                    raise ValueError(f"crystal {b} has {int(num_atoms[b])} atoms, its template {template.num_atoms}")
+                yield b, slice(offsets[b], offsets[b + 1]), template
+
+    def coords(self, frac: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        out = frac.clone()
+        for _, sl, template in self._slices(num_atoms):
+            out[sl] = template.project_coords(frac[sl])
+        return out
+
+    def lattice(self, lattice: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        out = lattice.clone()
+        for b, _, template in self._slices(num_atoms):
+            out[b] = template.project_lattice(lattice[b])
+        return out
+
+    def logits(self, logits: torch.Tensor, types: torch.Tensor, num_atoms: torch.Tensor, mask_class: int) -> torch.Tensor:
+        """Tied type logits (``types``: current classes, ``mask_class`` for masked atoms)."""
+        out = logits.clone()
+        for _, sl, template in self._slices(num_atoms):
+            out[sl] = template.tie_logits(logits[sl], types[sl], mask_class=mask_class)
+        return out
+
+    def types(self, types: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        out = types.clone()
+        for _, sl, template in self._slices(num_atoms):
+            out[sl] = template.tie_types(types[sl])
+        return out
+
+    def slice(self, start: int, stop: int) -> "SymmetryProjector":
+        return SymmetryProjector(self.templates[start:stop], self.t_start)
+
+
+@lru_cache(maxsize=None)
+def _train_space_groups() -> dict:
+    """material_id → space group (spglib, symprec 0.1) of the bundled train split, from the committed label table."""
+    from mattergen_kit.conditioning.labels import read_label_table
+
+    table = read_label_table()
+    table = table[table["split"] == "train"]
+    return dict(zip(table["material_id"], table["space_group"]))
+
+
+@lru_cache(maxsize=None)
+def templates_for(space_group: int, max_templates: int = 200, max_atoms: int = 20, seed: int = 0) -> tuple:
+    """Wyckoff templates of ``space_group`` from the bundled train split (at most ``max_templates``, a seeded
+    random choice of the crystals labelled with it, primitive cells of ≤ ``max_atoms`` atoms).
+
+    Raises ValueError if the train split holds no crystal of that space group.
+    """
+    space_group = int(space_group)
+    if not 1 <= space_group <= 230:
+        raise ValueError(f"space_group must be an integer in 1..230, got {space_group}")
+    from mattergen_kit.datasets import load_bundled
+
+    groups = _train_space_groups()
+    ids = sorted(m for m, sg in groups.items() if sg == sg and int(sg) == space_group)
+    if not ids:
+        raise ValueError(f"the bundled train split has no crystal of space group {space_group}, so there is no "
+                         "Wyckoff template for it; use enforce_symmetry=False (guidance only)")
+    rng = np.random.default_rng(seed)
+    ids = [ids[i] for i in rng.permutation(len(ids))[: 3 * max_templates]]
+    train = load_bundled("train", progress=False)
+    row = {m: i for i, m in enumerate(train.properties["material_id"])}
+    ids = [m for m in ids if m in row]
+    by_id = dict(zip(ids, train.subset([row[m] for m in ids]).structures)) if ids else {}
+    out = []
+    for mid in ids:
+        try:
+            template = WyckoffTemplate.from_structure(by_id[mid], source=mid)
+        except (ValueError, KeyError):
+            continue
+        if template.space_group == space_group and template.num_atoms <= max_atoms:
+            out.append(template)
+        if len(out) >= max_templates:
+            break
+    if not out:
+        raise ValueError(f"no train crystal of space group {space_group} gave a template with ≤ {max_atoms} atoms")
+    return tuple(out)
