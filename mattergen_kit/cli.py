@@ -68,6 +68,9 @@ def _generate(argv: list[str]) -> int:
                    help="with --condition space_group=N: keep every crystal exactly in space group N (a Wyckoff "
                         "template of N from the bundled train split per crystal; elements, lattice and free "
                         "coordinates generated)")
+    p.add_argument("--remask-rate", type=float, default=None,
+                   help="re-draw early atom-type reveals at this rate (ReMDM-style; default 0 = MatterGen's sampler; "
+                        "measured in checkpoints/MODEL_CARD.md)")
     p.add_argument("--formula", default=None, help="fixed formula for every crystal, taken as written (e.g. Li4Fe4P4O16)")
     p.add_argument("--num-atoms", type=int, default=None, help="fixed number of atoms for every crystal")
     p.add_argument("--no-picture", action="store_true", help="skip grid.png")
@@ -110,6 +113,8 @@ def _generate_argument_problem(args) -> str | None:
         return str(err)
     if args.guidance is not None and not args.guidance >= 0:
         return f"--guidance must be >= 0, got {args.guidance}"
+    if args.remask_rate is not None and not args.remask_rate >= 0:
+        return f"--remask-rate must be >= 0, got {args.remask_rate}"
     if args.num_atoms is not None and not 1 <= args.num_atoms <= 1000:
         return f"--num-atoms must be at least 1, got {args.num_atoms}"
     if args.elements is not None:
@@ -156,6 +161,8 @@ def _run_generation(args) -> int:
                    if v is not None}
     if conditions or guidance:
         composition.update(conditions=conditions, guidance_scale=guidance)
+    if args.remask_rate is not None:
+        composition["remask_rate"] = args.remask_rate
     if args.enforce_symmetry:
         if "space_group" not in conditions:
             return _fail("--enforce-symmetry needs --condition space_group=N (the space group to keep)")

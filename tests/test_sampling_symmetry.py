@@ -104,3 +104,15 @@ def test_cli_enforce_symmetry_needs_a_space_group(tmp_path, capsys):
     code = main(["generate", "--num", "2", "--steps", "4", "--out", str(tmp_path / "o"), "--enforce-symmetry",
                  "--condition", "band_gap=1.0"])
     assert code != 0 and "--enforce-symmetry needs --condition space_group" in capsys.readouterr().err
+
+
+def test_cli_remask_rate_is_checked_and_used(tmp_path, capsys):
+    import json
+
+    from mattergen_kit.cli import main
+
+    assert main(["generate", "--num", "2", "--steps", "4", "--out", str(tmp_path / "bad"), "--remask-rate", "-1"]) != 0
+    assert "--remask-rate must be >= 0" in capsys.readouterr().err
+    assert main(["generate", "--num", "2", "--steps", "6", "--out", str(tmp_path / "ok"), "--seed", "0",
+                 "--remask-rate", "4", "--no-picture"]) == 0
+    assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["settings"]["remask_rate"] == 4.0

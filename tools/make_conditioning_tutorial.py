@@ -75,6 +75,19 @@ print(f"hit rate (spglib, symprec 0.1): {(table['space group'] == 225).mean():.0
 table"""),
 code("""from mattergen_kit.widgets import structure_grid
 fig = structure_grid(structures, ncols=8)"""),
+md("""## Exactly the space group you ask for: Wyckoff templates
+Guidance alone rarely gives an exactly symmetric crystal with this small model (most samples come out P1).
+`enforce_symmetry=True` draws, for each crystal, a **Wyckoff template** of the space group from the bundled train
+split (its symmetry operations and which atoms form orbits) and projects the sampler's state onto that symmetry after
+every step. The network still chooses the elements, the lattice and the free coordinates, so the crystals are new;
+the committed proof (256 crystals per target) hits 225 in 100 % of the samples with 99.6 % structurally valid."""),
+code("""structures = model.generate(NUM, seed=0, steps=STEPS, conditions={"space_group": 225}, guidance_scale=2.0,
+                            enforce_symmetry=True)
+table = pd.DataFrame({"formula": [s.composition.reduced_formula for s in structures],
+                      "space group": [spacegroup_number(s, symprec=0.1) for s in structures],
+                      "atoms": [len(s) for s in structures]})
+print(f"hit rate with templates (spglib, symprec 0.1): {(table['space group'] == 225).mean():.0%} of {len(table)}")
+table"""),
 md("""## Several properties at once, and a chemical system
 A chemical-system condition also **masks** the sampler to the system's elements, so no crystal leaves the system;
 the adapter decides how many of them each crystal uses. Conditions combine freely with the others."""),
@@ -134,7 +147,7 @@ cs = model.generate(4, seed=2, steps=STEPS, formula="LiMnO2", progress=False)
 print("CSP of LiMnO2:", [(s.composition.formula, spacegroup_number(s, symprec=0.1)) for s in cs])"""),
 md("""## Next
 - `mattergen-kit generate --condition space_group=225 --condition band_gap=3.0 --guidance 2 --num 64 --out out/`
-  does the same from a shell.
+  does the same from a shell (add `--enforce-symmetry` to keep space group 225 exactly).
 - `tutorials/03_train_and_finetune.ipynb` fine-tunes an adapter on your own property table.
 - `tutorials/05_evaluation.ipynb` judges what you generated (validity, novelty, stability)."""),
 ]

@@ -104,6 +104,17 @@ def quality(structures: Sequence) -> dict:
             "uniqueness": sum(unique) / n, "valid_and_unique": sum(a and b for a, b in zip(ok, unique)) / n}
 
 
+def novelty_rate(structures: Sequence) -> float:
+    """Share of ``structures`` that match no crystal of the bundled train split (the evaluator's matcher)."""
+    from mattergen_kit.datasets import load_bundled
+    from mattergen_kit.evaluation.evaluate import _reference_index
+    from mattergen_kit.evaluation.matching import novel_mask
+
+    train = load_bundled("train", progress=False)
+    index = _reference_index(train.structures, list(train.properties["material_id"]), "bundled-train")
+    return float(sum(novel_mask(list(structures), index)[0]) / max(len(structures), 1))
+
+
 def stability(structures: Sequence, out: str | Path | None = None) -> dict:
     """The evaluator's stability (E_hull ≤ 0.1 eV/atom after CHGNet relaxation, bundled hull) and S.U.N. rates of
     ``structures`` (ML estimates; ``out`` keeps the resumable relaxation log)."""
@@ -120,17 +131,23 @@ def _compact(values: Sequence) -> list:
 
 def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0, 2.0, 4.0), num: int = 64,
         steps: int = 200, seed: int = 0, batch_size: int = 64, out: str | Path | None = None,
-        progress: bool = True, with_stability: bool | int = False) -> list[dict]:
+        progress: bool = True, with_stability: bool | int = False, enforce_symmetry: bool = False,
+        novelty: bool = False) -> list[dict]:
     """Rows of adherence for ``name`` at each target and γ (appended to ``out/adherence.jsonl`` when given).
 
     ``with_stability``: True relaxes every sample for stability / S.U.N.; an int k relaxes the first k only
-    (the row's ``stability_n``)."""
+    (the row's ``stability_n``). ``enforce_symmetry`` (space_group only): sample with Wyckoff templates of the
+    target (generate(enforce_symmetry=True)); then γ = 0 is the template-constrained sampler without guidance.
+    ``novelty``: also the share of samples matching no bundled train crystal (StructureMatcher)."""
     from mattergen_kit.generation import GenerativeModel, load_model
 
     model = model if isinstance(model, GenerativeModel) else load_model(model)
     path = Path(out) / "adherence.jsonl" if out is not None else None
     done = read_jsonl(path) if path is not None else []
-    key = lambda r: (r["property"], str(r["target"]), float(r["gamma"]), r["num"], r["steps"], r["seed"])  # noqa: E731
+    key = lambda r: (r["property"], str(r["target"]), float(r["gamma"]), r["num"], r["steps"], r["seed"],  # noqa: E731
+                     bool(r.get("enforce_symmetry", False)))
+    if enforce_symmetry and name != "space_group":
+        raise ValueError("enforce_symmetry applies to the space_group property only")
     have = {key(r): r for r in done}
     rows, labeller = [], None
     if name in ("magnetic_density", "bulk_modulus"):
@@ -142,6 +159,8 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
     for target in targets:
         for gamma in sorted(gammas):     # γ = 0 first: the shifts are measured from it
             base = {"property": name, "target": target, "gamma": float(gamma), "num": num, "steps": steps, "seed": seed}
+            if enforce_symmetry:
+                base["enforce_symmetry"] = True
             if key(base) in have:
                 rows.append(have[key(base)])
                 if gamma == 0 and scalar:
@@ -150,15 +169,18 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
             if gamma == 0 and uncond is not None:
                 structures, values = uncond
             else:
-                conditions = {name: target} if gamma != 0 else None
+                conditions = {name: target} if gamma != 0 or enforce_symmetry else None
                 structures = model.generate(num, seed=seed, steps=steps, batch_size=batch_size, progress=progress,
-                                            conditions=conditions, guidance_scale=float(gamma))
+                                            conditions=conditions, guidance_scale=float(gamma),
+                                            **({"enforce_symmetry": True} if enforce_symmetry else {}))
                 values = measure(structures, name, labeller)
-                if gamma == 0:
+                if gamma == 0 and not enforce_symmetry:   # the templates differ per target
                     uncond = (structures, values)
                     u_median = score(values, name, target)["median"] if scalar else None
             row = {**base, **score(values, name, target, u_median if gamma != 0 else None), **quality(structures)}
-            tag = f"{name}_{str(target).replace('/', '_')}_g{gamma:g}"
+            if novelty:
+                row["novelty"] = novelty_rate(structures)
+            tag = f"{name}_{str(target).replace('/', '_')}_g{gamma:g}" + ("_sym" if enforce_symmetry else "")
             if with_stability:
                 k = len(structures) if with_stability is True else int(with_stability)
                 row.update(stability(structures[:k], Path(out) / "relax" / tag if out is not None else None),
@@ -193,6 +215,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default="runs/adherence")
     p.add_argument("--stability", action="store_true",
                    help="also relax the samples (CHGNet) for stability and S.U.N. (~2-3 s per crystal on 1 core)")
+    p.add_argument("--enforce-symmetry", action="store_true",
+                   help="space_group only: sample with Wyckoff templates of the target (generate(enforce_symmetry=True))")
+    p.add_argument("--novelty", action="store_true", help="also measure novelty against the bundled train split")
     args = p.parse_args(argv)
     import torch
 
@@ -204,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     gammas = [float(g) for g in args.gammas.split(",")]
     try:
         run(args.model or BUNDLED_CONDITIONED_CHECKPOINT, args.property, targets, gammas, args.num, args.steps,
-            args.seed, out=args.out, with_stability=args.stability)
+            args.seed, out=args.out, with_stability=args.stability, enforce_symmetry=args.enforce_symmetry,
+            novelty=args.novelty)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
