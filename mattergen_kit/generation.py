@@ -163,7 +163,7 @@ class GenerativeModel:
             if fixed_atom_types is not None:
                 raise ValueError("enforce_symmetry takes the atoms' orbits from a Wyckoff template; it cannot be "
                                  "combined with formula= or fixed_atom_types=")
-            symmetry, num_atoms = symmetry_templates(conditions, num, num_atoms, generator)
+            symmetry, num_atoms = symmetry_templates(conditions, num, num_atoms, generator, allowed_elements)
         if num_atoms is None and fixed_atom_types is None:
             num_atoms = self.num_atoms_prior.sample(num, generator=generator)
         if type_temperature is None:  # the model's measured default (model card), else the reference 1.0
@@ -279,9 +279,12 @@ def formula_atom_types(formula: str, num: int, fixed_atom_types=None, num_atoms=
     return [list(atoms) for _ in range(num)]
 
 
-def symmetry_templates(conditions: dict | None, num: int, num_atoms=None, generator: torch.Generator | None = None):
+def symmetry_templates(conditions: dict | None, num: int, num_atoms=None, generator: torch.Generator | None = None,
+                       allowed_elements=None):
     """(SymmetryProjector, num_atoms): one Wyckoff template per crystal, drawn uniformly from the bundled train
-    crystals of the crystal's ``space_group`` condition (and with its ``num_atoms``, if given)."""
+    crystals of the crystal's ``space_group`` condition (and with its ``num_atoms``, if given). A template needs a
+    distinct element per species group, so with an element restriction (``allowed_elements``: atomic numbers, or a
+    (K,) / (num, K) class mask, e.g. from a chemical system) only templates with at most that many species are used."""
     from mattergen_kit.sampling.symmetry import SymmetryProjector, templates_for
 
     value = (conditions or {}).get("space_group")
@@ -289,9 +292,21 @@ def symmetry_templates(conditions: dict | None, num: int, num_atoms=None, genera
         raise ValueError("enforce_symmetry needs a space_group condition, e.g. conditions={'space_group': 225}")
     per_crystal = isinstance(value, (list, tuple)) or (torch.is_tensor(value) and value.ndim > 0)
     groups = [int(v) for v in value] if per_crystal else [int(value)] * num
+    if allowed_elements is None:
+        max_species = [None] * num
+    elif torch.is_tensor(allowed_elements):
+        counts = allowed_elements.reshape(-1, allowed_elements.shape[-1]).sum(-1).tolist()
+        max_species = [int(c) for c in counts] * (num if len(counts) == 1 else 1)
+    else:
+        max_species = [len(set(allowed_elements))] * num
     templates = []
     for b, group in enumerate(groups):
         options = templates_for(group)
+        if max_species[b] is not None:
+            options = [t for t in options if t.num_species <= max_species[b]]
+            if not options:
+                raise ValueError(f"every Wyckoff template of space group {group} needs more distinct elements than the "
+                                 f"{max_species[b]} allowed")
         if num_atoms is not None:
             sizes = sorted({t.num_atoms for t in options})
             options = [t for t in options if t.num_atoms == int(num_atoms[b])]

@@ -116,3 +116,15 @@ def test_cli_remask_rate_is_checked_and_used(tmp_path, capsys):
     assert main(["generate", "--num", "2", "--steps", "6", "--out", str(tmp_path / "ok"), "--seed", "0",
                  "--remask-rate", "4", "--no-picture"]) == 0
     assert json.loads((tmp_path / "ok" / "manifest.json").read_text())["settings"]["remask_rate"] == 4.0
+
+
+def test_enforce_symmetry_with_a_chemical_system_uses_templates_it_can_fill():
+    import mattergen_kit as mk
+    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT
+
+    model = mk.load_model(BUNDLED_CONDITIONED_CHECKPOINT)
+    crystals = model.generate(3, seed=1, steps=6, conditions={"space_group": 225, "chemical_system": "Na-Cl"},
+                              guidance_scale=1.0, enforce_symmetry=True, progress=False)
+    for s in crystals:   # only templates with ≤ 2 species fit Na-Cl: every crystal stays in the system, in Fm-3m
+        assert {e.symbol for e in s.composition} <= {"Na", "Cl"}
+        assert SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == 225

@@ -119,6 +119,9 @@ its properties; with no conditions it is its own unconditional model. Training s
 {chr(10).join(rows)}
 
 Use: `mattergen-kit generate --condition band_gap=3.0 --condition space_group=225 --guidance 2 --num 16 --out out/`.
+With `--enforce-symmetry` (Python: `enforce_symmetry=True`) the sampler keeps the requested space group exactly with
+Wyckoff templates from the bundled train split (`mattergen_kit/sampling/symmetry.py`); guidance alone rarely gives an
+exactly symmetric crystal with this model.
 Hit rates against the targets are measured by the benchmark of issue 10 (not part of this card).
 """
     CARD.write_text(text)

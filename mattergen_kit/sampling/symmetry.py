@@ -155,21 +155,23 @@ class WyckoffTemplate:
         ``exact_positions=False`` skips the Wyckoff projection (used once, to symmetrise the template itself).
         """
         x = frac.double()
-        R, tau, perm = self.rotations, self.translations, self.permutation
-        reps = torch.unique(self.representative)
+        dev = x.device
+        R, tau, perm = self.rotations.to(dev), self.translations.to(dev), self.permutation.to(dev)
+        reps = torch.unique(self.representative).to(dev)
         # pull every image of each representative back onto it: g⁻¹(x_{π_g(r)}) = R_g⁻¹ (x_{π_g(r)} − τ_g)
         R_inv = torch.linalg.inv(R).round()
         pulled = torch.einsum("gab,gkb->gka", R_inv, x[perm[:, reps]] - tau[:, None, :])
         d = pulled - x[reps][None]
         x_rep = x[reps] + (d - torch.round(d)).mean(0)
         if exact_positions:                                              # onto the representative's Wyckoff set
-            u = x_rep - self.positions[reps]
+            anchor = self.positions.to(dev)[reps]
+            u = x_rep - anchor
             u = u - torch.round(u)
-            x_rep = self.positions[reps] + torch.einsum("kab,kb->ka", self.wyckoff_projector[reps], u)
+            x_rep = anchor + torch.einsum("kab,kb->ka", self.wyckoff_projector.to(dev)[reps], u)
         full = torch.zeros_like(x)
         full[reps] = x_rep
-        rep_pos = full[self.representative]                              # each atom's representative
-        g = self.carrier
+        rep_pos = full[self.representative.to(dev)]                      # each atom's representative
+        g = self.carrier.to(dev)
         out = torch.einsum("nab,nb->na", R[g], rep_pos) + tau[g]
         return torch.remainder(out, 1.0).to(frac.dtype)
 
@@ -177,8 +179,9 @@ class WyckoffTemplate:
         """M = L Lᵀ ← mean_g R_gᵀ M R_g, L ← M^{1/2} (symmetric). Returns ``lattice`` unchanged if M is not
         positive definite (a lattice still far from a cell, early in sampling)."""
         L = lattice.double()
+        R = self.rotations.to(L.device)
         metric = L @ L.T
-        metric = torch.einsum("gba,bc,gcd->ad", self.rotations, metric, self.rotations) / self.rotations.shape[0]
+        metric = torch.einsum("gba,bc,gcd->ad", R, metric, R) / R.shape[0]
         metric = 0.5 * (metric + metric.T)
         evals, evecs = torch.linalg.eigh(metric)
         if not bool((evals > 1e-8).all()):
