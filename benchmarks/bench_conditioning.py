@@ -224,6 +224,27 @@ def summarise(out: Path, figures: Path) -> str:
         if by(name):
             axes = plot_property_shifts(rows, name)
             drawn.append((f"conditioning_{name}_shift", axes[0].figure))
+    if sg and symmetric:  # hit rate per target: guidance only vs Wyckoff templates, at γ = 0 and 2
+        targets = list(dict.fromkeys(r["target"] for r in symmetric))
+        fig, ax = plt.subplots(figsize=(6.5, 3.8))
+        bars = [("guidance only, γ=2", [r for r in sg if r["gamma"] == 2.0], "#bbbbbb"),
+                ("templates, γ=0", [r for r in symmetric if r["gamma"] == 0.0], "#6baed6"),
+                ("templates, γ=2", [r for r in symmetric if r["gamma"] == 2.0], "#08519c")]
+        width = 0.26
+        for k, (label, rs, color) in enumerate(bars):
+            rate = {r["target"]: r["hit_rate"] for r in rs}
+            ax.bar(np.arange(len(targets)) + (k - 1) * width, [100 * rate.get(t, np.nan) for t in targets], width,
+                   label=label, color=color)
+        ax.axhline(25, color="k", lw=0.8, ls="--", label="issue target 25 %")
+        ax.set_xticks(np.arange(len(targets)), [str(t) for t in targets])
+        ax.set_xlabel("target space group")
+        ax.set_ylabel("samples in the target group (%)")
+        n_sym = symmetric[0]["num"]
+        ax.set_title(f"spglib symprec 0.1; templates: {n_sym} samples, guidance only: {sg[0]['num']}; seed 0",
+                     fontsize=9)
+        ax.set_ylim(0, 130)
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
+        drawn.append(("conditioning_space_group_templates", fig))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     plot_price(rows, ax=ax)
     drawn.append(("conditioning_price_of_steering", fig))
