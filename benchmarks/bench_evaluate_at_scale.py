@@ -1,0 +1,76 @@
+"""Issue 13's headline figure: N generated crystals relaxed and judged, end to end, on this machine.
+
+    python benchmarks/bench_evaluate_at_scale.py --num 1000 --steps 100 --workers 2 --batch-size 32 \
+        --json benchmarks/results/evaluate_1000_w2_b32.json
+
+Generates ``--num`` crystals with the bundled model (seed 0, ``--steps``; not timed, written to ``--samples`` and
+reused by later runs), then times one ``mattergen_kit.evaluate`` call on them with the defaults a user gets
+(CHGNet, FIRE fmax 0.1 eV/Å, ≤ 300 steps, bundled DFT hull, novelty against the bundled train split, distribution
+metrics, band gaps) plus ``batch_size`` (batched relaxation) and, with ``--workers W > 1``, a Dask ``LocalCluster`` of
+W single-thread process workers on 127.0.0.1 (cluster start-up is timed too). Prints minutes in all and per stage, the
+relaxation throughput and the load average before and after (other jobs on the 2 cores slow it down).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--num", type=int, default=1000)
+    p.add_argument("--steps", type=int, default=100, help="sampler steps of the generated crystals")
+    p.add_argument("--samples", default=None, help="folder of the generated crystals (default /tmp/mgk_scale_NUMxSTEPS)")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--out", default=None, help="evaluation folder (default: a fresh temporary folder)")
+    p.add_argument("--json", default=None)
+    args = p.parse_args(argv)
+    warnings.filterwarnings("ignore")
+    import mattergen_kit as mk
+    from mattergen_kit.outputs import generate_to_folder
+
+    samples = Path(args.samples or f"/tmp/mgk_scale_{args.num}x{args.steps}")
+    if not (samples / "manifest.json").is_file():
+        print(f"generating {args.num} crystals ({args.steps} steps, seed 0) into {samples} (not timed)", flush=True)
+        generate_to_folder(mk.load_model(), samples, args.num, seed=0, steps=args.steps, overwrite=True,
+                              picture=False, progress=False)
+    load_before = os.getloadavg()[0]
+    out = args.out or tempfile.mkdtemp(prefix="mgk_scale_eval_")
+    start = time.perf_counter()
+    cluster = None
+    if args.workers > 1:
+        from dask.distributed import LocalCluster
+
+        cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                               dashboard_address=None)
+    try:
+        report = mk.evaluate(samples / "generated_crystals.extxyz", out=out, batch_size=args.batch_size,
+                             cluster=cluster, progress=True)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    seconds = time.perf_counter() - start
+    summary = report.summary
+    row = {"command": "python benchmarks/bench_evaluate_at_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
+           "num": args.num, "sampler_steps": args.steps, "workers": args.workers, "batch_size": args.batch_size,
+           "minutes": round(seconds / 60, 2), "structures_per_s": round(args.num / seconds, 3),
+           "stage_seconds": summary.get("seconds"), "loadavg_1min_before": round(load_before, 2),
+           "loadavg_1min_after": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
+           "stability": summary.get("stability"), "sun": summary.get("sun"), "rmsd": summary.get("rmsd"),
+           "relax_converged": summary.get("relax_converged")}
+    print(json.dumps(row, indent=1))
+    if args.json:
+        Path(args.json).write_text(json.dumps(row, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
