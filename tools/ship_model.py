@@ -30,6 +30,11 @@ def main(argv=None) -> int:
     p.add_argument("--lineage", default=None, help="the training legs that led to this model, in words")
     p.add_argument("--coherence-bias", default=None,
                    help="JSON [[t...], [beta...]] printed by benchmarks/bench_type_coherence.py --fit for this model")
+    p.add_argument("--dest", default=str(BUNDLED_CHECKPOINT),
+                   help="where to write it (default: the bundled checkpoint; e.g. checkpoints/archive/NAME.pt to keep "
+                        "a trained leg that is not shipped yet)")
+    p.add_argument("--metrics", default=None,
+                   help="where to write the run's training curves (default: training_metrics.csv beside --dest)")
     args = p.parse_args(argv)
 
     run = Path(args.run_dir)
@@ -46,15 +51,16 @@ def main(argv=None) -> int:
         meta["coherence_bias"] = json.loads(args.coherence_bias)
     if "num_atoms_histogram" not in meta:
         raise SystemExit("the exported model has no num_atoms_histogram: re-export it from the run")
-    save_checkpoint(BUNDLED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta)
+    dest = Path(args.dest)
+    save_checkpoint(dest, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta)
     print(json.dumps({k: v for k, v in meta.items() if k != "train_config"}, indent=1))
-    print(f"wrote {BUNDLED_CHECKPOINT} ({BUNDLED_CHECKPOINT.stat().st_size / 2**20:.2f} MB)")
+    print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MB)")
     logs = sorted((run / "logs").glob("version_*/metrics.csv"))
     if logs:  # the training curves of this run (all resumes), beside the checkpoint
         import pandas as pd
 
-        pd.concat([pd.read_csv(f) for f in logs]).to_csv(BUNDLED_CHECKPOINT.with_name("training_metrics.csv"),
-                                                         index=False)
+        metrics = Path(args.metrics) if args.metrics else dest.with_name("training_metrics.csv")
+        pd.concat([pd.read_csv(f) for f in logs]).to_csv(metrics, index=False)
     return 0
 
 
