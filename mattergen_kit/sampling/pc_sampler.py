@@ -409,9 +409,12 @@ class PredictorCorrectorSampler:
                                                              k_next[i].to(device), generator)
                 types, types_mean = x + 1, x_mean + 1
                 if sym is not None:
-                    types, types_mean = sym.types(types, num_atoms), sym.types(types_mean, num_atoms)
-            if sym is not None and (sym.active(max(s, 0.0)) or i + 1 == self.num_steps):
+                    types = sym.types(types, num_atoms)
+            last = i + 1 == self.num_steps
+            if sym is not None and (sym.active(max(s, 0.0)) or last):
                 coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
+            if sym is not None and last:      # the result is the last step's means: only they need projecting
+                types_mean = sym.types(types_mean, num_atoms)
                 coords_mean, lattice_mean = sym.coords(coords_mean, num_atoms), sym.lattice(lattice_mean, num_atoms)
             if trajectory is not None and (i + 1) % record_every == 0 and i + 1 < self.num_steps:
                 trajectory.record(i + 1, max(s, 0.0), types, coords, lattice, num_atoms)

@@ -234,11 +234,16 @@ class SymmetryProjector:
                     raise ValueError(f"crystal {b} has {int(num_atoms[b])} atoms, its template {template.num_atoms}")
                 yield b, slice(offsets[b], offsets[b + 1]), template
 
-    def coords(self, frac: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
-        out = frac.clone()
+    def _per_atom(self, x: torch.Tensor, num_atoms: torch.Tensor, project) -> torch.Tensor:
+        """A copy of the per-atom tensor ``x`` with each templated crystal's rows replaced by
+        ``project(template, rows)``."""
+        out = x.clone()
         for _, sl, template in self._slices(num_atoms):
-            out[sl] = template.project_coords(frac[sl])
+            out[sl] = project(template, sl)
         return out
+
+    def coords(self, frac: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
+        return self._per_atom(frac, num_atoms, lambda t, sl: t.project_coords(frac[sl]))
 
     def lattice(self, lattice: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
         out = lattice.clone()
@@ -248,16 +253,11 @@ class SymmetryProjector:
 
     def logits(self, logits: torch.Tensor, types: torch.Tensor, num_atoms: torch.Tensor, mask_class: int) -> torch.Tensor:
         """Tied type logits (``types``: current classes, ``mask_class`` for masked atoms)."""
-        out = logits.clone()
-        for _, sl, template in self._slices(num_atoms):
-            out[sl] = template.tie_logits(logits[sl], types[sl], mask_class=mask_class)
-        return out
+        return self._per_atom(logits, num_atoms,
+                              lambda t, sl: t.tie_logits(logits[sl], types[sl], mask_class=mask_class))
 
     def types(self, types: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
-        out = types.clone()
-        for _, sl, template in self._slices(num_atoms):
-            out[sl] = template.tie_types(types[sl])
-        return out
+        return self._per_atom(types, num_atoms, lambda t, sl: t.tie_types(types[sl]))
 
     def slice(self, start: int, stop: int) -> "SymmetryProjector":
         return SymmetryProjector(self.templates[start:stop], self.t_start)
