@@ -114,3 +114,11 @@ def _as_structures(atoms_list):
     from pymatgen.io.ase import AseAtomsAdaptor
 
     return [AseAtomsAdaptor.get_structure(a) for a in atoms_list]
+
+
+def test_novelty_rate_counts_train_crystals_as_not_novel():
+    from mattergen_kit.conditioning.adherence import novelty_rate
+    from mattergen_kit.evaluation.reference import bundled
+
+    test, train = bundled("test").structures[:6], bundled("train").structures[:4]
+    assert novelty_rate(test + train) == 0.6          # the 4 train crystals match themselves; test ones do not

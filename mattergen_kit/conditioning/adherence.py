@@ -105,13 +105,13 @@ def quality(structures: Sequence) -> dict:
 
 
 def novelty_rate(structures: Sequence) -> float:
-    """Share of ``structures`` that match no crystal of the bundled train split (the evaluator's matcher)."""
-    from mattergen_kit.datasets import load_bundled
+    """Share of ``structures`` that match no crystal of the bundled train split (the evaluator's matcher, reference
+    and index, all memoised in the process, so repeated calls do not reload or re-index the train split)."""
     from mattergen_kit.evaluation.evaluate import _reference_index
     from mattergen_kit.evaluation.matching import novel_mask
+    from mattergen_kit.evaluation.reference import resolve_reference
 
-    train = load_bundled("train", progress=False)
-    index = _reference_index(train.structures, list(train.properties["material_id"]), "bundled-train")
+    index = _reference_index(*resolve_reference("bundled-train"))
     return float(sum(novel_mask(list(structures), index)[0]) / max(len(structures), 1))
 
 
