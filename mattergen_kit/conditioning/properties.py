@@ -157,6 +157,14 @@ class PropertySpec:
             return idx, idx >= 0
         if not self.fitted:
             raise ValueError(f"property {self.name!r} has no normalisation stats: fit_normalisation first")
+        if torch.is_tensor(values) and values.is_floating_point() and values.numel() == num:
+            # the same transform on the tensor's own device: no host round trip in a GPU training loop
+            y = values.reshape(-1).double()
+            if self.log10:
+                y = torch.where(y > 0, torch.log10(torch.where(y > 0, y, torch.ones_like(y))), float("nan"))
+            present = torch.isfinite(y)
+            norm = torch.where(present, (y - self.mean) / self.std, torch.zeros_like(y))
+            return norm.float().to(device), present.to(device)
         if torch.is_tensor(values):
             y = values.detach().double().cpu().reshape(-1).numpy()
         else:

@@ -67,6 +67,63 @@ def pack_bundled(out: str | Path, limit_train: int | None = None, limit_val: int
     return out
 
 
+def pack_conditioned(out: str | Path, config: str | Path = "configs/conditioned_cpu.yaml",
+                     limit_train: int | None = None, limit_val: int | None = None) -> Path:
+    """Write the labelled training set of a conditioned config (bundled splits + ``extra_train``, labels from
+    datasets/labels/) as a pack: crystals, encoded labels per property and the fitted property specs.
+
+    Label tensors (one row per crystal; absent = the property's null embedding):
+    chemical_system (N, 76) uint8 multi-hot, zero row if absent; categorical (N,) long index, −1 if absent;
+    scalars (N,) raw value, NaN if absent (normalised on the device by PropertySpec.encode)."""
+    import numpy as np
+
+    from mattergen_kit.conditioning import batch_conditions, fit_property_specs
+    from mattergen_kit.datasets import num_atoms_histogram
+    from mattergen_kit.training.config import TrainConfig
+    from mattergen_kit.training.module import CrystalDataModule
+
+    config = TrainConfig.from_yaml(config)
+    datamodule = CrystalDataModule(config)
+    datamodule.setup("fit")
+    specs = fit_property_specs(config.properties, datamodule.train_set)
+    splits = {}
+    for name, ds, limit in (("train", datamodule.train_set, limit_train), ("val", datamodule.val_set, limit_val)):
+        batch = CrystalBatch.collate([ds[i] for i in range(min(limit or len(ds), len(ds)))])
+        labels = batch_conditions(batch, config.properties)
+        encoded = {}
+        for spec in specs:
+            if spec.kind == "scalar":
+                values = torch.as_tensor(np.asarray([float("nan") if v is None else float(v)
+                                                     for v in _as_values(labels[spec.name])]), dtype=torch.float32)
+                encoded[spec.name] = values
+            else:
+                enc, present = spec.encode(labels[spec.name], len(batch.num_atoms))
+                encoded[spec.name] = ((enc * present[:, None]).to(torch.uint8) if enc.ndim == 2   # multi-hot: 1 byte
+                                     else torch.where(present, enc, -1))
+        splits[name] = {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords,
+                        "lattice": batch.lattice, "num_atoms": batch.num_atoms, "conditions": encoded}
+    train = splits["train"]
+    hist = np.asarray(num_atoms_histogram("train"), dtype=float)  # the base's prior: the bundled train split
+    density = float((train["num_atoms"].double() / torch.linalg.det(train["lattice"].double()).abs()).mean())
+    counts = {n: int((v.sum(-1) > 0).sum() if v.ndim == 2 else (v >= 0).sum() if not v.is_floating_point()
+                     else torch.isfinite(v).sum()) for n, v in train["conditions"].items()}
+    pack = {"format": PACK_FORMAT, "version": 1, "name": f"conditioned:{Path(config.run_dir).name}",
+            "splits": splits, "num_atoms_histogram": [float(p) for p in hist], "density": density,
+            "properties": [s.to_dict() for s in specs], "adapter_dim": config.adapter_dim,
+            "condition_dropout": config.condition_dropout, "condition_dropout_mode": config.condition_dropout_mode,
+            "labelled_counts": counts, "source_config": str(config.to_dict())}
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save(pack, tmp)
+    os.replace(tmp, out)
+    return out
+
+
+def _as_values(values):
+    return values.tolist() if torch.is_tensor(values) else list(values)
+
+
 def load_pack(path: str | Path) -> dict:
     pack = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(pack, dict) or pack.get("format") != PACK_FORMAT:
@@ -84,6 +141,7 @@ class DeviceCrystals:
         self.lattice = split["lattice"].to(device)
         self.num_atoms = split["num_atoms"].to(device)
         self.first_atom = torch.cumsum(self.num_atoms, 0) - self.num_atoms
+        self.conditions = {k: v.to(device) for k, v in split.get("conditions", {}).items()}
         self.device = device
 
     def __len__(self) -> int:
@@ -96,6 +154,29 @@ class DeviceCrystals:
         atoms = starts + rank
         return CrystalBatch(self.atom_types[atoms], self.frac_coords[atoms], self.lattice[idx], n)
 
+    def labels(self, idx: torch.Tensor, dropout: float = 0.0, mode: str = "subsets",
+               generator: torch.Generator | None = None) -> dict[str, torch.Tensor] | None:
+        """The encoded labels of crystals ``idx``, with condition dropout p (conditioning/conditions.py):
+        a dropped label becomes absent (zero multi-hot row, index −1, NaN) and so gets the null embedding."""
+        if not self.conditions:
+            return None
+        out = {k: v[idx] for k, v in self.conditions.items()}
+        if dropout <= 0:
+            return out
+        from mattergen_kit.conditioning.conditions import drop_conditions
+
+        flags = drop_conditions({k: torch.ones(len(idx), device=self.device) for k in out}, dropout,
+                                generator=generator, mode=mode)
+        for k, v in out.items():
+            keep = ~torch.isnan(flags[k])
+            if v.ndim == 2:
+                out[k] = v * keep[:, None]
+            elif v.is_floating_point():
+                out[k] = torch.where(keep, v, torch.full_like(v, float("nan")))
+            else:
+                out[k] = torch.where(keep, v, torch.full_like(v, -1))
+        return out
+
 
 # ---------------------------------------------------------------------------------------------- training
 @dataclass
@@ -106,6 +187,8 @@ class FastConfig:
     hidden: int = 256
     layers: int = 6
     crystal_summary: bool = True
+    composition_logits: bool = True
+    init_from: str | None = None     # a plain checkpoint to start from (its architecture replaces hidden/layers)
     batch_size: int = 512
     lr: float = 1e-3
     warmup_steps: int = 500
@@ -132,9 +215,27 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
     train, val = DeviceCrystals(pack["splits"]["train"], device), DeviceCrystals(pack["splits"]["val"], device)
     diffusion_config = {"density": pack["density"]}
     diffusion = diffusion_from_config(diffusion_config)
-    model_config = {"hidden_dim": cfg.hidden, "num_layers": cfg.layers, "crystal_summary": cfg.crystal_summary}
+    model_config = {"hidden_dim": cfg.hidden, "num_layers": cfg.layers, "crystal_summary": cfg.crystal_summary,
+                    "composition_logits": cfg.composition_logits}
+    init = None
+    if cfg.init_from:
+        from mattergen_kit.training.checkpoint import load_checkpoint
+
+        init = load_checkpoint(cfg.init_from)
+        model_config = dict(init["model_config"])
+        diffusion_config = dict(init.get("diffusion_config") or diffusion_config)
+        diffusion = diffusion_from_config(diffusion_config)
     torch.manual_seed(cfg.seed)
-    model = CrystalDenoiser(**model_config).to(device)
+    model = CrystalDenoiser(**model_config)
+    if init is not None:
+        model.load_state_dict(init["state_dict"])
+    if "properties" in pack:  # conditioned: a fresh zero-initialised adapter (the run starts equal to the base)
+        from mattergen_kit.conditioning.adapter import attach_adapter
+        from mattergen_kit.conditioning.properties import PropertySpec
+
+        attach_adapter(model, [PropertySpec.from_dict(d) for d in pack["properties"]], pack.get("adapter_dim"))
+    model = model.to(device)
+    dropout, dropout_mode = pack.get("condition_dropout", 0.0), pack.get("condition_dropout_mode", "subsets")
     ema = copy.deepcopy(model).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
     out = Path(cfg.out)
@@ -159,7 +260,7 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
         with torch.no_grad():
             for start in range(0, len(val), cfg.batch_size):
                 idx = torch.arange(start, min(start + cfg.batch_size, len(val)), device=device)
-                losses = diffusion.training_losses(ema, val.batch(idx), generator=vgen)
+                losses = diffusion.training_losses(ema, val.batch(idx), generator=vgen, conditions=val.labels(idx))
                 for k, v in losses.items():
                     totals[k] = totals.get(k, 0.0) + float(v) * len(idx)
                 count += len(idx)
@@ -170,6 +271,9 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
         if val_metrics is not None and val_metrics["loss"] < best:
             best = val_metrics["loss"]
             meta = {"num_atoms_histogram": pack["num_atoms_histogram"], "global_step": step,
+                    "pack": pack.get("name"), **({"adapter": ema.adapter.config_dict(),
+                                                  "labelled_counts": pack.get("labelled_counts")}
+                                                 if ema.adapter is not None else {}),
                     "train_config": {"recipe": "training/fast.py", **asdict(cfg)},
                     "val_metrics": {f"val/{k}": v for k, v in val_metrics.items()},
                     "wall_minutes": elapsed / 60, "device": torch.cuda.get_device_name(device)
@@ -180,15 +284,16 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
                     "elapsed": elapsed, "best": best}, tmp)
         os.replace(tmp, state_path)
 
-    use_bf16 = cfg.bf16 and device.type == "cuda"
+    use_bf16 = cfg.bf16 and (device.type == "cuda" or os.environ.get("MATTERGEN_KIT_CPU_BF16") == "1")
     last_val, t0, seen = elapsed, time.perf_counter() - elapsed, 0
     while elapsed < budget and (cfg.max_steps is None or step < cfg.max_steps):
         for group in opt.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, elapsed / budget, cfg.min_lr_ratio)
         idx = torch.randint(0, len(train), (cfg.batch_size,), device=device, generator=gen)
         batch = train.batch(idx)
+        conditions = train.labels(idx, dropout, dropout_mode, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-            losses = diffusion.training_losses(model, batch, generator=gen)
+            losses = diffusion.training_losses(model, batch, generator=gen, conditions=conditions)
         opt.zero_grad(set_to_none=True)
         losses["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -219,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--out", required=True)
     pk.add_argument("--limit-train", type=int)
     pk.add_argument("--limit-val", type=int)
+    pk.add_argument("--conditioned", metavar="CONFIG", nargs="?", const="configs/conditioned_cpu.yaml",
+                    help="also pack the labels of this conditioned config (default configs/conditioned_cpu.yaml)")
     tr = sub.add_parser("train", help="train from a pack (rerun the same command to resume)")
     defaults = FastConfig(pack="")
     for name, value in asdict(defaults).items():
@@ -228,12 +335,13 @@ def main(argv: list[str] | None = None) -> int:
             tr.add_argument(f"--{name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
                             default=value, metavar="BOOL")
         else:
-            kind = int if name == "max_steps" else type(value)
+            kind = int if name == "max_steps" else str if name == "init_from" else type(value)
             tr.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
     args = vars(p.parse_args(argv))
     command = args.pop("command")
     if command == "pack":
-        path = pack_bundled(args["out"], args["limit_train"], args["limit_val"])
+        path = (pack_conditioned(args["out"], args["conditioned"], args["limit_train"], args["limit_val"])
+                if args["conditioned"] else pack_bundled(args["out"], args["limit_train"], args["limit_val"]))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return 0
     try:
