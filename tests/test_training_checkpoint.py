@@ -100,3 +100,24 @@ def test_init_from_starts_training_from_a_plain_checkpoint(good):
         torch.testing.assert_close(module.ema.state_dict()[k], v)
     with pytest.raises(CheckpointError, match="hidden_dim"):
         DiffusionModule(TrainConfig(hidden_dim=32, num_layers=1, init_from=str(path)))
+
+
+def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path):
+    from mattergen_kit.model import CrystalDenoiser
+    from mattergen_kit.training.checkpoint import load_denoiser
+
+    torch.manual_seed(0)
+    model = CrystalDenoiser(hidden_dim=32, num_layers=2)
+    full = save_checkpoint(tmp_path / "full.pt", model.config_dict(), model.state_dict())
+    half = save_checkpoint(tmp_path / "half.pt", model.config_dict(), model.state_dict(), weights_dtype="float16")
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded = load_checkpoint(half)
+    assert loaded["weights_dtype"] == "float16"
+    for k, v in model.state_dict().items():
+        got = loaded["state_dict"][k]
+        assert got.dtype == v.dtype
+        if v.is_floating_point():
+            assert torch.allclose(got, v, rtol=2**-10, atol=1e-7), k
+    assert next(load_denoiser(half).parameters()).dtype == torch.float32
+    with pytest.raises(ValueError, match="weights_dtype"):
+        save_checkpoint(tmp_path / "x.pt", model.config_dict(), model.state_dict(), weights_dtype="int8")

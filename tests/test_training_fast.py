@@ -72,3 +72,61 @@ def test_foreign_pack_is_a_clear_error(tmp_path):
     torch.save({"format": "something else"}, bad)
     with pytest.raises(ValueError, match="not a mattergen_kit training pack"):
         fast.load_pack(bad)
+
+
+# --------------------------------------------------------------------------- conditioned packs and fine-tunes
+@pytest.fixture(scope="module")
+def cond_pack(tmp_path_factory):
+    return fast.pack_conditioned(tmp_path_factory.mktemp("cpack") / "cond.pt", limit_train=64, limit_val=16)
+
+
+def test_conditioned_pack_encodes_labels_like_the_lightning_path(cond_pack):
+    """The adapter sees the same embeddings whether the labels come from the pack (GPU recipe) or from the
+    datamodule's label columns (Lightning recipe): real bundled crystals with their label-table rows."""
+    from mattergen_kit.conditioning import Adapter, PropertySpec, batch_conditions
+    from mattergen_kit.data.crystal_batch import CrystalBatch
+    from mattergen_kit.training.config import TrainConfig
+    from mattergen_kit.training.module import CrystalDataModule
+
+    pack = fast.load_pack(cond_pack)
+    specs = [PropertySpec.from_dict(d) for d in pack["properties"]]
+    assert [s.name for s in specs] == TrainConfig.from_yaml("configs/conditioned_cpu.yaml").properties
+    crystals = fast.DeviceCrystals(pack["splits"]["train"], torch.device("cpu"))
+    assert pack["labelled_counts"]["space_group"] == 64  # every crystal has a spglib label
+    assert pack["labelled_counts"]["band_gap"] == int(crystals.conditions["band_gap"].isfinite().sum())
+    torch.manual_seed(0)
+    adapter = Adapter(specs, hidden_dim=16, num_layers=1, adapter_dim=8)
+    idx = torch.arange(64)
+    from_pack = adapter.embed(crystals.labels(idx), None, 64, "cpu")
+    dm = CrystalDataModule(TrainConfig.from_yaml("configs/conditioned_cpu.yaml"))
+    dm.setup("fit")
+    batch = CrystalBatch.collate([dm.train_set[i] for i in range(64)])
+    from_columns = adapter.embed(batch_conditions(batch, adapter.property_names), None, 64, "cpu")
+    assert torch.allclose(from_pack, from_columns, atol=1e-6)
+
+
+def test_condition_dropout_blanks_whole_labels(cond_pack):
+    pack = fast.load_pack(cond_pack)
+    crystals = fast.DeviceCrystals(pack["splits"]["train"], torch.device("cpu"))
+    idx = torch.arange(64)
+    full = crystals.labels(idx)
+    dropped = crystals.labels(idx, dropout=1.0, generator=torch.Generator().manual_seed(0))
+    assert int(dropped["chemical_system"].sum()) == 0 and bool((dropped["space_group"] == -1).all())
+    assert bool(dropped["band_gap"].isnan().all())
+    assert torch.equal(crystals.labels(idx, dropout=0.0)["chemical_system"], full["chemical_system"])
+
+
+def test_conditioned_finetune_starts_from_the_base_and_loads_with_its_adapter(small_pack, cond_pack, tmp_path):
+    import mattergen_kit as mk
+
+    base = fast.train_fast(_config(small_pack, tmp_path / "base", max_steps=4), log=lambda m: None)
+    tuned = fast.train_fast(_config(cond_pack, tmp_path / "cond", max_steps=3, init_from=str(base)),
+                            log=lambda m: None)
+    model = mk.load_model(tuned)
+    assert model.denoiser.adapter.property_names[:2] == ["chemical_system", "space_group"]
+    assert model.meta["labelled_counts"]["space_group"] == 64
+    base_weights = torch.load(base, weights_only=True)["state_dict"]
+    assert base_weights["type_embed.weight"].shape == model.denoiser.type_embed.weight.shape
+    crystals = model.generate(2, seed=0, steps=3, conditions={"chemical_system": "Li-O"}, guidance_scale=1.0,
+                              progress=False)
+    assert all({e.symbol for e in s.composition.elements} <= {"Li", "O"} for s in crystals)

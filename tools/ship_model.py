@@ -33,17 +33,21 @@ def main(argv=None) -> int:
     p.add_argument("--dest", default=str(BUNDLED_CHECKPOINT),
                    help="where to write it (default: the bundled checkpoint; e.g. checkpoints/archive/NAME.pt to keep "
                         "a trained leg that is not shipped yet)")
+    p.add_argument("--weights-dtype", default="float32", choices=["float32", "float16"],
+                   help="storage precision of the weights (float16 halves the file; loaded back as float32)")
+    p.add_argument("--run-file", default="model.pt", help="the exported model inside run_dir")
+    p.add_argument("--reproduce", default=None, help="the command that trains it (default: mattergen-kit train --config CONFIG)")
     p.add_argument("--metrics", default=None,
                    help="where to write the run's training curves (default: training_metrics.csv beside --dest)")
     args = p.parse_args(argv)
 
     run = Path(args.run_dir)
-    ckpt = load_checkpoint(run / "model.pt")
+    ckpt = load_checkpoint(run / args.run_file)
     commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = dict(ckpt["meta"])
     meta.update({"dataset": "mp-bundled-20 (train split)", "trained_from_commit": commit,
                  "wall_minutes": args.wall_minutes, "hardware": args.hardware,
-                 "reproduce": f"mattergen-kit train --config {args.config}",
+                 "reproduce": args.reproduce or f"mattergen-kit train --config {args.config}",
                  "recommended_steps": args.recommended_steps, "type_temperature": args.type_temperature})
     if args.lineage:
         meta["lineage"] = args.lineage
@@ -52,7 +56,8 @@ def main(argv=None) -> int:
     if "num_atoms_histogram" not in meta:
         raise SystemExit("the exported model has no num_atoms_histogram: re-export it from the run")
     dest = Path(args.dest)
-    save_checkpoint(dest, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta)
+    save_checkpoint(dest, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"], meta,
+                    weights_dtype=args.weights_dtype)
     print(json.dumps({k: v for k, v in meta.items() if k != "train_config"}, indent=1))
     print(f"wrote {dest} ({dest.stat().st_size / 2**20:.2f} MB)")
     logs = sorted((run / "logs").glob("version_*/metrics.csv"))

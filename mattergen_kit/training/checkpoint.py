@@ -26,14 +26,25 @@ class CheckpointError(ValueError):
     """The file is not a usable mattergen_kit checkpoint (corrupted, foreign or unsupported version)."""
 
 
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+
+
 def save_checkpoint(path: str | Path, model_config: dict, state_dict: dict, diffusion_config: dict | None = None,
-                    meta: dict | None = None) -> Path:
-    """Write atomically (temporary file + rename): a crash never leaves a half-written checkpoint."""
+                    meta: dict | None = None, weights_dtype: str = "float32") -> Path:
+    """Write atomically (temporary file + rename): a crash never leaves a half-written checkpoint.
+
+    ``weights_dtype="float16"`` stores the floating-point weights at half the size (relative rounding ≤ 2⁻¹¹,
+    used for the shipped checkpoints); :func:`load_checkpoint` returns them as float32 again."""
+    if weights_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"weights_dtype must be one of {list(STORAGE_DTYPES)}, got {weights_dtype!r}")
+    store = STORAGE_DTYPES[weights_dtype]
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {"format": FORMAT, "version": VERSION, "model_config": json.loads(json.dumps(model_config)),
             "diffusion_config": json.loads(json.dumps(diffusion_config or {}, default=str)),
-            "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
+            "state_dict": {k: (v.detach().cpu().to(store) if v.is_floating_point() else v.detach().cpu()).clone()
+                           for k, v in state_dict.items()},
+            "weights_dtype": weights_dtype,
             "meta": json.loads(json.dumps(meta or {}, default=str))}  # plain values only: weights_only loads
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     torch.save(ckpt, tmp)
@@ -65,6 +76,8 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is missing {missing}")
     ckpt.setdefault("diffusion_config", {})
     ckpt.setdefault("meta", {})
+    ckpt["state_dict"] = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+                          for k, v in ckpt["state_dict"].items()}  # half-precision storage → float32 weights
     return ckpt
 
 
