@@ -27,3 +27,23 @@ EXCLUDED_MIN_Z = 84
 AVERAGE_DENSITY = 0.05771451654022283
 #: most atoms per cell in the bundled data and the number-of-atoms prior (MP-20's limit)
 MAX_ATOMS = 20
+
+#: element symbols by atomic number (``ELEMENT_SYMBOLS[Z - 1]``), Z = 1..118: symbol look-ups need no pymatgen
+#: (the GPU recipes run where only torch is installed)
+ELEMENT_SYMBOLS = (
+    "H", "He", "Li", "Be", "B", "C", "N", "O", "F", "Ne", "Na", "Mg", "Al", "Si", "P", "S", "Cl", "Ar", "K", "Ca",
+    "Sc", "Ti", "V", "Cr", "Mn", "Fe", "Co", "Ni", "Cu", "Zn", "Ga", "Ge", "As", "Se", "Br", "Kr", "Rb", "Sr", "Y",
+    "Zr", "Nb", "Mo", "Tc", "Ru", "Rh", "Pd", "Ag", "Cd", "In", "Sn", "Sb", "Te", "I", "Xe", "Cs", "Ba", "La", "Ce",
+    "Pr", "Nd", "Pm", "Sm", "Eu", "Gd", "Tb", "Dy", "Ho", "Er", "Tm", "Yb", "Lu", "Hf", "Ta", "W", "Re", "Os", "Ir",
+    "Pt", "Au", "Hg", "Tl", "Pb", "Bi", "Po", "At", "Rn", "Fr", "Ra", "Ac", "Th", "Pa", "U", "Np", "Pu", "Am", "Cm",
+    "Bk", "Cf", "Es", "Fm", "Md", "No", "Lr", "Rf", "Db", "Sg", "Bh", "Hs", "Mt", "Ds", "Rg", "Cn", "Nh", "Fl", "Mc",
+    "Lv", "Ts", "Og")
+_Z_OF_SYMBOL = {s: z for z, s in enumerate(ELEMENT_SYMBOLS, start=1)}
+
+
+def atomic_number(symbol: str) -> int:
+    """Z of an element symbol ("Fe" → 26; case-sensitive, like pymatgen); ``ValueError`` for anything else."""
+    try:
+        return _Z_OF_SYMBOL[symbol]
+    except (KeyError, TypeError):
+        raise ValueError(f"{symbol!r} is not an element symbol") from None

@@ -59,9 +59,8 @@ class GenerativeModel:
         model was not trained on, conditions or γ ≠ 0 without conditioning, an out-of-range value, an unknown
         element or γ < 0. A ``chemical_system`` condition also restricts the sampled elements to the system
         (ref §12.2): intersected with ``allowed_elements``; per-crystal systems give a (num, K) class mask."""
-        from pymatgen.core import Element
-
         from mattergen_kit.conditioning import check_conditions
+        from mattergen_kit.constants import atomic_number
         from mattergen_kit.diffusion.atom_types import allowed_classes_mask
 
         conditions = check_conditions(conditions, self.property_specs, guidance_scale)
@@ -73,7 +72,7 @@ class GenerativeModel:
             raise ValueError("give allowed_elements as symbols or atomic numbers together with a chemical_system condition")
         masks = []
         for one in ([system] if isinstance(system, str) else system):
-            zs = {int(Element(e).Z) for e in one.split("-")}
+            zs = {atomic_number(e) for e in one.split("-")}
             if base is not None:
                 zs &= base
                 if not zs:
@@ -228,14 +227,14 @@ def check_allowed_elements(allowed_elements) -> list[int] | None:
     """
     if allowed_elements is None or torch.is_tensor(allowed_elements):
         return allowed_elements
-    from pymatgen.core import Element
+    from mattergen_kit.constants import ELEMENT_SYMBOLS, atomic_number
 
     if isinstance(allowed_elements, (str, int)):
         allowed_elements = [allowed_elements]
     zs = []
     for e in allowed_elements:
         try:
-            zs.append(int(Element(e.strip()).Z) if isinstance(e, str) else int(e))
+            zs.append(atomic_number(e.strip()) if isinstance(e, str) else int(e))
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"allowed_elements: {e!r} is not an element symbol or atomic number") from None
         if not 1 <= zs[-1] <= 118:
@@ -243,7 +242,7 @@ def check_allowed_elements(allowed_elements) -> list[int] | None:
     if not zs:
         raise ValueError("allowed_elements is empty: give at least one element (or None for no restriction)")
     usable = [z for z in dict.fromkeys(zs) if z in ALLOWED_Z]
-    unusable = [Element.from_Z(z).symbol for z in dict.fromkeys(zs) if z not in ALLOWED_Z]
+    unusable = [ELEMENT_SYMBOLS[z - 1] for z in dict.fromkeys(zs) if z not in ALLOWED_Z]
     if not usable:
         raise ValueError(f"none of the allowed elements ({', '.join(unusable)}) can be generated: the model generates "
                          "only MatterGen's 76 elements (Z 1-83 without noble gases, Tc and Pm)")

@@ -3,6 +3,12 @@
     nice -n 10 python tools/build_conditioned_model.py            # ~70 min on 1 CPU thread (configs/conditioned_cpu.yaml)
     python tools/build_conditioned_model.py --properties chemical_system,space_group,band_gap   # a subset
     python tools/build_conditioned_model.py --max-time 1          # a 1-minute smoke run (writes to runs/, ships nothing)
+    python tools/build_conditioned_model.py --trained runs/gpu_cond/model.pt --wall-minutes 2.3 \
+        --hardware "1 H200" --reproduce "python -m mattergen_kit.training.fast train ..."   # ship a GPU fine-tune
+
+The GPU route (training/fast.py: ``pack --conditioned`` here, then ``train --init-from BASE`` on the GPU) trains
+the same objective with the same labels, dropout and adapter; ``--trained`` ships its result from here with the
+same meta and card, after checking that it was fine-tuned from the current base (same architecture).
 
 1. reads the base (default ``mattergen_kit/checkpoints/mp_bundled_20.pt``) and keys the run folder by its sha256,
    ``runs/conditioned_cpu-<sha12>``: the same base resumes an interrupted run, a new base starts afresh;
@@ -51,6 +57,12 @@ def main(argv=None) -> int:
     p.add_argument("--config", default="configs/conditioned_cpu.yaml")
     p.add_argument("--max-time", type=float, default=None, help="minutes (a smoke run: nothing is shipped)")
     p.add_argument("--no-ship", action="store_true", help="train only")
+    p.add_argument("--trained", default=None, help="ship this already fine-tuned model (e.g. from the GPU recipe)")
+    p.add_argument("--wall-minutes", type=float, default=None, help="with --trained: its training time")
+    p.add_argument("--hardware", default=None, help="with --trained: where it was trained")
+    p.add_argument("--reproduce", default=None, help="with --trained: the command that trained it")
+    p.add_argument("--weights-dtype", default="float16", choices=["float32", "float16"],
+                   help="storage precision of the shipped weights (loaded back as float32)")
     p.add_argument("--properties", default=None,
                    help="comma-separated subset of the config's properties (e.g. leave out one with too few labels)")
     args = p.parse_args(argv)
@@ -64,6 +76,8 @@ def main(argv=None) -> int:
         if unknown:
             raise SystemExit(f"--properties: {unknown} are not in {args.config} ({config.properties})")
         config = replace(config, properties=names)
+    if args.trained:
+        return ship_trained(args, base, sha)
     run_dir = f"{config.run_dir}-{sha[:12]}" + ("-smoke" if args.max_time else "")
     config = replace(config, run_dir=run_dir,
                      max_time_minutes=args.max_time if args.max_time else config.max_time_minutes)
@@ -86,9 +100,38 @@ def main(argv=None) -> int:
                  "wall_minutes_this_start": round(minutes, 1),
                  "reproduce": f"python tools/build_conditioned_model.py --config {args.config}"})
     save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
-                    meta)
+                    meta, weights_dtype=args.weights_dtype)
     write_card(meta, ckpt)
     print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} and {CARD.name}")
+    return 0
+
+
+def ship_trained(args, base: Path, sha: str) -> int:
+    """Ship a conditioned model trained elsewhere (the GPU recipe) from ``base``, with the card of this tool."""
+    ckpt, base_ckpt = load_checkpoint(args.trained), load_checkpoint(base)
+    if ckpt["model_config"] != base_ckpt["model_config"]:
+        raise SystemExit(f"{args.trained} has the architecture {ckpt['model_config']}, the base {base} has "
+                         f"{base_ckpt['model_config']}: it was not fine-tuned from this base")
+    if not ckpt["meta"].get("adapter") or not ckpt["meta"].get("labelled_counts"):
+        raise SystemExit(f"{args.trained} has no adapter/labelled counts in its meta: not a conditioned fine-tune")
+    missing = [k for k in ("wall_minutes", "hardware", "reproduce") if getattr(args, k) is None]
+    if missing:
+        raise SystemExit(f"--trained needs {', '.join('--' + m.replace('_', '-') for m in missing)} for the card")
+    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    meta = dict(ckpt["meta"])
+    meta.update({k: base_ckpt["meta"][k] for k in INHERITED_META if k in base_ckpt["meta"]})
+    # the first GPU fine-tune (2026-11-27) predates these keys in the fast recipe's meta: its pack used the defaults
+    meta["train_config"] = {"condition_dropout": 0.2, "condition_dropout_mode": "subsets",
+                            "extra_train": ["aflow_bulk_modulus"], **meta.get("train_config", {})}
+    meta.update({"base": str(base), "base_sha256": sha, "labelled_train_crystals": meta["labelled_counts"],
+                 "dataset": "mp-bundled-20 (train split) with datasets/labels/", "trained_from_commit": commit,
+                 "wall_minutes_this_start": args.wall_minutes, "hardware": args.hardware,
+                 "reproduce": args.reproduce})
+    save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
+                    meta, weights_dtype=args.weights_dtype)
+    write_card(meta, ckpt)
+    print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} ({BUNDLED_CONDITIONED_CHECKPOINT.stat().st_size / 2**20:.1f} MB) "
+          f"and {CARD.name}")
     return 0
 
 
@@ -113,6 +156,7 @@ its properties; with no conditions it is its own unconditional model. Training s
 {('+ ' + ', '.join(extra) + ' (datasets/labels/README.md)') if extra else ''}.
 
 - steps {meta.get('global_step')}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, val metrics {meta.get('val_metrics')}
+- trained on {meta.get('hardware', 'CPU')} in {meta.get('wall_minutes_this_start')} min
 - trained from commit {meta['trained_from_commit'][:10]}, written {datetime.date.today().isoformat()}
 - rebuild: `{meta['reproduce']}`
 

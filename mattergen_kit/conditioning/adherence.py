@@ -141,7 +141,11 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
     ``novelty``: also the share of samples matching no bundled train crystal (StructureMatcher)."""
     from mattergen_kit.generation import GenerativeModel, load_model
 
-    model = model if isinstance(model, GenerativeModel) else load_model(model)
+    if model is None or isinstance(model, (str, Path)):
+        model = load_model(model)      # else a GenerativeModel, or a PresampledModel (samples drawn on a GPU)
+    drawn_on = None
+    if not isinstance(model, GenerativeModel):
+        drawn_on = {"store": str(getattr(model, "source", "")), "model": getattr(model, "model_name", "")}
     path = Path(out) / "adherence.jsonl" if out is not None else None
     done = read_jsonl(path) if path is not None else []
     key = lambda r: (r["property"], str(r["target"]), float(r["gamma"]), r["num"], r["steps"], r["seed"],  # noqa: E731
@@ -178,6 +182,8 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
                     uncond = (structures, values)
                     u_median = score(values, name, target)["median"] if scalar else None
             row = {**base, **score(values, name, target, u_median if gamma != 0 else None), **quality(structures)}
+            if drawn_on is not None:
+                row["drawn_on"] = drawn_on
             if novelty:
                 row["novelty"] = novelty_rate(structures)
             tag = f"{name}_{str(target).replace('/', '_')}_g{gamma:g}" + ("_sym" if enforce_symmetry else "")
@@ -218,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--enforce-symmetry", action="store_true",
                    help="space_group only: sample with Wyckoff templates of the target (generate(enforce_symmetry=True))")
     p.add_argument("--novelty", action="store_true", help="also measure novelty against the bundled train split")
+    p.add_argument("--presampled", default=None, metavar="STORE",
+                   help="judge samples drawn elsewhere (tools/sample_on_device.py) for --model instead of sampling")
     args = p.parse_args(argv)
     import torch
 
@@ -228,10 +236,15 @@ def main(argv: list[str] | None = None) -> int:
     targets = [cast(t.strip()) for t in args.targets.split(",") if t.strip()]
     gammas = [float(g) for g in args.gammas.split(",")]
     try:
-        run(args.model or BUNDLED_CONDITIONED_CHECKPOINT, args.property, targets, gammas, args.num, args.steps,
+        model = args.model or BUNDLED_CONDITIONED_CHECKPOINT
+        if args.presampled:
+            from mattergen_kit.presampled import PresampledModel
+
+            model = PresampledModel(args.presampled, model)
+        run(model, args.property, targets, gammas, args.num, args.steps,
             args.seed, out=args.out, with_stability=args.stability, enforce_symmetry=args.enforce_symmetry,
             novelty=args.novelty)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

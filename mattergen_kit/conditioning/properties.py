@@ -219,7 +219,7 @@ def _category_lookup(spec: PropertySpec) -> dict:
 def element_symbols(system, name: str = "chemical_system") -> list[str]:
     """Alphabetically sorted unique element symbols (the datasets' ``chemical_system`` order) of "Li-Fe-P-O" (or a list of symbols); ``ValueError`` for an unknown
     element or one the model cannot generate (noble gases, Tc, Pm, Z ≥ 84)."""
-    from pymatgen.core import Element
+    from mattergen_kit.constants import ELEMENT_SYMBOLS, atomic_number
 
     parts = system.split("-") if isinstance(system, str) else list(system)
     parts = [p.strip() if isinstance(p, str) else p for p in parts]
@@ -228,23 +228,23 @@ def element_symbols(system, name: str = "chemical_system") -> list[str]:
     zs = []
     for p in parts:
         try:
-            zs.append(int(Element(p).Z))
+            zs.append(atomic_number(p))
         except (ValueError, KeyError, TypeError):
             raise ValueError(f"{name}: {p!r} is not an element symbol") from None
-    bad = [Element.from_Z(z).symbol for z in zs if z not in _ELEMENT_INDEX]
+    bad = [ELEMENT_SYMBOLS[z - 1] for z in zs if z not in _ELEMENT_INDEX]
     if bad:
         raise ValueError(f"{name}: {', '.join(bad)} cannot be generated (the model knows MatterGen's 76 elements: "
                          "Z 1–83 without noble gases, Tc and Pm)")
-    return sorted({Element.from_Z(z).symbol for z in zs})
+    return sorted({ELEMENT_SYMBOLS[z - 1] for z in zs})
 
 
 @lru_cache(maxsize=65536)  # one entry per distinct chemical system of the training data
 def _multi_hot_str(system: str) -> tuple[int, ...]:
-    from pymatgen.core import Element
+    from mattergen_kit.constants import atomic_number
 
     idx = []
     for p in system.split("-"):
-        z = int(Element(p.strip()).Z)
+        z = atomic_number(p.strip())
         if z not in _ELEMENT_INDEX:  # a training label with an element outside the 76: treat as absent
             return ()
         idx.append(_ELEMENT_INDEX[z])

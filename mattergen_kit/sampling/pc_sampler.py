@@ -87,8 +87,9 @@ def _check_finite(step: int, num_steps: int, t: float, where: str, coords: torch
 
 def _to_z(x: Any) -> int:
     if isinstance(x, str):
-        from pymatgen.core import Element
-        return int(Element(x).Z)
+        from mattergen_kit.constants import atomic_number
+
+        return atomic_number(x)
     return int(x)
 
 

@@ -111,7 +111,8 @@ def pack_conditioned(out: str | Path, config: str | Path = "configs/conditioned_
             "splits": splits, "num_atoms_histogram": [float(p) for p in hist], "density": density,
             "properties": [s.to_dict() for s in specs], "adapter_dim": config.adapter_dim,
             "condition_dropout": config.condition_dropout, "condition_dropout_mode": config.condition_dropout_mode,
-            "labelled_counts": counts, "source_config": str(config.to_dict())}
+            "labelled_counts": counts, "extra_train": list(config.extra_train or []),
+            "source_config": str(config.to_dict())}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -274,7 +275,9 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
                     "pack": pack.get("name"), **({"adapter": ema.adapter.config_dict(),
                                                   "labelled_counts": pack.get("labelled_counts")}
                                                  if ema.adapter is not None else {}),
-                    "train_config": {"recipe": "training/fast.py", **asdict(cfg)},
+                    "train_config": {"recipe": "training/fast.py", **asdict(cfg),
+                                     **({"condition_dropout": dropout, "condition_dropout_mode": dropout_mode,
+                                         "extra_train": pack.get("extra_train", [])} if "properties" in pack else {})},
                     "val_metrics": {f"val/{k}": v for k, v in val_metrics.items()},
                     "wall_minutes": elapsed / 60, "device": torch.cuda.get_device_name(device)
                     if device.type == "cuda" else "cpu", "torch": torch.__version__}
