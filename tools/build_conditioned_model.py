@@ -123,7 +123,11 @@ def ship_trained(args, base: Path, sha: str) -> int:
     # the first GPU fine-tune (2026-11-27) predates these keys in the fast recipe's meta: its pack used the defaults
     meta["train_config"] = {"condition_dropout": 0.2, "condition_dropout_mode": "subsets",
                             "extra_train": ["aflow_bulk_modulus"], **meta.get("train_config", {})}
-    meta.update({"base": str(base), "base_sha256": sha, "labelled_train_crystals": meta["labelled_counts"],
+    try:
+        shown = base.resolve().relative_to(Path(__file__).resolve().parents[1])
+    except ValueError:
+        shown = base
+    meta.update({"base": str(shown), "base_sha256": sha, "labelled_train_crystals": meta["labelled_counts"],
                  "dataset": "mp-bundled-20 (train split) with datasets/labels/", "trained_from_commit": commit,
                  "wall_minutes_this_start": args.wall_minutes, "hardware": args.hardware,
                  "reproduce": args.reproduce})

@@ -3,8 +3,10 @@
 Two steps, the first where mattergen_kit and its data are installed, the second anywhere torch is::
 
     python -m mattergen_kit.training.fast pack --out runs/pack/mp-bundled-20.pt      # train/val tensors
-    python -m mattergen_kit.training.fast train --pack runs/pack/mp-bundled-20.pt --out runs/gpu \\
-        --minutes 9 --hidden 256 --layers 6 --batch-size 512 --device cuda
+    python -m mattergen_kit.training.fast train --pack runs/pack/mp-bundled-20.pt --out runs/gpu     # on the GPU
+
+The defaults are the recipe of the shipped bundled model (4.4M parameters, batch 1,024, 5.8 min on one H200 at
+~21,000 crystals/s; its validation loss stopped improving after ~5 min, so longer runs need more data, not time).
 
 The pack holds the canonical crystals as flat tensors (atom types, fractional coordinates, lattices,
 atom counts) of the train and val splits, the number-of-atoms histogram and the lattice-prior density, so
@@ -184,19 +186,19 @@ class DeviceCrystals:
 class FastConfig:
     pack: str
     out: str = "runs/gpu"
-    minutes: float = 9.0
+    minutes: float = 5.8
     hidden: int = 256
     layers: int = 6
     crystal_summary: bool = True
     composition_logits: bool = True
     init_from: str | None = None     # a plain checkpoint to start from (its architecture replaces hidden/layers)
-    batch_size: int = 512
+    batch_size: int = 1024
     lr: float = 1e-3
-    warmup_steps: int = 500
+    warmup_steps: int = 300
     min_lr_ratio: float = 0.02
     grad_clip: float = 1.0
     ema_decay: float = 0.999
-    val_every_s: float = 60.0
+    val_every_s: float = 30.0
     seed: int = 0
     device: str = "cuda"
     bf16: bool = True
