@@ -285,7 +285,7 @@ cols = ["series", "steps", "num", "structural_validity", "compositional_validity
 table = table[[c for c in cols if c in table]].sort_values(["series", "steps", "num"]).reset_index(drop=True)
 table.round(3)"""),
     nbf.v4.new_code_cell("""metrics = [("structural_validity", "structural validity"), ("compositional_validity", "SMACT validity"),
-           ("wdist_density", "W(density) to train, g/cm³"), ("sun", "S.U.N. (CHGNet; measured at 1000 steps only)")]
+           ("wdist_density", "W(density) to train, g/cm³"), ("sun", "S.U.N. (CHGNet; only where relaxed)")]
 fig, axes = plt.subplots(1, 4, figsize=(17, 4.2))
 markers = {"round 1 (step 33,432)": "o", "round 2b, step 6,500, fitted bias": "s", "CPU v2b (step 26,164)": "^",
            "GPU, shipped (step 6,422)": "*"}
