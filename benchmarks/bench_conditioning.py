@@ -133,6 +133,11 @@ def summarise(out: Path, figures: Path) -> str:
              "seed 0; γ = 0 is the unconditional model (its samples are shared by a property's targets). ML-measured "
              "properties (band gap: composition predictor; magnetic density, bulk modulus, stability: CHGNet) are "
              "estimates.\n"]
+    stores = sorted({r["drawn_on"]["store"] for r in rows if r.get("drawn_on")})
+    if stores:
+        lines.append(f"Rows marked † were sampled on a lent GPU (`python tools/sample_on_device.py draw`, store "
+                     f"{', '.join(f'`{d}`' for d in stores)}; batch 1,024, seeded per batch) and judged here with "
+                     "`--presampled`; the others were sampled here.\n")
     by = lambda name: [r for r in rows if r["property"] == name]  # noqa: E731
     best = lambda rs, m: max(rs, key=lambda r: r[m])  # noqa: E731
 
@@ -144,7 +149,8 @@ def summarise(out: Path, figures: Path) -> str:
             rs = {r["gamma"]: r for r in sg if r["target"] == t}
             need = max(0.25, 5 * rs[0.0]["hit_rate"]) if 0.0 in rs else 0.25
             met = [g for g in sorted(rs) if g > 0 and rs[g]["hit_rate"] >= need]
-            lines.append(f"| {t} | {rs[min(rs)]['num']} | " + " | ".join(_fmt(rs[g]["hit_rate"]) if g in rs else "—"
+            dagger = " †" if any(r.get("drawn_on") for r in rs.values()) else ""
+            lines.append(f"| {t}{dagger} | {rs[min(rs)]['num']} | " + " | ".join(_fmt(rs[g]["hit_rate"]) if g in rs else "—"
                                                                           for g in GAMMAS)
                          + f" | {_fmt(need)} | {', '.join(f'γ={g:g}' for g in met) or 'not met'} |")
     more_steps = [r for f in sorted(out.glob("space_group_*steps.jsonl")) for r in read_jsonl(f)]
@@ -160,7 +166,8 @@ def summarise(out: Path, figures: Path) -> str:
     if symmetric:  # generate(enforce_symmetry=True): Wyckoff templates, the space group kept by projection
         lines += ["\nWith Wyckoff templates (`generate(..., enforce_symmetry=True)`; `python -m "
                   "mattergen_kit.conditioning.adherence --property space_group --targets 225,194,62,14,2 --gammas 0,2 "
-                  "--num 256 --steps 100 --enforce-symmetry --novelty --out benchmarks/results/conditioning/symmetric`; "
+                  f"--num {symmetric[0]['num']} --steps {symmetric[0]['steps']} --enforce-symmetry --novelty --out "
+                  "benchmarks/results/conditioning/symmetric`; "
                   "novelty against the bundled train split):\n",
                   "| target | γ | n | hit rate | supergroup or other | structurally valid | SMACT | unique | novel |",
                   "|---|---|---|---|---|---|---|---|---|"]
@@ -182,7 +189,8 @@ def summarise(out: Path, figures: Path) -> str:
                   "| target | in training | γ | n | in system | exactly the system | structurally valid and unique "
                   "| SMACT |", "|---|---|---|---|---|---|---|---|"]
         for r in cs:
-            lines.append(f"| {r['target']} | {IN_TRAINING.get(r['target'], '?')} | {r['gamma']:g} | {r['num']} | "
+            lines.append(f"| {r['target']}{' †' if r.get('drawn_on') else ''} | {IN_TRAINING.get(r['target'], '?')} | "
+                         f"{r['gamma']:g} | {r['num']} | "
                          f"{_fmt(r['in_system'])} | {_fmt(r['exact_system'])} | {_fmt(r.get('valid_and_unique'))} | "
                          f"{_fmt(r['compositional_validity'])} |")
     for name in ("band_gap", "hhi_production", "magnetic_density", "bulk_modulus"):
