@@ -25,9 +25,10 @@ def test_bundled_model_is_shipped_with_a_model_card():
     assert BUNDLED_CHECKPOINT.stat().st_size < 30 * 2**20
     card = BUNDLED_CHECKPOINT.with_name("MODEL_CARD.md")
     text = card.read_text()
-    for needed in ("mp-bundled-20", "val", "commit", "mattergen-kit train"):
-        assert needed in text
     meta = load_checkpoint(BUNDLED_CHECKPOINT)["meta"]
+    for needed in ("mp-bundled-20", "val", "commit", meta["reproduce"]):   # the card shows how to retrain it
+        assert needed in text
+    assert "mattergen_kit.training.fast" in meta["reproduce"] or "mattergen-kit train" in meta["reproduce"]
     assert meta["global_step"] > 1000
     assert abs(sum(meta["num_atoms_histogram"]) - 1) < 1e-6
 
