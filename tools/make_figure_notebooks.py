@@ -335,9 +335,11 @@ The kinds of figure in the MatterGen paper that show conditioning at work, from 
 against the guidance scale γ, chemical systems, property distributions shifted toward a target, and what steering
 costs in validity, uniqueness and stability. γ = 0 is the unconditional model.
 
-* Full settings: the committed proof `benchmarks/results/conditioning/adherence.jsonl`
-  (`python benchmarks/bench_conditioning.py`, seed 0, 200 sampler steps; sample counts on every figure) — read,
-  not regenerated (it takes about an hour on the 2 CPU cores).
+* Full settings: the committed proof `benchmarks/results/conditioning/adherence.jsonl` (seed 0; space group at
+  200 sampler steps, the rest at 100; sample counts on every figure): the guidance-only space-group and
+  chemical-system rows (256 samples each) were drawn on a lent H200 (`python tools/sample_on_device.py`) and judged
+  here, the scalar properties and the Wyckoff-template rows (64 each) were sampled here — read, not regenerated.
+  `benchmarks/results/conditioning/summary.md` has the tables.
 * Small settings (the tests): one space-group target sampled on the spot with a handful of crystals and few steps.
 
 Band gap is the project's composition predictor, magnetic density and bulk modulus CHGNet (ML estimates),
