@@ -61,6 +61,8 @@ def main(argv=None) -> int:
     p.add_argument("--wall-minutes", type=float, default=None, help="with --trained: its training time")
     p.add_argument("--hardware", default=None, help="with --trained: where it was trained")
     p.add_argument("--reproduce", default=None, help="with --trained: the command that trained it")
+    p.add_argument("--commit", default=None, help="with --trained: the commit it was trained from (default: HEAD)")
+    p.add_argument("--note", default=None, help="with --trained: a sentence for the card (e.g. how the base differs)")
     p.add_argument("--weights-dtype", default="float16", choices=["float32", "float16"],
                    help="storage precision of the shipped weights (loaded back as float32)")
     p.add_argument("--properties", default=None,
@@ -117,7 +119,7 @@ def ship_trained(args, base: Path, sha: str) -> int:
     missing = [k for k in ("wall_minutes", "hardware", "reproduce") if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"--trained needs {', '.join('--' + m.replace('_', '-') for m in missing)} for the card")
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     meta = dict(ckpt["meta"])
     meta.update({k: base_ckpt["meta"][k] for k in INHERITED_META if k in base_ckpt["meta"]})
     # the first GPU fine-tune (2026-11-27) predates these keys in the fast recipe's meta: its pack used the defaults
@@ -130,7 +132,7 @@ def ship_trained(args, base: Path, sha: str) -> int:
     meta.update({"base": str(shown), "base_sha256": sha, "labelled_train_crystals": meta["labelled_counts"],
                  "dataset": "mp-bundled-20 (train split) with datasets/labels/", "trained_from_commit": commit,
                  "wall_minutes_this_start": args.wall_minutes, "hardware": args.hardware,
-                 "reproduce": args.reproduce})
+                 "reproduce": args.reproduce, **({"note": args.note} if args.note else {})})
     save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
                     meta, weights_dtype=args.weights_dtype)
     write_card(meta, ckpt)
@@ -160,7 +162,7 @@ its properties; with no conditions it is its own unconditional model. Training s
 {('+ ' + ', '.join(extra) + ' (datasets/labels/README.md)') if extra else ''}.
 
 - steps {meta.get('global_step')}, lr {cfg.get('lr')}, batch {cfg.get('batch_size')}, val metrics {meta.get('val_metrics')}
-- trained on {meta.get('hardware', 'CPU')} in {meta.get('wall_minutes_this_start')} min
+- trained on {meta.get('hardware', 'CPU')} in {meta.get('wall_minutes_this_start')} min{(chr(10) + '- ' + meta['note']) if meta.get('note') else ''}
 - trained from commit {meta['trained_from_commit'][:10]}, written {datetime.date.today().isoformat()}
 - rebuild: `{meta['reproduce']}`
 
