@@ -21,6 +21,13 @@ def job_key(model: str, num: int, seed: int, steps: int, conditions: dict | None
     return f"{Path(model).name}|n={num}|seed={seed}|steps={steps}|cond={cond}|g={float(guidance_scale):g}"
 
 
+def job_batch(job: dict):
+    """The crystals of one stored job as a CrystalBatch."""
+    from mattergen_kit.data import CrystalBatch
+
+    return CrystalBatch(job["atom_types"], job["frac_coords"], job["lattice"], job["num_atoms"])
+
+
 class PresampledModel:
     """A store of samples drawn elsewhere, served through ``generate()`` like a model (``KeyError`` naming the
     request when the store does not hold it). ``model_name``: the file name of the model they came from."""
@@ -33,13 +40,10 @@ class PresampledModel:
         self.source = "" if isinstance(store, dict) else str(store)
 
     def batch(self, num: int, seed: int, steps: int, conditions: dict | None = None, guidance_scale: float = 0.0):
-        from mattergen_kit.data import CrystalBatch
-
         key = job_key(self.model_name, num, seed, steps, conditions, guidance_scale)
         if key not in self.store["jobs"]:
             raise KeyError(f"the store holds no samples for {key}; draw them with tools/sample_on_device.py")
-        job = self.store["jobs"][key]
-        return CrystalBatch(job["atom_types"], job["frac_coords"], job["lattice"], job["num_atoms"])
+        return job_batch(self.store["jobs"][key])
 
     def generate(self, num: int, seed: int = 0, steps: int = 1000, conditions: dict | None = None,
                  guidance_scale: float = 0.0, enforce_symmetry: bool = False, **_ignored):

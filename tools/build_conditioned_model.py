@@ -93,19 +93,32 @@ def main(argv=None) -> int:
         print(f"trained {path} in {minutes:.1f} min; not shipped")
         return 0
 
-    ckpt, base_meta = load_checkpoint(path), load_checkpoint(base)["meta"]
-    commit = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = dict(ckpt["meta"])
-    meta.update({k: base_meta[k] for k in INHERITED_META if k in base_meta})
-    meta.update({"base": str(base), "base_sha256": sha, "labelled_train_crystals": counts,
-                 "dataset": "mp-bundled-20 (train split) with datasets/labels/", "trained_from_commit": commit,
-                 "wall_minutes_this_start": round(minutes, 1),
-                 "reproduce": f"python tools/build_conditioned_model.py --config {args.config}"})
-    save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
-                    meta, weights_dtype=args.weights_dtype)
-    write_card(meta, ckpt)
-    print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} and {CARD.name}")
+    ship(load_checkpoint(path), load_checkpoint(base), base, sha, args.weights_dtype,
+         labelled_train_crystals=counts, trained_from_commit=_head(), wall_minutes_this_start=round(minutes, 1),
+         reproduce=f"python tools/build_conditioned_model.py --config {args.config}")
     return 0
+
+
+def _head() -> str:
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+
+
+def ship(ckpt: dict, base_ckpt: dict, base: Path, sha: str, weights_dtype: str, **fields) -> None:
+    """Write the conditioned checkpoint and its card: the fine-tune's meta, the base's sampling settings
+    (INHERITED_META), which base it came from, and ``fields`` (provenance of this training run)."""
+    meta = dict(ckpt["meta"])
+    meta.update({k: base_ckpt["meta"][k] for k in INHERITED_META if k in base_ckpt["meta"]})
+    try:
+        shown = base.resolve().relative_to(Path(__file__).resolve().parents[1])
+    except ValueError:
+        shown = base
+    meta.update({"base": str(shown), "base_sha256": sha,
+                 "dataset": "mp-bundled-20 (train split) with datasets/labels/", **fields})
+    save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
+                    meta, weights_dtype=weights_dtype)
+    write_card(meta, ckpt)
+    print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} ({BUNDLED_CONDITIONED_CHECKPOINT.stat().st_size / 2**20:.1f} MB) "
+          f"and {CARD.name}")
 
 
 def ship_trained(args, base: Path, sha: str) -> int:
@@ -119,25 +132,12 @@ def ship_trained(args, base: Path, sha: str) -> int:
     missing = [k for k in ("wall_minutes", "hardware", "reproduce") if getattr(args, k) is None]
     if missing:
         raise SystemExit(f"--trained needs {', '.join('--' + m.replace('_', '-') for m in missing)} for the card")
-    commit = args.commit or subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    meta = dict(ckpt["meta"])
-    meta.update({k: base_ckpt["meta"][k] for k in INHERITED_META if k in base_ckpt["meta"]})
     # the first GPU fine-tune (2026-11-27) predates these keys in the fast recipe's meta: its pack used the defaults
-    meta["train_config"] = {"condition_dropout": 0.2, "condition_dropout_mode": "subsets",
-                            "extra_train": ["aflow_bulk_modulus"], **meta.get("train_config", {})}
-    try:
-        shown = base.resolve().relative_to(Path(__file__).resolve().parents[1])
-    except ValueError:
-        shown = base
-    meta.update({"base": str(shown), "base_sha256": sha, "labelled_train_crystals": meta["labelled_counts"],
-                 "dataset": "mp-bundled-20 (train split) with datasets/labels/", "trained_from_commit": commit,
-                 "wall_minutes_this_start": args.wall_minutes, "hardware": args.hardware,
-                 "reproduce": args.reproduce, **({"note": args.note} if args.note else {})})
-    save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
-                    meta, weights_dtype=args.weights_dtype)
-    write_card(meta, ckpt)
-    print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} ({BUNDLED_CONDITIONED_CHECKPOINT.stat().st_size / 2**20:.1f} MB) "
-          f"and {CARD.name}")
+    ckpt["meta"]["train_config"] = {"condition_dropout": 0.2, "condition_dropout_mode": "subsets",
+                                    "extra_train": ["aflow_bulk_modulus"], **ckpt["meta"].get("train_config", {})}
+    ship(ckpt, base_ckpt, base, sha, args.weights_dtype, labelled_train_crystals=ckpt["meta"]["labelled_counts"],
+         trained_from_commit=args.commit or _head(), wall_minutes_this_start=args.wall_minutes,
+         hardware=args.hardware, reproduce=args.reproduce, **({"note": args.note} if args.note else {}))
     return 0
 
 

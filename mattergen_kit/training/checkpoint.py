@@ -26,7 +26,7 @@ class CheckpointError(ValueError):
     """The file is not a usable mattergen_kit checkpoint (corrupted, foreign or unsupported version)."""
 
 
-STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+STORAGE_DTYPES = {"float32": None, "float16": torch.float16}   # None: the weights' own dtype (float32 models)
 
 
 def save_checkpoint(path: str | Path, model_config: dict, state_dict: dict, diffusion_config: dict | None = None,
@@ -42,8 +42,8 @@ def save_checkpoint(path: str | Path, model_config: dict, state_dict: dict, diff
     path.parent.mkdir(parents=True, exist_ok=True)
     ckpt = {"format": FORMAT, "version": VERSION, "model_config": json.loads(json.dumps(model_config)),
             "diffusion_config": json.loads(json.dumps(diffusion_config or {}, default=str)),
-            "state_dict": {k: (v.detach().cpu().to(store) if v.is_floating_point() else v.detach().cpu()).clone()
-                           for k, v in state_dict.items()},
+            "state_dict": {k: (v.detach().cpu().to(store) if store is not None and v.is_floating_point()
+                               else v.detach().cpu()).clone() for k, v in state_dict.items()},
             "weights_dtype": weights_dtype,
             "meta": json.loads(json.dumps(meta or {}, default=str))}  # plain values only: weights_only loads
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
@@ -76,7 +76,7 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path} is missing {missing}")
     ckpt.setdefault("diffusion_config", {})
     ckpt.setdefault("meta", {})
-    ckpt["state_dict"] = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v
+    ckpt["state_dict"] = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                           for k, v in ckpt["state_dict"].items()}  # half-precision storage → float32 weights
     return ckpt
 

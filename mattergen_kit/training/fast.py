@@ -46,21 +46,32 @@ PACK_FORMAT = "mattergen_kit.training_pack"
 # ---------------------------------------------------------------------------------------------- data pack
 def pack_bundled(out: str | Path, limit_train: int | None = None, limit_val: int | None = None) -> Path:
     """Write the bundled train/val splits as a training pack (needs the package's data layer)."""
+    from mattergen_kit.datasets import load_bundled
+
+    splits = {name: _split_tensors(load_bundled(name, progress=False), limit)[0]
+              for name, limit in (("train", limit_train), ("val", limit_val))}
+    return _write_pack(out, splits, name="mp-bundled-20")
+
+
+def _split_tensors(ds, limit: int | None) -> tuple[dict, CrystalBatch]:
+    """The first ``limit`` crystals of a dataset as flat tensors (and the collated batch they came from)."""
+    batch = CrystalBatch.collate([ds[i] for i in range(min(limit or len(ds), len(ds)))])
+    return {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords, "lattice": batch.lattice,
+            "num_atoms": batch.num_atoms}, batch
+
+
+def _write_pack(out: str | Path, splits: dict, **fields) -> Path:
+    """Write a pack atomically: the splits, the number-of-atoms prior of the bundled train split and the mean
+    density N/V of the train split (the lattice prior), plus ``fields``."""
     import numpy as np
 
-    from mattergen_kit.datasets import load_bundled, num_atoms_histogram
+    from mattergen_kit.datasets import num_atoms_histogram
 
-    splits = {}
-    for name, limit in (("train", limit_train), ("val", limit_val)):
-        ds = load_bundled(name, progress=False)
-        batch = CrystalBatch.collate([ds[i] for i in range(min(limit or len(ds), len(ds)))])
-        splits[name] = {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords,
-                        "lattice": batch.lattice, "num_atoms": batch.num_atoms}
-    hist = np.asarray(num_atoms_histogram("train"), dtype=float)
     train = splits["train"]
+    hist = np.asarray(num_atoms_histogram("train"), dtype=float)
     density = float((train["num_atoms"].double() / torch.linalg.det(train["lattice"].double()).abs()).mean())
-    pack = {"format": PACK_FORMAT, "version": 1, "name": "mp-bundled-20", "splits": splits,
-            "num_atoms_histogram": [float(p) for p in hist], "density": density}
+    pack = {"format": PACK_FORMAT, "version": 1, "splits": splits, "num_atoms_histogram": [float(p) for p in hist],
+            "density": density, **fields}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
@@ -80,7 +91,6 @@ def pack_conditioned(out: str | Path, config: str | Path = "configs/conditioned_
     import numpy as np
 
     from mattergen_kit.conditioning import batch_conditions, fit_property_specs
-    from mattergen_kit.datasets import num_atoms_histogram
     from mattergen_kit.training.config import TrainConfig
     from mattergen_kit.training.module import CrystalDataModule
 
@@ -90,7 +100,7 @@ def pack_conditioned(out: str | Path, config: str | Path = "configs/conditioned_
     specs = fit_property_specs(config.properties, datamodule.train_set)
     splits = {}
     for name, ds, limit in (("train", datamodule.train_set, limit_train), ("val", datamodule.val_set, limit_val)):
-        batch = CrystalBatch.collate([ds[i] for i in range(min(limit or len(ds), len(ds)))])
+        tensors, batch = _split_tensors(ds, limit)
         labels = batch_conditions(batch, config.properties)
         encoded = {}
         for spec in specs:
@@ -102,25 +112,16 @@ def pack_conditioned(out: str | Path, config: str | Path = "configs/conditioned_
                 enc, present = spec.encode(labels[spec.name], len(batch.num_atoms))
                 encoded[spec.name] = ((enc * present[:, None]).to(torch.uint8) if enc.ndim == 2   # multi-hot: 1 byte
                                      else torch.where(present, enc, -1))
-        splits[name] = {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords,
-                        "lattice": batch.lattice, "num_atoms": batch.num_atoms, "conditions": encoded}
-    train = splits["train"]
-    hist = np.asarray(num_atoms_histogram("train"), dtype=float)  # the base's prior: the bundled train split
-    density = float((train["num_atoms"].double() / torch.linalg.det(train["lattice"].double()).abs()).mean())
+        splits[name] = {**tensors, "conditions": encoded}
+    train = splits["train"]["conditions"]
     counts = {n: int((v.sum(-1) > 0).sum() if v.ndim == 2 else (v >= 0).sum() if not v.is_floating_point()
-                     else torch.isfinite(v).sum()) for n, v in train["conditions"].items()}
-    pack = {"format": PACK_FORMAT, "version": 1, "name": f"conditioned:{Path(config.run_dir).name}",
-            "splits": splits, "num_atoms_histogram": [float(p) for p in hist], "density": density,
-            "properties": [s.to_dict() for s in specs], "adapter_dim": config.adapter_dim,
-            "condition_dropout": config.condition_dropout, "condition_dropout_mode": config.condition_dropout_mode,
-            "labelled_counts": counts, "extra_train": list(config.extra_train or []),
-            "source_config": str(config.to_dict())}
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    torch.save(pack, tmp)
-    os.replace(tmp, out)
-    return out
+                     else torch.isfinite(v).sum()) for n, v in train.items()}
+    # the number-of-atoms prior stays the base's (the bundled train split), as _write_pack gives it
+    return _write_pack(out, splits, name=f"conditioned:{Path(config.run_dir).name}",
+                       properties=[s.to_dict() for s in specs], adapter_dim=config.adapter_dim,
+                       condition_dropout=config.condition_dropout,
+                       condition_dropout_mode=config.condition_dropout_mode, labelled_counts=counts,
+                       extra_train=list(config.extra_train or []), source_config=str(config.to_dict()))
 
 
 def _as_values(values):
