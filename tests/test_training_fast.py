@@ -130,3 +130,34 @@ def test_conditioned_finetune_starts_from_the_base_and_loads_with_its_adapter(sm
     crystals = model.generate(2, seed=0, steps=3, conditions={"chemical_system": "Li-O"}, guidance_scale=1.0,
                               progress=False)
     assert all({e.symbol for e in s.composition.elements} <= {"Li", "O"} for s in crystals)
+
+
+def test_per_property_finetune_keeps_only_that_property_and_the_base_sampling_settings(small_pack, cond_pack,
+                                                                                        tmp_path):
+    import mattergen_kit as mk
+    from mattergen_kit.training.checkpoint import load_checkpoint, save_checkpoint
+
+    base_path = fast.train_fast(_config(small_pack, tmp_path / "base", max_steps=2), log=lambda m: None)
+    base = load_checkpoint(base_path)
+    bias = [[0.1, 0.9], [1.0, 0.5]]
+    save_checkpoint(base_path, base["model_config"], base["state_dict"], base["diffusion_config"],
+                    {**base["meta"], "coherence_bias": bias, "recommended_steps": 7})
+    tuned = fast.train_fast(_config(cond_pack, tmp_path / "sg", max_steps=2, init_from=str(base_path),
+                                    properties="space_group", weights_dtype="float16"), log=lambda m: None)
+    model = mk.load_model(tuned)
+    assert model.denoiser.adapter.property_names == ["space_group"]
+    assert model.meta["labelled_counts"] == {"space_group": 64}
+    assert model.meta["coherence_bias"] == bias and model.meta["recommended_steps"] == 7
+    assert torch.load(tuned, weights_only=True)["state_dict"]["type_embed.weight"].dtype == torch.float16
+    with pytest.raises(ValueError, match="band_gapp"):
+        fast.train_fast(_config(cond_pack, tmp_path / "bad", max_steps=1, properties="band_gapp"), log=lambda m: None)
+    with pytest.raises(ValueError, match="not conditioned"):
+        fast.train_fast(_config(small_pack, tmp_path / "bad2", max_steps=1, properties="band_gap"), log=lambda m: None)
+
+
+def test_step_budget_drives_the_learning_rate_schedule(small_pack, tmp_path):
+    lrs = []
+    fast.train_fast(_config(small_pack, tmp_path / "steps", max_steps=12, minutes=60.0, min_lr_ratio=0.0),
+                    log=lambda m: None, on_step=lambda step, lr: lrs.append(lr))
+    assert len(lrs) == 12
+    assert lrs[1] > lrs[0] and max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < 0.1 * max(lrs)

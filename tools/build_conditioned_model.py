@@ -32,10 +32,10 @@ from pathlib import Path
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 from mattergen_kit.training import TrainConfig, load_checkpoint, save_checkpoint, train
+from mattergen_kit.training.checkpoint import SAMPLING_META
 from mattergen_kit.training.module import CrystalDataModule
 
 CARD = BUNDLED_CONDITIONED_CHECKPOINT.parent / "CONDITIONED_MODEL_CARD.md"
-INHERITED_META = ("recommended_steps", "type_temperature", "coherence_bias")  # sampling settings measured on the base
 
 
 def labelled_counts(datamodule, names: list[str]) -> dict[str, int]:
@@ -105,9 +105,9 @@ def _head() -> str:
 
 def ship(ckpt: dict, base_ckpt: dict, base: Path, sha: str, weights_dtype: str, **fields) -> None:
     """Write the conditioned checkpoint and its card: the fine-tune's meta, the base's sampling settings
-    (INHERITED_META), which base it came from, and ``fields`` (provenance of this training run)."""
+    (SAMPLING_META), which base it came from, and ``fields`` (provenance of this training run)."""
     meta = dict(ckpt["meta"])
-    meta.update({k: base_ckpt["meta"][k] for k in INHERITED_META if k in base_ckpt["meta"]})
+    meta.update({k: base_ckpt["meta"][k] for k in SAMPLING_META if k in base_ckpt["meta"]})
     try:
         shown = base.resolve().relative_to(Path(__file__).resolve().parents[1])
     except ValueError:

@@ -39,15 +39,21 @@ BASE = "mattergen_kit/checkpoints/mp_bundled_20.pt"
 CONDITIONED = "mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt"
 
 
-def conditioning_jobs(num: int = 256, nums: dict | None = None, model: str = CONDITIONED) -> list[dict]:
+def conditioning_jobs(num: int = 256, nums: dict | None = None, model: str = CONDITIONED,
+                      properties: list[str] | None = None) -> list[dict]:
     """Every (property, target, γ) request of benchmarks/bench_conditioning.py's PLAN, as adherence.run makes them
     (γ = 0: one unconditional request per property, shared by its targets). ``num`` samples per point, or
-    ``nums[property]``."""
+    ``nums[property]``; ``properties``: a subset of PLAN (e.g. the one a per-property model was trained on)."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_conditioning import GAMMAS, PLAN
 
+    unknown = sorted(set(properties or []) - set(PLAN))
+    if unknown:
+        raise SystemExit(f"unknown properties {unknown}; the benchmark plans {list(PLAN)}")
     jobs = []
     for name, plan in PLAN.items():
+        if properties and name not in properties:
+            continue
         n = (nums or {}).get(name, num)
         jobs.append(dict(model=model, num=n, seed=0, steps=plan["steps"], conditions=None, guidance_scale=0.0,
                          label=f"{name}_g0"))
@@ -65,8 +71,7 @@ def draw(plan: list[dict], out: Path, device: str, batch_size: int, log=print) -
     store = torch.load(out, weights_only=True) if out.exists() else {"format": STORE_FORMAT, "jobs": {}}
     models = {}
     for i, job in enumerate(plan):
-        key = job_key(job["model"], job["num"], job["seed"], job["steps"], job.get("conditions"),
-                      job.get("guidance_scale", 0.0))
+        key = _key(job)
         if key in store["jobs"]:
             continue
         try:
@@ -93,6 +98,11 @@ def draw(plan: list[dict], out: Path, device: str, batch_size: int, log=print) -
         log(f"[{i + 1}/{len(plan)}] {job.get('label', key)}: {job['num']} crystals x {job['steps']} steps "
             f"in {seconds:.1f} s")
     return store
+
+
+def _key(job: dict) -> str:
+    return job_key(job["model"], job["num"], job["seed"], job["steps"], job.get("conditions"),
+                   job.get("guidance_scale", 0.0))
 
 
 def _device_name(device: str) -> str:
@@ -125,6 +135,10 @@ def main(argv=None) -> int:
     pl.add_argument("--num", type=int, default=256, help="conditioning: samples per (property, target, γ)")
     pl.add_argument("--bulk-num", type=int, default=32,
                     help="bulk modulus: samples per point (each is measured by a CHGNet relaxation + EOS here: ~30 s)")
+    pl.add_argument("--model", default=CONDITIONED, help="the conditioned model (e.g. a per-property fine-tune)")
+    pl.add_argument("--properties", default=None, help="comma-separated subset of the benchmark's properties")
+    pl.add_argument("--no-base", action="store_true", help="leave out the base model's quality sets")
+    pl.add_argument("--skip-store", default=None, metavar="STORE", help="leave out the jobs this store already holds")
     dr = sub.add_parser("draw", help="sample every job of a plan (resumable; torch only)")
     dr.add_argument("--plan", required=True)
     dr.add_argument("--out", required=True)
@@ -136,10 +150,17 @@ def main(argv=None) -> int:
     qu.add_argument("--tag", required=True, help="bench_base_quality --tag (folder benchmarks/results/quality_TAG)")
     args = p.parse_args(argv)
     if args.command == "plan":
-        jobs = [dict(model=BASE, num=args.base_num, seed=0, steps=int(s), conditions=None, guidance_scale=0.0,
-                     label=f"base_{args.base_num}x{s}") for s in args.base_steps.split(",")]
-        cond = conditioning_jobs(args.num, {"bulk_modulus": args.bulk_num})
+        jobs = [] if args.no_base else [
+            dict(model=BASE, num=args.base_num, seed=0, steps=int(s), conditions=None, guidance_scale=0.0,
+                 label=f"base_{args.base_num}x{s}") for s in args.base_steps.split(",")]
+        cond = conditioning_jobs(args.num, {"bulk_modulus": args.bulk_num}, args.model,
+                                 args.properties.split(",") if args.properties else None)
         jobs = jobs[:2] + cond + jobs[2:]   # the default-steps sets first, then the proof, then the other steps
+        if args.skip_store:
+            held = torch.load(args.skip_store, weights_only=True)["jobs"]
+            jobs = [j for j in jobs if _key(j) not in held]
+        keys = [_key(j) for j in jobs]
+        jobs = [j for i, j in enumerate(jobs) if _key(j) not in keys[:i]]   # γ = 0 requests shared by properties
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(jobs, indent=1))
         print(f"{len(jobs)} jobs, {sum(j['num'] for j in jobs)} crystals → {args.out}")

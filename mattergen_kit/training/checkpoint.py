@@ -26,6 +26,8 @@ class CheckpointError(ValueError):
     """The file is not a usable mattergen_kit checkpoint (corrupted, foreign or unsupported version)."""
 
 
+# sampling settings measured on a base model (steps, type temperature, fitted coherence bias): a fine-tune inherits them
+SAMPLING_META = ("recommended_steps", "type_temperature", "coherence_bias")
 STORAGE_DTYPES = {"float32": None, "float16": torch.float16}   # None: the weights' own dtype (float32 models)
 
 

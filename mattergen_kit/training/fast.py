@@ -136,6 +136,19 @@ def load_pack(path: str | Path) -> dict:
     return pack
 
 
+def select_properties(pack: dict, names: list[str]) -> dict:
+    """The pack with only the labels (and specs) of ``names``: a per-property fine-tune from a shared pack."""
+    have = [d["name"] for d in pack.get("properties", [])]
+    unknown = [n for n in names if n not in have]
+    if not have or unknown:
+        raise ValueError(f"the pack has no labels for {unknown or names}; it has {have or 'none (not conditioned)'}")
+    out = dict(pack, properties=[d for d in pack["properties"] if d["name"] in names],
+               labelled_counts={k: v for k, v in (pack.get("labelled_counts") or {}).items() if k in names})
+    out["splits"] = {split: dict(tensors, conditions={k: v for k, v in tensors["conditions"].items() if k in names})
+                     for split, tensors in pack["splits"].items()}
+    return out
+
+
 class DeviceCrystals:
     """One split of a pack held on the device; ``batch(indices)`` gathers crystals into a CrystalBatch."""
 
@@ -193,6 +206,7 @@ class FastConfig:
     crystal_summary: bool = True
     composition_logits: bool = True
     init_from: str | None = None     # a plain checkpoint to start from (its architecture replaces hidden/layers)
+    properties: str | None = None    # conditioned packs: train on this comma-separated subset of the pack's properties
     batch_size: int = 1024
     lr: float = 1e-3
     warmup_steps: int = 300
@@ -203,19 +217,23 @@ class FastConfig:
     seed: int = 0
     device: str = "cuda"
     bf16: bool = True
-    max_steps: int | None = None  # for tests and dry runs
+    max_steps: int | None = None  # a step budget: the schedule then follows steps, not time (``minutes`` still caps)
+    weights_dtype: str = "float32"  # storage of OUT/model.pt ("float16": half the size; load upcasts)
 
 
-def train_fast(cfg: FastConfig, log=print) -> Path:
-    """Train until ``cfg.minutes`` (or ``cfg.max_steps``); returns the plain checkpoint of the best EMA."""
+def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
+    """Train until ``cfg.minutes`` (or ``cfg.max_steps``); returns the plain checkpoint of the best EMA.
+    ``on_step(step, lr)`` is called after each optimiser step (progress hooks, tests)."""
     import copy
 
     from mattergen_kit.model import CrystalDenoiser, count_parameters
-    from mattergen_kit.training.checkpoint import diffusion_from_config, save_checkpoint
+    from mattergen_kit.training.checkpoint import SAMPLING_META, diffusion_from_config, save_checkpoint
     from mattergen_kit.training.schedule import ema_update, warmup_cosine
 
     device = torch.device(cfg.device)
     pack = load_pack(cfg.pack)
+    if cfg.properties:
+        pack = select_properties(pack, [p.strip() for p in cfg.properties.split(",") if p.strip()])
     train, val = DeviceCrystals(pack["splits"]["train"], device), DeviceCrystals(pack["splits"]["val"], device)
     diffusion_config = {"density": pack["density"]}
     diffusion = diffusion_from_config(diffusion_config)
@@ -282,9 +300,11 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
                                      **({"condition_dropout": dropout, "condition_dropout_mode": dropout_mode,
                                          "extra_train": pack.get("extra_train", [])} if "properties" in pack else {})},
                     "val_metrics": {f"val/{k}": v for k, v in val_metrics.items()},
+                    **({k: init["meta"][k] for k in SAMPLING_META if k in init.get("meta", {})} if init else {}),
                     "wall_minutes": elapsed / 60, "device": torch.cuda.get_device_name(device)
                     if device.type == "cuda" else "cpu", "torch": torch.__version__}
-            save_checkpoint(best_path, ema.config_dict(), ema.state_dict(), diffusion_config, meta)
+            save_checkpoint(best_path, ema.config_dict(), ema.state_dict(), diffusion_config, meta,
+                            weights_dtype=cfg.weights_dtype)
         tmp = state_path.with_name("state.pt.tmp")
         torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
                     "elapsed": elapsed, "best": best}, tmp)
@@ -293,8 +313,9 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
     use_bf16 = cfg.bf16 and (device.type == "cuda" or os.environ.get("MATTERGEN_KIT_CPU_BF16") == "1")
     last_val, t0, seen = elapsed, time.perf_counter() - elapsed, 0
     while elapsed < budget and (cfg.max_steps is None or step < cfg.max_steps):
+        progress = step / cfg.max_steps if cfg.max_steps else elapsed / budget
         for group in opt.param_groups:
-            group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, elapsed / budget, cfg.min_lr_ratio)
+            group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, progress, cfg.min_lr_ratio)
         idx = torch.randint(0, len(train), (cfg.batch_size,), device=device, generator=gen)
         batch = train.batch(idx)
         conditions = train.labels(idx, dropout, dropout_mode, gen)
@@ -305,6 +326,8 @@ def train_fast(cfg: FastConfig, log=print) -> Path:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
         ema_update(ema, model, step, cfg.ema_decay)
+        if on_step is not None:
+            on_step(step, opt.param_groups[0]["lr"])
         step += 1
         seen += cfg.batch_size
         elapsed = time.perf_counter() - t0
@@ -341,7 +364,7 @@ def main(argv: list[str] | None = None) -> int:
             tr.add_argument(f"--{name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
                             default=value, metavar="BOOL")
         else:
-            kind = int if name == "max_steps" else str if name == "init_from" else type(value)
+            kind = int if name == "max_steps" else str if value is None else type(value)
             tr.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
     args = vars(p.parse_args(argv))
     command = args.pop("command")
