@@ -99,12 +99,71 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> Non
         print(json.dumps(result), flush=True)
 
 
+def latest_largest(rows: list[dict]) -> list[dict]:
+    """One row per (property, target, γ, steps, templates): the one with the most samples (the last written if
+    equal). A point re-measured with more samples (e.g. 64 → 256 on a lent GPU) supersedes the smaller run, whose
+    row stays in adherence.jsonl as history."""
+    key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
+    best = {}
+    for r in rows:
+        if key(r) not in best or r["num"] >= best[key(r)]["num"]:
+            best[key(r)] = r
+    keep = {id(r) for r in best.values()}
+    # a property's rows at its largest n (its γ = 0 row shared by every target, measured at the same n)
+    n_of = {}
+    for r in best.values():
+        n_of[r["property"]] = max(n_of.get(r["property"], 0), r["num"])
+    return [r for r in rows if id(r) in keep and r["num"] == n_of[r["property"]]]
+
+
+PER_PROPERTY_METRIC = {"space_group": ("hit_rate", "hit rate"), "chemical_system": ("exact_system", "exactly the system"),
+                       "band_gap": ("shift", "shift of the median")}
+
+
+def per_property_comparison(out: Path, rows: list[dict]) -> list[str]:
+    """Markdown: each per-property model (out/per_property/NAME/adherence.jsonl) against the shared model, point by
+    point on the same targets, γ, sample count and sampler steps."""
+    from mattergen_kit.conditioning.adherence import read_jsonl
+
+    lines = []
+    for name, (metric, label) in PER_PROPERTY_METRIC.items():
+        own = [r for r in read_jsonl(out / "per_property" / name / "adherence.jsonl") if r["gamma"] > 0]
+        if not own:
+            continue
+        shared = {(str(r["target"]), r["gamma"], r["num"], r["steps"]): r for r in rows if r["property"] == name
+                  and not r.get("enforce_symmetry")}
+        pct = metric != "shift"
+        diffs = []
+        if not lines:
+            lines += ["\n## One shared model or one model per property?\n",
+                      "Each per-property model was fine-tuned from the same base with the shared model's recipe and "
+                      "step count (2,016 steps, lr 2·10⁻⁴, subset dropout 0.2, the same labelled pack restricted to "
+                      "that property: `python -m mattergen_kit.training.fast train --properties NAME ...`, "
+                      "`tools/device_per_property.sh`, on the lent H200) and sampled with the same requests. "
+                      "Rows: `benchmarks/results/conditioning/per_property/NAME/adherence.jsonl`.\n"]
+        lines += [f"\n{name} ({label}):\n", "| target | γ | n | shared model | per-property model | difference |",
+                  "|---|---|---|---|---|---|"]
+        for r in own:
+            s = shared.get((str(r["target"]), r["gamma"], r["num"], r["steps"]))
+            if s is None or s.get(metric) is None or r.get(metric) is None:
+                continue
+            d = r[metric] - s[metric]
+            diffs.append(d)
+            lines.append(f"| {r['target']} | {r['gamma']:g} | {r['num']} | {_fmt(s[metric], pct)} | "
+                         f"{_fmt(r[metric], pct)} | {'+' if d >= 0 else '−'}{_fmt(abs(d), pct)} |")
+        if diffs:
+            lines.append(f"\nMean difference (per-property − shared) over {len(diffs)} points: "
+                         f"{'+' if np.mean(diffs) >= 0 else '−'}{_fmt(abs(float(np.mean(diffs))), pct)}"
+                         f"{' (points)' if pct else ''}.")
+    return lines
+
+
 def read_all(out: Path) -> list[dict]:
     """The adherence rows with their stability pass (if any) merged in."""
     from mattergen_kit.conditioning.adherence import read_jsonl, read_rows
 
     extra = {(r["property"], str(r["target"]), r["gamma"]): r for r in read_jsonl(out / "stability.jsonl")}
-    rows = read_rows(out)
+    rows = latest_largest(read_rows(out))
     for r in rows:
         more = extra.get((r["property"], str(r["target"]), r["gamma"]))
         if more:
@@ -155,8 +214,11 @@ def summarise(out: Path, figures: Path) -> str:
                          + f" | {_fmt(need)} | {', '.join(f'γ={g:g}' for g in met) or 'not met'} |")
     more_steps = [r for f in sorted(out.glob("space_group_*steps.jsonl")) for r in read_jsonl(f)]
     if more_steps:  # the same target at the model's default-like step count (adherence CLI, --out elsewhere)
+        r0 = more_steps[0]
         lines += ["\nMore sampler steps (`python -m mattergen_kit.conditioning.adherence --property space_group "
-                  "--targets 225 --gammas 0,2 --num 32 --steps 1000`):\n",
+                  f"--targets {','.join(dict.fromkeys(str(r['target']) for r in more_steps))} --gammas 0,2 "
+                  f"--num {r0['num']} --steps {r0['steps']}"
+                  + (f" --presampled {r0['drawn_on']['store']}" if r0.get("drawn_on") else "") + "`):\n",
                   "| target | steps | γ | n | hit rate | structural validity | share P1 |", "|---|---|---|---|---|---|---|"]
         for r in more_steps:
             p1 = sum(v == 1 for v in r["values"]) / max(len(r["values"]), 1)
@@ -200,8 +262,10 @@ def summarise(out: Path, figures: Path) -> str:
         lines += [f"\n## {name} (median of the samples; shift = (median − median₀)/(target − median₀), "
                   "≥ 0.5 = at least halfway)\n", "| target | γ | n measured | median | shift |", "|---|---|---|---|---|"]
         for r in rs:
-            lines.append(f"| {r['target']} | {r['gamma']:g} | {r.get('n_measured')} | {_fmt(r.get('median'), False)} "
+            lines.append(f"| {r['target']}{' †' if r.get('drawn_on') else ''} | {r['gamma']:g} | {r.get('n_measured')} | "
+                         f"{_fmt(r.get('median'), False)} "
                          f"| {_fmt(r.get('shift'), False)} |")
+    lines += per_property_comparison(out, rows)
     missing = [name for name in PLAN if not by(name)]
     if missing:
         lines.append(f"\nNot measured for this model: {', '.join(missing)} (earlier models' proofs: "
@@ -260,6 +324,26 @@ def summarise(out: Path, figures: Path) -> str:
         ax.set_ylim(0, 130)
         ax.legend(fontsize=8, loc="upper center", ncol=2)
         drawn.append(("conditioning_space_group_templates", fig))
+    per_prop = {name: [r for r in read_jsonl(out / "per_property" / name / "adherence.jsonl") if r["gamma"] == 2.0]
+                for name in PER_PROPERTY_METRIC}
+    per_prop = {k: v for k, v in per_prop.items() if v}
+    if per_prop:   # shared vs per-property models at γ = 2, per target
+        fig, axes = plt.subplots(1, len(per_prop), figsize=(4.2 * len(per_prop), 3.6), squeeze=False)
+        for ax, (name, own) in zip(axes[0], per_prop.items()):
+            metric, label = PER_PROPERTY_METRIC[name]
+            shared = {str(r["target"]): r[metric] for r in rows if r["property"] == name and r["gamma"] == 2.0
+                      and not r.get("enforce_symmetry") and r["num"] == own[0]["num"]}
+            targets = [str(r["target"]) for r in own if str(r["target"]) in shared]
+            x = np.arange(len(targets))
+            ax.bar(x - 0.2, [shared[t] for t in targets], 0.4, label="one shared model", color="#6baed6")
+            ax.bar(x + 0.2, [next(r[metric] for r in own if str(r["target"]) == t) for t in targets], 0.4,
+                   label="per-property model", color="#fd8d3c")
+            ax.set_xticks(x, targets, fontsize=8)
+            ax.set_title(f"{name.replace('_', ' ')}: {label}, γ = 2\n{own[0]['num']} samples per bar, seed 0",
+                         fontsize=9)
+            ax.axhline(0.5 if metric == "shift" else 0.25, color="k", lw=0.8, ls="--")
+        axes[0][0].legend(fontsize=8)
+        drawn.append(("conditioning_per_property", fig))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))
     plot_price(rows, ax=ax)
     drawn.append(("conditioning_price_of_steering", fig))

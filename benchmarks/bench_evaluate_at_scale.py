@@ -28,6 +28,9 @@ def main(argv=None) -> int:
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--steps", type=int, default=100, help="sampler steps of the generated crystals")
     p.add_argument("--samples", default=None, help="folder of the generated crystals (default /tmp/mgk_scale_NUMxSTEPS)")
+    p.add_argument("--presampled", default=None, metavar="STORE",
+                   help="take the crystals from a store of tools/sample_on_device.py (the bundled model's job "
+                        "base_NUMxSTEPS, drawn on a lent GPU) instead of generating them here")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="evaluation folder (default: a fresh temporary folder)")
@@ -38,6 +41,22 @@ def main(argv=None) -> int:
     from mattergen_kit.outputs import generate_to_folder
 
     samples = Path(args.samples or f"/tmp/mgk_scale_{args.num}x{args.steps}")
+    if args.presampled and not (samples / "manifest.json").is_file():
+        import torch
+
+        from mattergen_kit.outputs import atomic_write_text, extxyz_text
+        from mattergen_kit.presampled import job_batch
+
+        label = f"base_{args.num}x{args.steps}"
+        jobs = [j for j in torch.load(args.presampled, weights_only=True)["jobs"].values() if j.get("label") == label]
+        if len(jobs) != 1:
+            raise SystemExit(f"{args.presampled} holds {len(jobs)} jobs labelled {label}")
+        structures = job_batch(jobs[0]).to_structures()
+        samples.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(samples / "generated_crystals.extxyz",
+                          extxyz_text(structures, [f"gen_{i:05d}" for i in range(len(structures))]))
+        (samples / "manifest.json").write_text(json.dumps({"source": args.presampled, "job": label,
+                                                           "device": jobs[0]["device"]}))
     if not (samples / "manifest.json").is_file():
         print(f"generating {args.num} crystals ({args.steps} steps, seed 0) into {samples} (not timed)", flush=True)
         generate_to_folder(mk.load_model(), samples, args.num, seed=0, steps=args.steps, overwrite=True,
@@ -60,7 +79,7 @@ def main(argv=None) -> int:
     seconds = time.perf_counter() - start
     summary = report.summary
     row = {"command": "python benchmarks/bench_evaluate_at_scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
-           "num": args.num, "sampler_steps": args.steps, "workers": args.workers, "batch_size": args.batch_size,
+           "num": args.num, "sampler_steps": args.steps, "samples": str(args.presampled or "generated here"), "workers": args.workers, "batch_size": args.batch_size,
            "minutes": round(seconds / 60, 2), "structures_per_s": round(args.num / seconds, 3),
            "stage_seconds": summary.get("seconds"), "loadavg_1min_before": round(load_before, 2),
            "loadavg_1min_after": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),

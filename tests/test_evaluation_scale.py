@@ -171,6 +171,23 @@ def test_batched_relaxation_agrees_with_one_at_a_time(rattled, tmp_path):
     assert sorted(r["index"] for r in lines) == [0, 1, 2, 3]  # one record per structure, written as finished
 
 
+def test_one_backward_pass_gives_chgnets_energies_forces_and_stresses(rattled):
+    from mattergen_kit.evaluation.relax import load_potential
+    from mattergen_kit.evaluation.relax_batched import predict_efs
+
+    model = load_potential("chgnet").calculator.model
+    graphs = [model.graph_converter(s) for s in rattled]
+    theirs = model.predict_graph(graphs, task="efs", batch_size=len(graphs))
+    ours = predict_efs(model, graphs)
+    assert len(ours) == len(rattled)
+    for a, b, s in zip(theirs, ours, rattled):
+        assert b["f"].shape == (len(s), 3) and b["s"].shape == (3, 3)
+        assert float(b["e"]) == pytest.approx(float(a["e"]), abs=1e-6)
+        np.testing.assert_allclose(b["f"], a["f"], atol=1e-4)          # eV/Å
+        np.testing.assert_allclose(b["s"], a["s"], atol=1e-3)          # GPa
+    assert max(np.abs(b["f"]).max() for b in ours) > 0.05               # rattled: real forces were compared
+
+
 def test_batched_relaxation_reports_a_bad_structure_and_keeps_going(rattled, tmp_path):
     from pymatgen.core import Lattice, Structure
 
