@@ -99,23 +99,6 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> Non
         print(json.dumps(result), flush=True)
 
 
-def latest_largest(rows: list[dict]) -> list[dict]:
-    """One row per (property, target, γ, steps, templates): the one with the most samples (the last written if
-    equal). A point re-measured with more samples (e.g. 64 → 256 on a lent GPU) supersedes the smaller run, whose
-    row stays in adherence.jsonl as history."""
-    key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
-    best = {}
-    for r in rows:
-        if key(r) not in best or r["num"] >= best[key(r)]["num"]:
-            best[key(r)] = r
-    keep = {id(r) for r in best.values()}
-    # a property's rows at its largest n (its γ = 0 row shared by every target, measured at the same n)
-    n_of = {}
-    for r in best.values():
-        n_of[r["property"]] = max(n_of.get(r["property"], 0), r["num"])
-    return [r for r in rows if id(r) in keep and r["num"] == n_of[r["property"]]]
-
-
 PER_PROPERTY_METRIC = {"space_group": ("hit_rate", "hit rate"), "chemical_system": ("exact_system", "exactly the system"),
                        "band_gap": ("shift", "shift of the median")}
 
@@ -160,10 +143,10 @@ def per_property_comparison(out: Path, rows: list[dict]) -> list[str]:
 
 def read_all(out: Path) -> list[dict]:
     """The adherence rows with their stability pass (if any) merged in."""
-    from mattergen_kit.conditioning.adherence import read_jsonl, read_rows
+    from mattergen_kit.conditioning.adherence import current_rows, read_jsonl, read_rows
 
     extra = {(r["property"], str(r["target"]), r["gamma"]): r for r in read_jsonl(out / "stability.jsonl")}
-    rows = latest_largest(read_rows(out))
+    rows = current_rows(read_rows(out))
     for r in rows:
         more = extra.get((r["property"], str(r["target"]), r["gamma"]))
         if more:
@@ -184,7 +167,8 @@ def summarise(out: Path, figures: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mattergen_kit.conditioning.adherence import plot_hit_rates, plot_price, plot_property_shifts, read_jsonl
+    from mattergen_kit.conditioning.adherence import (plot_hit_rates, plot_price, plot_property_shifts,
+                                                      plot_shared_vs_per_property, read_jsonl)
 
     rows = read_all(out)
     lines = [f"# Conditioning proof (`python benchmarks/bench_conditioning.py`)\n",
@@ -324,24 +308,13 @@ def summarise(out: Path, figures: Path) -> str:
         ax.set_ylim(0, 130)
         ax.legend(fontsize=8, loc="upper center", ncol=2)
         drawn.append(("conditioning_space_group_templates", fig))
-    per_prop = {name: [r for r in read_jsonl(out / "per_property" / name / "adherence.jsonl") if r["gamma"] == 2.0]
+    per_prop = {name: [r for r in read_jsonl(out / "per_property" / name / "adherence.jsonl")]
                 for name in PER_PROPERTY_METRIC}
     per_prop = {k: v for k, v in per_prop.items() if v}
     if per_prop:   # shared vs per-property models at γ = 2, per target
         fig, axes = plt.subplots(1, len(per_prop), figsize=(4.2 * len(per_prop), 3.6), squeeze=False)
         for ax, (name, own) in zip(axes[0], per_prop.items()):
-            metric, label = PER_PROPERTY_METRIC[name]
-            shared = {str(r["target"]): r[metric] for r in rows if r["property"] == name and r["gamma"] == 2.0
-                      and not r.get("enforce_symmetry") and r["num"] == own[0]["num"]}
-            targets = [str(r["target"]) for r in own if str(r["target"]) in shared]
-            x = np.arange(len(targets))
-            ax.bar(x - 0.2, [shared[t] for t in targets], 0.4, label="one shared model", color="#6baed6")
-            ax.bar(x + 0.2, [next(r[metric] for r in own if str(r["target"]) == t) for t in targets], 0.4,
-                   label="per-property model", color="#fd8d3c")
-            ax.set_xticks(x, targets, fontsize=8)
-            ax.set_title(f"{name.replace('_', ' ')}: {label}, γ = 2\n{own[0]['num']} samples per bar, seed 0",
-                         fontsize=9)
-            ax.axhline(0.5 if metric == "shift" else 0.25, color="k", lw=0.8, ls="--")
+            plot_shared_vs_per_property(rows, own, name, *PER_PROPERTY_METRIC[name], ax=ax)
         axes[0][0].legend(fontsize=8)
         drawn.append(("conditioning_per_property", fig))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

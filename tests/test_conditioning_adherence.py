@@ -122,3 +122,20 @@ def test_novelty_rate_counts_train_crystals_as_not_novel():
 
     test, train = bundled("test").structures[:6], bundled("train").structures[:4]
     assert novelty_rate(test + train) == 0.6          # the 4 train crystals match themselves; test ones do not
+
+
+def test_current_rows_keep_each_points_largest_run():
+    from mattergen_kit.conditioning.adherence import current_rows, read_rows
+
+    rows = read_rows("benchmarks/results/conditioning/adherence.jsonl")   # the committed proof, re-measured points
+    current = current_rows(rows)
+    key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
+    assert len({key(r) for r in current}) == len(current)                 # one row per point
+    for r in rows:                                                        # nothing larger was dropped
+        assert any(key(c) == key(r) and c["num"] >= r["num"] for c in current if c["property"] == r["property"]) \
+            or r["num"] < max(c["num"] for c in current if c["property"] == r["property"])
+    by_property = {}
+    for r in current:
+        by_property.setdefault(r["property"], set()).add(r["num"])
+    assert all(len(ns) == 1 for ns in by_property.values())               # a property's table at one sample count
+    assert len(current) < len(rows)                                       # the 64-sample band-gap rows are history

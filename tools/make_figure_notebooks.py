@@ -337,8 +337,10 @@ costs in validity, uniqueness and stability. γ = 0 is the unconditional model.
 
 * Full settings: the committed proof `benchmarks/results/conditioning/adherence.jsonl` (seed 0; space group at
   200 sampler steps, the rest at 100; sample counts on every figure): the guidance-only space-group and
-  chemical-system rows (256 samples each) were drawn on a lent H200 (`python tools/sample_on_device.py`) and judged
-  here, the scalar properties and the Wyckoff-template rows (64 each) were sampled here — read, not regenerated.
+  chemical-system rows and the band gap, HHI and magnetic density rows (256 samples each) were drawn on a lent H200
+  (`python tools/sample_on_device.py`) and judged here; the bulk modulus (16 per point) and the Wyckoff-template rows
+  (64 each) were sampled here — read, not regenerated. A point measured twice shows its larger run
+  (`adherence.current_rows`).
   `benchmarks/results/conditioning/summary.md` has the tables.
 * Small settings (the tests): one space-group target sampled on the spot with a handful of crystals and few steps.
 
@@ -353,7 +355,7 @@ if SMALL:
     rows = adherence.run(model, "space_group", [225], gammas=[0.0, 2.0], num=NUM, steps=min(STEPS, 20),
                          out=FIG_DIR / "adherence", progress=False)
 else:
-    rows = adherence.read_rows(RESULTS / "conditioning" / "adherence.jsonl")
+    rows = adherence.current_rows(adherence.read_rows(RESULTS / "conditioning" / "adherence.jsonl"))
 table = pd.DataFrame(rows).drop(columns=["values"])
 print(len(rows), "rows:", ", ".join(f"{p} ({n})" for p, n in table["property"].value_counts().items()))"""),
     nbf.v4.new_markdown_cell("## Space group: hit rate against γ (spglib, symprec 0.1)"),
@@ -378,6 +380,23 @@ table[table.property == "space_group"].pivot_table(index="target", columns="gamm
     nbf.v4.new_code_cell("""fig, ax = plt.subplots(figsize=(6, 4))
 adherence.plot_price(rows, ax=ax)
 save(fig, "conditioning_price_of_steering")"""),
+    nbf.v4.new_markdown_cell("""## One shared model, or one model per property?
+
+Models fine-tuned on one property each (same base, recipe and steps as the shared model; drawn on a lent H200 and
+judged here: `benchmarks/results/conditioning/per_property/`), against the shared model, at γ = 2."""),
+    nbf.v4.new_code_cell("""metrics = {"space_group": ("hit_rate", "hit rate"), "chemical_system": ("exact_system", "exactly the system"),
+           "band_gap": ("shift", "shift of the median")}
+own = {name: adherence.read_jsonl(RESULTS / "conditioning" / "per_property" / name / "adherence.jsonl")
+       for name in metrics}
+own = {k: v for k, v in own.items() if v and not SMALL}
+if own:
+    fig, axes = plt.subplots(1, len(own), figsize=(4.2 * len(own), 3.6), squeeze=False)
+    for ax, (name, rs) in zip(axes[0], own.items()):
+        adherence.plot_shared_vs_per_property(rows, rs, name, *metrics[name], ax=ax)
+    axes[0][0].legend(fontsize=8)
+    save(fig, "conditioning_per_property")
+else:
+    print("small mode: the per-property comparison is read from the committed rows in full mode only")"""),
 ]
 
 

@@ -268,6 +268,23 @@ def read_rows(out: str | Path) -> list[dict]:
     return read_jsonl(path)
 
 
+def current_rows(rows: list[dict]) -> list[dict]:
+    """One row per (property, target, γ, steps, templates): the one with the most samples (the last written if
+    equal). A point re-measured with more samples (e.g. 64 → 256 on a lent GPU) supersedes the smaller run, whose
+    row stays in adherence.jsonl as history."""
+    key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
+    best = {}
+    for r in rows:
+        if key(r) not in best or r["num"] >= best[key(r)]["num"]:
+            best[key(r)] = r
+    keep = {id(r) for r in best.values()}
+    # a property's rows at its largest n (its γ = 0 row shared by every target, measured at the same n)
+    n_of = {}
+    for r in best.values():
+        n_of[r["property"]] = max(n_of.get(r["property"], 0), r["num"])
+    return [r for r in rows if id(r) in keep and r["num"] == n_of[r["property"]]]
+
+
 def _caption(rows: list[dict]) -> str:
     nums = sorted({r["num"] for r in rows})
     steps = sorted({r["steps"] for r in rows})
@@ -347,3 +364,30 @@ def plot_price(rows: list[dict], ax=None):
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def plot_shared_vs_per_property(rows: list[dict], own: list[dict], name: str, metric: str, label: str,
+                                gamma: float = 2.0, ax=None):
+    """Bars per target at guidance ``gamma``: the shared conditioned model (``rows``) against a model fine-tuned on
+    ``name`` alone (``own``: its adherence rows, same requests); dashed: the issue's bar where it has one (space
+    group: 25 % hit rate; scalars: half way)."""
+    import matplotlib.pyplot as plt
+
+    own = [r for r in own if r["gamma"] == gamma and r["property"] == name]
+    if ax is None:
+        _, ax = plt.subplots(figsize=(4.2, 3.6))
+    if not own:
+        return ax
+    shared = {str(r["target"]): r[metric] for r in rows if r["property"] == name and r["gamma"] == gamma
+              and not r.get("enforce_symmetry") and r["num"] == own[0]["num"] and r["steps"] == own[0]["steps"]}
+    targets = [str(r["target"]) for r in own if str(r["target"]) in shared]
+    x = np.arange(len(targets))
+    ax.bar(x - 0.2, [shared[t] for t in targets], 0.4, label="one shared model", color="#6baed6")
+    ax.bar(x + 0.2, [next(r[metric] for r in own if str(r["target"]) == t) for t in targets], 0.4,
+           label="per-property model", color="#fd8d3c")
+    ax.set_xticks(x, targets, fontsize=8)
+    ax.set_title(f"{name.replace('_', ' ')}: {label}, γ = {gamma:g}\n{own[0]['num']} samples per bar, seed "
+                 f"{own[0]['seed']}", fontsize=9)
+    if metric == "shift" or name == "space_group":
+        ax.axhline(0.5 if metric == "shift" else 0.25, color="k", lw=0.8, ls="--")
+    return ax
