@@ -316,3 +316,16 @@ def test_generate_on_cluster_writes_the_same_folder_as_one_machine(local_cluster
                                 on_batch=lambda a, b, n: seen.append(a), **kw)
     assert seen == [2] and again["resumed_batches"] == [0, 4]
     assert (tmp_path / "remote/crystal_0002.cif").read_text() == (tmp_path / "local/crystal_0002.cif").read_text()
+
+
+def test_relaxation_processes_keep_freed_memory_even_under_dasks_trim_setting():
+    """Dask's nanny starts workers with MALLOC_TRIM_THRESHOLD_=65536 (every large tensor unmapped and re-zeroed at
+    every step); a relaxation process resets glibc's thresholds, unless told not to."""
+    code = ("from mattergen_kit.evaluation.relax import keep_freed_memory; "
+            "print(keep_freed_memory(), keep_freed_memory())")
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536")
+    on = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert on.stdout.split() == ["True", "True"]
+    off = subprocess.run([sys.executable, "-c", code], env=dict(env, MATTERGEN_KIT_MALLOC_TUNING="0"),
+                         capture_output=True, text=True, check=True)
+    assert off.stdout.split() == ["False", "False"]

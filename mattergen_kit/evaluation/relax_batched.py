@@ -237,8 +237,9 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
     ``reference_path=True`` runs it as this module did before 2026-11-27 — the potential through CHGNet's
     ``predict_graph`` instead of :func:`predict_efs`, the filter's forces evaluated twice per step — the same numbers
     up to float round-off at about 1.5× the cost (kept for benchmarks/bench_relax_batched.py)."""
-    from mattergen_kit.evaluation.relax import _threads, empty_result, load_potential
+    from mattergen_kit.evaluation.relax import _threads, empty_result, keep_freed_memory, load_potential
 
+    keep_freed_memory()   # Dask workers would otherwise unmap and re-zero every large tensor at every step
     if settings["model"] != "chgnet":
         raise ValueError(f"batched relaxation is implemented for CHGNet, not {settings['model']!r}: use batch_size=1")
     if batch_size < 1:
