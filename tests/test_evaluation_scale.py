@@ -289,6 +289,22 @@ def test_evaluate_with_cluster_gives_the_local_report_and_resumes(rattled, local
     assert len((tmp_path / "remote/relaxed.jsonl").read_text().splitlines()) == 3
 
 
+def test_fingerprints_on_the_cluster_equal_the_local_ones_in_order(rattled, local_cluster):
+    from distributed import Client
+
+    from mattergen_kit.evaluation.cluster import dask_map
+    from mattergen_kit.evaluation.distribution import fingerprints
+
+    structures = [rattled[0], None, *rattled[1:4]]          # a missing structure keeps its place
+    local_s, local_c = fingerprints(structures)
+    with Client(local_cluster) as client:
+        remote_s, remote_c = fingerprints(structures, map_fn=dask_map(client), chunk=2)
+    assert [x is None for x in remote_s] == [x is None for x in local_s] == [False, True, False, False, False]
+    for a, b in zip(local_s + local_c, remote_s + remote_c):
+        if a is not None:
+            np.testing.assert_allclose(b, a)
+
+
 # ============================================================================================ sampling fan-out
 def test_generate_on_cluster_writes_the_same_folder_as_one_machine(local_cluster, tmp_path):
     """Batches sampled on two workers (in whatever order they finish) give the crystals of a local run with the

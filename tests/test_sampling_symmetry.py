@@ -41,6 +41,35 @@ def test_template_and_projection_of_a_random_state_has_the_space_group(make, gro
     assert torch.allclose(template.project_lattice(lattice2), lattice2, atol=1e-10)
 
 
+def p21c():  # a monoclinic crystal, beta = 105 degrees, two orbits on general positions (4e)
+    return Structure.from_spacegroup("P2_1/c", Lattice.monoclinic(5.1, 6.2, 7.3, 105.0), ["Fe", "O"],
+                                     [[0.11, 0.23, 0.31], [0.36, 0.12, 0.79]])
+
+
+def test_free_cell_angles_come_from_the_template_and_the_lengths_from_the_state():
+    template = WyckoffTemplate.from_structure(p21c())
+    assert template.space_group == 14
+    g = torch.Generator().manual_seed(3)
+    near_orthogonal = torch.diag(torch.tensor([5.0, 6.5, 7.0], dtype=torch.float64)) \
+        + 0.05 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+    near_orthogonal = 0.5 * (near_orthogonal + near_orthogonal.T)
+    own_angles = Lattice(torch.linalg.cholesky(template.metric).numpy()).angles
+    free = Lattice(template.project_lattice(near_orthogonal, template_angles=False).numpy())
+    fixed = template.project_lattice(near_orthogonal)
+    assert max(abs(a - 90) for a in free.angles) < 3                  # the network's cell: near orthogonal
+    assert Lattice(fixed.numpy()).angles == pytest.approx(own_angles, abs=1e-6)   # the template's angles
+    assert Lattice(fixed.numpy()).abc == pytest.approx(free.abc, abs=1e-9)         # the state's lengths
+    assert torch.allclose(template.project_lattice(fixed), fixed, atol=1e-10)      # still a projection
+    frac = template.project_coords(torch.rand(template.num_atoms, 3, generator=g, dtype=torch.float64))
+    s = structure_of(template, frac, fixed, ["Fe", "O"])
+    assert SpacegroupAnalyzer(s, symprec=0.1).get_space_group_number() == 14
+    cubic = WyckoffTemplate.from_structure(rocksalt())            # angles fixed by the group: nothing changes
+    lattice = 5 * torch.eye(3, dtype=torch.float64) + 0.3 * torch.randn(3, 3, generator=g, dtype=torch.float64)
+    lattice = 0.5 * (lattice + lattice.T)
+    assert torch.allclose(cubic.project_lattice(lattice), cubic.project_lattice(lattice, template_angles=False),
+                          atol=1e-9)
+
+
 def test_types_are_tied_by_the_template_species_pattern():
     template = WyckoffTemplate.from_structure(perovskite_pnma())
     logits = torch.randn(20, 101, generator=torch.Generator().manual_seed(1))

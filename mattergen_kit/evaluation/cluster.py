@@ -40,7 +40,8 @@ def dask_map(client, run_id: str | None = None) -> Callable[[Callable, Iterable]
     """A ``map_fn(func, items)`` for :func:`~mattergen_kit.evaluation.relax.relax_structures` that runs one task
     per item on ``client``'s cluster and yields results in the order they finish.
 
-    Task keys are ``relax-<index>-<structure key>-<run id>`` (a chunk: ``relax-chunk<index>x<n>-<run id>``),
+    Task keys are ``relax-<index>-<structure key>-<run id>`` (a chunk: ``relax-chunk<index>x<n>-<run id>``; other
+    functions' chunks, e.g. the evaluator's fingerprints: ``structure_fingerprint_chunk-chunk<index>x<n>-<run id>``),
     visible in the dashboard and in ``client.processing()``; the run id keeps two runs over the same structures
     apart.
     """
@@ -50,7 +51,9 @@ def dask_map(client, run_id: str | None = None) -> Callable[[Callable, Iterable]
 
     def map_fn(func: Callable, items: Iterable) -> Iterator:
         items = list(items)
-        futures = [client.submit(func, it, key=f"relax-{_label(it)}-{run_id}", pure=False) for it in items]
+        name = getattr(getattr(func, "func", func), "__name__", "task")    # functools.partial: its function
+        prefix = "relax" if "relax" in name else name.strip("_")
+        futures = [client.submit(func, it, key=f"{prefix}-{_label(it)}-{run_id}", pure=False) for it in items]
         try:
             for fut in as_completed(futures, loop=client.loop):
                 try:

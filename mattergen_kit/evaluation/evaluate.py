@@ -542,8 +542,14 @@ def _distribution_stage(final, valid, ref_structs, ref_name, settings: Evaluatio
                         ref_stats: dict) -> None:
     """5b. coverage and Wasserstein distances against the reference."""
     try:
-        extras.update(_distribution(final, valid, ref_structs, ref_name, settings.max_reference_fingerprints,
-                                    settings.progress, ref_stats))
+        with contextlib.ExitStack() as stack:
+            map_fn = settings.map_fn     # the relaxations' cluster or map also computes the slow fingerprints
+            if settings.cluster is not None:
+                from mattergen_kit.evaluation.cluster import dask_cluster_map
+
+                map_fn = stack.enter_context(dask_cluster_map(settings.cluster))
+            extras.update(_distribution(final, valid, ref_structs, ref_name, settings.max_reference_fingerprints,
+                                        settings.progress, ref_stats, map_fn))
     except Exception as exc:  # noqa: BLE001
         warnings.warn(f"distribution metrics skipped: {exc}")
 
@@ -642,13 +648,13 @@ def _summarise(df: pd.DataFrame, n: int, relaxed: bool, has_reference: bool) -> 
     return s
 
 
-def _distribution(final, valid, ref_structs, ref_name, max_ref, progress, ref_stats) -> dict:
+def _distribution(final, valid, ref_structs, ref_name, max_ref, progress, ref_stats, map_fn=None) -> dict:
     from mattergen_kit.evaluation.distribution import (coverage, fingerprints, reference_fingerprints,
                                                        wasserstein_metrics)
 
     gen = [s if (s is not None and v) else None for s, v in zip(final, valid)]
     ref = reference_fingerprints(ref_structs, ref_name, max_n=max_ref, progress=progress)
-    sf, cf = fingerprints(gen, progress=progress, desc="fingerprints")
+    sf, cf = fingerprints(gen, progress=progress, desc="fingerprints", map_fn=map_fn)
     cov = coverage(sf, cf, ref["struct"], ref["comp"])
     out = {"cov_recall": cov["cov_recall"], "cov_precision": cov["cov_precision"],
            "n_reference_fingerprints": cov["n_ref"]}

@@ -68,6 +68,7 @@ class WyckoffTemplate:
     species: torch.Tensor
     species_first: torch.Tensor
     source: str = ""
+    metric: torch.Tensor | None = None      # (3, 3) the template's own cell metric L Lᵀ (its cell angles)
 
     @property
     def num_atoms(self) -> int:
@@ -143,7 +144,8 @@ class WyckoffTemplate:
                        permutation=torch.tensor(permutation), positions=torch.tensor(frac),
                        orbit=torch.tensor(orbit), representative=torch.tensor(representative),
                        carrier=torch.tensor(carrier), wyckoff_projector=torch.tensor(projector),
-                       species=torch.tensor(species_index), species_first=torch.tensor(species_first), source=source)
+                       species=torch.tensor(species_index), species_first=torch.tensor(species_first), source=source,
+                       metric=torch.tensor(lattice @ lattice.T, dtype=torch.float64))
         # the template's own positions, exactly symmetric: its Wyckoff positions x°
         template.positions = template.project_coords(template.positions, exact_positions=False)
         return template
@@ -175,14 +177,27 @@ class WyckoffTemplate:
         out = torch.einsum("nab,nb->na", R[g], rep_pos) + tau[g]
         return torch.remainder(out, 1.0).to(frac.dtype)
 
-    def project_lattice(self, lattice: torch.Tensor) -> torch.Tensor:
+    def project_lattice(self, lattice: torch.Tensor, template_angles: bool = True) -> torch.Tensor:
         """M = L Lᵀ ← mean_g R_gᵀ M R_g, L ← M^{1/2} (symmetric). Returns ``lattice`` unchanged if M is not
-        positive definite (a lattice still far from a cell, early in sampling)."""
+        positive definite (a lattice still far from a cell, early in sampling).
+
+        ``template_angles``: the cell angles the group leaves free (monoclinic β, the three triclinic angles) are
+        the template's, the lengths the network's: M_ij ← √(M_ii M_jj) · M°_ij / √(M°_ii M°_jj), then the group
+        average again (a no-op for groups that fix the angles). The network's cells come out within ~2° of
+        orthogonal, and a monoclinic cell with β ≈ 90° is orthorhombic to spglib (symprec 0.1): 14's samples were
+        mostly Pbam, Cmmm or Pnma without it (``benchmarks/results/conditioning/symmetric/``)."""
         L = lattice.double()
         R = self.rotations.to(L.device)
         metric = L @ L.T
         metric = torch.einsum("gba,bc,gcd->ad", R, metric, R) / R.shape[0]
         metric = 0.5 * (metric + metric.T)
+        if template_angles and self.metric is not None and bool((torch.diagonal(metric) > 1e-8).all()):
+            own = self.metric.to(L.device)
+            cosines = own / torch.sqrt(torch.outer(torch.diagonal(own), torch.diagonal(own)))
+            lengths = torch.sqrt(torch.diagonal(metric))
+            metric = torch.outer(lengths, lengths) * cosines
+            metric = torch.einsum("gba,bc,gcd->ad", R, metric, R) / R.shape[0]
+            metric = 0.5 * (metric + metric.T)
         evals, evecs = torch.linalg.eigh(metric)
         if not bool((evals > 1e-8).all()):
             return lattice
@@ -217,8 +232,9 @@ class SymmetryProjector:
     ``t_start``: project only at sampler times t ≤ t_start (the final sample is always projected).
     """
 
-    def __init__(self, templates, t_start: float = 1.0):
+    def __init__(self, templates, t_start: float = 1.0, template_angles: bool = True):
         self.templates = list(templates)
+        self.template_angles = bool(template_angles)   # WyckoffTemplate.project_lattice
         if not 0.0 < t_start <= 1.0:
             raise ValueError(f"t_start must be in (0, 1], got {t_start}")
         self.t_start = float(t_start)
@@ -248,7 +264,7 @@ class SymmetryProjector:
     def lattice(self, lattice: torch.Tensor, num_atoms: torch.Tensor) -> torch.Tensor:
         out = lattice.clone()
         for b, _, template in self._slices(num_atoms):
-            out[b] = template.project_lattice(lattice[b])
+            out[b] = template.project_lattice(lattice[b], self.template_angles)
         return out
 
     def logits(self, logits: torch.Tensor, types: torch.Tensor, num_atoms: torch.Tensor, mask_class: int) -> torch.Tensor:
@@ -260,7 +276,7 @@ class SymmetryProjector:
         return self._per_atom(types, num_atoms, lambda t, sl: t.tie_types(types[sl]))
 
     def slice(self, start: int, stop: int) -> "SymmetryProjector":
-        return SymmetryProjector(self.templates[start:stop], self.t_start)
+        return SymmetryProjector(self.templates[start:stop], self.t_start, self.template_angles)
 
 
 @lru_cache(maxsize=None)
