@@ -222,6 +222,18 @@ def summarise(out: Path, figures: Path) -> str:
             lines.append(f"| {r['target']} | {r['gamma']:g} | {r['num']} | {_fmt(r['hit_rate'])} | "
                          f"{_fmt(1 - r['hit_rate'])} | {_fmt(r['structural_validity'])} | "
                          f"{_fmt(r['compositional_validity'])} | {_fmt(r['uniqueness'])} | {_fmt(r.get('novelty'))} |")
+    free_angles = read_jsonl(out / "symmetric" / "adherence_free_angles.jsonl")
+    if free_angles and symmetric:   # the same requests before the cell angles came from the templates
+        now = {(r["target"], r["gamma"]): r for r in symmetric}
+        lines += ["\nThe monoclinic and triclinic rows above take the cell angles the group leaves free from the "
+                  "template (`WyckoffTemplate.project_lattice`); before, the network's near-orthogonal cells made "
+                  "most of them orthorhombic or monoclinic supergroups (same requests and seeds; "
+                  "`symmetric/adherence_free_angles.jsonl`):\n",
+                  "| target | γ | n | hit rate, free angles | hit rate, template angles |", "|---|---|---|---|---|"]
+        for r in free_angles:
+            if (r["target"], r["gamma"]) in now:
+                lines.append(f"| {r['target']} | {r['gamma']:g} | {r['num']} | {_fmt(r['hit_rate'])} | "
+                             f"{_fmt(now[(r['target'], r['gamma'])]['hit_rate'])} |")
     relaxed = [r for r in sg if r.get("relaxed_hit_rate") is not None]
     if relaxed:
         lines += ["\nAfter a CHGNet relaxation of the first samples (the stability pass): target share / stability / "
