@@ -126,7 +126,7 @@ class GenerativeModel:
         ``enforce_symmetry=True`` (with a ``space_group`` condition): each crystal draws a Wyckoff template of its
         space group from the bundled train split (which also fixes its number of atoms), and the sampler keeps the
         crystal exactly in that space group (:mod:`mattergen_kit.sampling.symmetry`); the elements, the lattice
-        and the free coordinates are generated.
+        lengths and the free coordinates are generated (the cell angles the group leaves free are the template's).
 
         The arguments are validated before the first batch. ``skip``: batch starts not to sample (already
         written by an interrupted run); the other batches are the same as in a run that skipped none.

@@ -20,6 +20,8 @@ template's symmetric subspace:
 
     lattice (rows = lattice vectors, r = xᵀ L, metric M = L Lᵀ; g is an isometry iff R_gᵀ M R_g = M):
         M ← 1/|G| Σ_g R_gᵀ M R_g,     L ← M^{1/2}   (symmetric, as the sampler's polar-decomposed lattices are)
+        with the angles the group leaves free taken from the template's metric M°:
+        M_ij ← √(M_ii M_jj) · M°_ij / √(M°_ii M°_jj), then the group average again (lengths: the network's)
 
     atom types: the template's species pattern is kept, not its elements — atoms that share an element in the
         template (whole orbits) share one here, atoms that do not, do not. The type logits of such a group are
