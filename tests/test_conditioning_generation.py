@@ -166,6 +166,7 @@ def test_cli_conditions(tmp_path, cond_model, base_model, capsys):
                "--condition", "space_group=225", "--condition", "chemical_system=Li-O", "--guidance", "2", *common])
     assert rc == 0
     from pymatgen.core import Structure
+    assert "--enforce-symmetry" in capsys.readouterr().err      # guidance alone rarely hits a space group: say so
     cifs = sorted((tmp_path / "a").glob("*.cif"))
     assert len(cifs) == 2 and all({e.symbol for e in Structure.from_file(c).composition} <= {"Li", "O"} for c in cifs)
     rc = main(["generate", "--model", str(ckpt), "--out", str(tmp_path / "f"), "--formula", "LiF", *common])
