@@ -73,3 +73,32 @@ def test_the_device_tool_draws_what_generate_draws(tmp_path):
     again = tool.draw(plan, tmp_path / "store.pt", "cpu", batch_size=2, log=lambda m: None)  # resumes: nothing redrawn
     assert torch.equal(again["jobs"][next(iter(again["jobs"]))]["frac_coords"],
                        store["jobs"][next(iter(store["jobs"]))]["frac_coords"])
+
+
+def test_plan_for_a_per_property_model_skips_what_a_store_holds(tmp_path):
+    """`plan --model M --properties P --no-base --skip-store S`: only P's requests, for M, without those S holds,
+    and the γ = 0 request once."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    run = lambda *a: subprocess.run([sys.executable, "tools/sample_on_device.py", "plan", *a], cwd=root,  # noqa: E731
+                                    capture_output=True, text=True, check=True)
+    run("--out", str(tmp_path / "all.json"), "--no-base", "--properties", "band_gap", "--model", "runs/x/bg.pt")
+    jobs = json.loads((tmp_path / "all.json").read_text())
+    assert {j["model"] for j in jobs} == {"runs/x/bg.pt"}
+    assert sum(j["guidance_scale"] == 0 for j in jobs) == 1 and len(jobs) == 1 + 2 * 3   # 2 targets × γ 1, 2, 4
+    assert all(j["conditions"] is None or set(j["conditions"]) == {"band_gap"} for j in jobs)
+    held = jobs[1]
+    store = {"format": STORE_FORMAT, "jobs": {job_key(held["model"], held["num"], held["seed"], held["steps"],
+                                                      held["conditions"], held["guidance_scale"]): {}}}
+    torch.save(store, tmp_path / "store.pt")
+    run("--out", str(tmp_path / "rest.json"), "--no-base", "--properties", "band_gap", "--model", "runs/x/bg.pt",
+        "--skip-store", str(tmp_path / "store.pt"))
+    rest = json.loads((tmp_path / "rest.json").read_text())
+    assert len(rest) == len(jobs) - 1 and held not in rest
+    bad = subprocess.run([sys.executable, "tools/sample_on_device.py", "plan", "--out", str(tmp_path / "b.json"),
+                          "--properties", "band_gapp"], cwd=root, capture_output=True, text=True)
+    assert bad.returncode != 0 and "band_gapp" in bad.stderr
