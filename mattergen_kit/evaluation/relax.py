@@ -149,10 +149,10 @@ def keep_freed_memory() -> bool:
     A potential's forward and backward pass allocate and free the same large tensors at every FIRE step. Dask's
     nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap threshold at
     128 KiB: every such tensor is then mmap-ed and unmapped, and the kernel zeroes its pages again each step.
-    Measured on 32 generated crystals with 1 thread (batched CHGNet, 40 FIRE steps): 108 s wall of which 35 s
-    system time, 16M page faults with that setting; 68 s, 0.6 s system, 0.18M faults after
-    ``mallopt(M_MMAP_THRESHOLD, 32 MiB); mallopt(M_TRIM_THRESHOLD, 256 MiB)`` (70 s, 0.5M faults with glibc's defaults;
-    ``benchmarks/bench_worker_malloc.py``). ``MATTERGEN_KIT_MALLOC_TUNING=0`` leaves the allocator alone.
+    Measured on 32 generated crystals with 1 thread (batched CHGNet, 40 FIRE steps; ``benchmarks/bench_worker_malloc.py``,
+    idle machine): 67.8 s wall of which 22.6 s system time, 16.2M page faults with that setting; 50.0 s, 0.5 s
+    system, 0.26M faults after ``mallopt(M_MMAP_THRESHOLD, 32 MiB); mallopt(M_TRIM_THRESHOLD, 256 MiB)`` (49.9 s with
+    glibc's defaults). ``MATTERGEN_KIT_MALLOC_TUNING=0`` leaves the allocator alone.
     """
     global _MALLOC_TUNED
     if _MALLOC_TUNED:
