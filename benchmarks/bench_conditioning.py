@@ -100,17 +100,15 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> Non
         print(json.dumps(result), flush=True)
 
 
-PER_PROPERTY_METRIC = {"space_group": ("hit_rate", "hit rate"), "chemical_system": ("exact_system", "exactly the system"),
-                       "band_gap": ("shift", "shift of the median")}
 
 
 def per_property_comparison(out: Path, rows: list[dict]) -> list[str]:
     """Markdown: each per-property model (out/per_property/NAME/adherence.jsonl) against the shared model, point by
     point on the same targets, γ, sample count and sampler steps."""
-    from mattergen_kit.conditioning.adherence import read_jsonl
+    from mattergen_kit.conditioning.adherence import PER_PROPERTY_METRICS, read_jsonl
 
     lines = []
-    for name, (metric, label) in PER_PROPERTY_METRIC.items():
+    for name, (metric, label) in PER_PROPERTY_METRICS.items():
         own = [r for r in read_jsonl(out / "per_property" / name / "adherence.jsonl") if r["gamma"] > 0]
         if not own:
             continue
@@ -168,8 +166,8 @@ def summarise(out: Path, figures: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mattergen_kit.conditioning.adherence import (plot_hit_rates, plot_price, plot_property_shifts,
-                                                      plot_shared_vs_per_property, read_jsonl)
+    from mattergen_kit.conditioning.adherence import (PER_PROPERTY_METRICS, plot_hit_rates, plot_price,
+                                                      plot_property_shifts, plot_shared_vs_per_property, read_jsonl)
 
     rows = read_all(out)
     lines = [f"# Conditioning proof (`python benchmarks/bench_conditioning.py`)\n",
@@ -322,12 +320,12 @@ def summarise(out: Path, figures: Path) -> str:
         ax.legend(fontsize=8, loc="upper center", ncol=2)
         drawn.append(("conditioning_space_group_templates", fig))
     per_prop = {name: [r for r in read_jsonl(out / "per_property" / name / "adherence.jsonl")]
-                for name in PER_PROPERTY_METRIC}
+                for name in PER_PROPERTY_METRICS}
     per_prop = {k: v for k, v in per_prop.items() if v}
     if per_prop:   # shared vs per-property models at γ = 2, per target
         fig, axes = plt.subplots(1, len(per_prop), figsize=(4.2 * len(per_prop), 3.6), squeeze=False)
         for ax, (name, own) in zip(axes[0], per_prop.items()):
-            plot_shared_vs_per_property(rows, own, name, *PER_PROPERTY_METRIC[name], ax=ax)
+            plot_shared_vs_per_property(rows, own, name, *PER_PROPERTY_METRICS[name], ax=ax)
         axes[0][0].legend(fontsize=8)
         drawn.append(("conditioning_per_property", fig))
     fig, ax = plt.subplots(figsize=(5.5, 3.8))

@@ -42,21 +42,20 @@ def main(argv=None) -> int:
 
     samples = Path(args.samples or f"/tmp/mgk_scale_{args.num}x{args.steps}")
     if args.presampled and not (samples / "manifest.json").is_file():
-        import torch
-
         from mattergen_kit.outputs import atomic_write_text, extxyz_text
-        from mattergen_kit.presampled import job_batch
+        from mattergen_kit.presampled import job_batch, job_by_label
 
         label = f"base_{args.num}x{args.steps}"
-        jobs = [j for j in torch.load(args.presampled, weights_only=True)["jobs"].values() if j.get("label") == label]
-        if len(jobs) != 1:
-            raise SystemExit(f"{args.presampled} holds {len(jobs)} jobs labelled {label}")
-        structures = job_batch(jobs[0]).to_structures()
+        try:
+            _, job = job_by_label(args.presampled, label)
+        except KeyError as err:
+            raise SystemExit(f"{args.presampled}: {err.args[0]}") from None
+        structures = job_batch(job).to_structures()
         samples.mkdir(parents=True, exist_ok=True)
         atomic_write_text(samples / "generated_crystals.extxyz",
                           extxyz_text(structures, [f"gen_{i:05d}" for i in range(len(structures))]))
         (samples / "manifest.json").write_text(json.dumps({"source": args.presampled, "job": label,
-                                                           "device": jobs[0]["device"]}))
+                                                           "device": job["device"]}))
     if not (samples / "manifest.json").is_file():
         print(f"generating {args.num} crystals ({args.steps} steps, seed 0) into {samples} (not timed)", flush=True)
         generate_to_folder(mk.load_model(), samples, args.num, seed=0, steps=args.steps, overwrite=True,

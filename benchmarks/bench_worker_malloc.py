@@ -32,10 +32,9 @@ import torch
 torch.set_num_threads(1)
 from mattergen_kit.evaluation.relax import RelaxSettings, structure_key
 from mattergen_kit.evaluation.relax_batched import relax_batched
-from mattergen_kit.presampled import job_batch
+from mattergen_kit.presampled import job_batch, job_by_label
 n, steps, store = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-jobs = [j for j in torch.load(store, weights_only=True)["jobs"].values() if j.get("label") == "base_1000x100"]
-structures = job_batch(jobs[0]).to_structures()[:n]
+structures = job_batch(job_by_label(store, "base_1000x100")[1]).to_structures()[:n]
 settings = RelaxSettings(steps=steps)
 items = [(i, structure_key(s, settings), s.as_dict()) for i, s in enumerate(structures)]
 list(relax_batched(items[:2], settings, 2))            # load CHGNet, warm up (not timed)

@@ -28,6 +28,17 @@ def job_batch(job: dict):
     return CrystalBatch(job["atom_types"], job["frac_coords"], job["lattice"], job["num_atoms"])
 
 
+def job_by_label(store: str | Path | dict, label: str) -> tuple[str, dict]:
+    """``(key, job)`` of the one job of a store labelled ``label`` (e.g. ``base_1000x100``); ``KeyError`` naming the
+    labels it holds otherwise."""
+    jobs = (store if isinstance(store, dict) else torch.load(store, weights_only=True))["jobs"]
+    match = [k for k, v in jobs.items() if v.get("label") == label]
+    if len(match) != 1:
+        raise KeyError(f"the store holds {len(match)} jobs labelled {label!r} (labels: "
+                       f"{[v.get('label') for v in jobs.values()]})")
+    return match[0], jobs[match[0]]
+
+
 class PresampledModel:
     """A store of samples drawn elsewhere, served through ``generate()`` like a model (``KeyError`` naming the
     request when the store does not hold it). ``model_name``: the file name of the model they came from."""

@@ -384,8 +384,7 @@ save(fig, "conditioning_price_of_steering")"""),
 
 Models fine-tuned on one property each (same base, recipe and steps as the shared model; drawn on a lent H200 and
 judged here: `benchmarks/results/conditioning/per_property/`), against the shared model, at γ = 2."""),
-    nbf.v4.new_code_cell("""metrics = {"space_group": ("hit_rate", "hit rate"), "chemical_system": ("exact_system", "exactly the system"),
-           "band_gap": ("shift", "shift of the median")}
+    nbf.v4.new_code_cell("""metrics = adherence.PER_PROPERTY_METRICS    # property → (row key, label)
 own = {name: adherence.read_jsonl(RESULTS / "conditioning" / "per_property" / name / "adherence.jsonl")
        for name in metrics}
 own = {k: v for k, v in own.items() if v and not SMALL}

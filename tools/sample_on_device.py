@@ -33,7 +33,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mattergen_kit.presampled import STORE_FORMAT, job_batch, job_key  # noqa: E402
+from mattergen_kit.presampled import STORE_FORMAT, job_batch, job_by_label, job_key  # noqa: E402
 
 BASE = "mattergen_kit/checkpoints/mp_bundled_20.pt"
 CONDITIONED = "mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt"
@@ -111,16 +111,15 @@ def _device_name(device: str) -> str:
 
 def write_quality_batches(store: Path, key_label: str, folder: Path, batch: int = 64) -> int:
     """Write one job of the store as bench_base_quality's batch_<start>.json files (structure dicts)."""
-    jobs = torch.load(store, weights_only=True)["jobs"]
-    match = [k for k, v in jobs.items() if v.get("label") == key_label]
-    if len(match) != 1:
-        raise SystemExit(f"{store}: {len(match)} jobs labelled {key_label!r} (labels: {[v.get('label') for v in jobs.values()]})")
-    job = jobs[match[0]]
+    try:
+        key, job = job_by_label(store, key_label)
+    except KeyError as err:
+        raise SystemExit(f"{store}: {err.args[0]}") from None
     structures = job_batch(job).to_structures()
     folder.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(structures), batch):
         (folder / f"batch_{start:06d}.json").write_text(json.dumps([s.as_dict() for s in structures[start:start + batch]]))
-    (folder / "DRAWN_ON.json").write_text(json.dumps({"key": match[0], "device": job["device"], "seconds": job["seconds"],
+    (folder / "DRAWN_ON.json").write_text(json.dumps({"key": key, "device": job["device"], "seconds": job["seconds"],
                                                      "batch_size": job["batch_size"]}))
     return len(structures)
 

@@ -363,8 +363,9 @@ def plot_price(rows: list[dict], ax=None):
     return ax
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+# what compares a per-property model with the shared one (plot_shared_vs_per_property): property → (row key, label)
+PER_PROPERTY_METRICS = {"space_group": ("hit_rate", "hit rate"), "chemical_system": ("exact_system", "exactly the system"),
+                        "band_gap": ("shift", "shift of the median")}
 
 
 def plot_shared_vs_per_property(rows: list[dict], own: list[dict], name: str, metric: str, label: str,
@@ -392,3 +393,7 @@ def plot_shared_vs_per_property(rows: list[dict], own: list[dict], name: str, me
     if metric == "shift" or name == "space_group":
         ax.axhline(0.5 if metric == "shift" else 0.25, color="k", lw=0.8, ls="--")
     return ax
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -443,6 +443,19 @@ def _validity_stage(rows, inputs, load_errors) -> list[bool]:
     return [bool(r.get("structural_valid")) for r in rows]
 
 
+@contextlib.contextmanager
+def _fan_out(settings: EvaluationSettings):
+    """The ``map_fn`` a stage spreads its slow per-structure work over: ``settings.map_fn``, or a map over the Dask
+    cluster ``settings.cluster`` (connected for the stage), or None (this process)."""
+    if settings.cluster is None:
+        yield settings.map_fn
+        return
+    from mattergen_kit.evaluation.cluster import dask_cluster_map
+
+    with dask_cluster_map(settings.cluster) as map_fn:
+        yield map_fn
+
+
 def _relaxation_stage(rows, inputs, valid, settings: EvaluationSettings) -> list:
     """2. relax the valid structures (resumable through ``out/relaxed.jsonl``); returns the final structures."""
     from pymatgen.core import Structure
@@ -453,12 +466,7 @@ def _relaxation_stage(rows, inputs, valid, settings: EvaluationSettings) -> list
     relax_settings = RelaxSettings(model=settings.model, device=settings.device, fmax=settings.fmax,
                                    steps=settings.steps, torch_threads=settings.torch_threads)
     store = settings.out / "relaxed.jsonl" if settings.out is not None else None
-    with contextlib.ExitStack() as stack:
-        map_fn = settings.map_fn
-        if settings.cluster is not None:
-            from mattergen_kit.evaluation.cluster import dask_cluster_map
-
-            map_fn = stack.enter_context(dask_cluster_map(settings.cluster))
+    with _fan_out(settings) as map_fn:
         results = relax_structures(inputs, relax_settings, store=store, map_fn=map_fn, progress=settings.progress,
                                    skip=[not v for v in valid], callback=settings.callback,
                                    batch_size=settings.batch_size)
@@ -542,12 +550,7 @@ def _distribution_stage(final, valid, ref_structs, ref_name, settings: Evaluatio
                         ref_stats: dict) -> None:
     """5b. coverage and Wasserstein distances against the reference."""
     try:
-        with contextlib.ExitStack() as stack:
-            map_fn = settings.map_fn     # the relaxations' cluster or map also computes the slow fingerprints
-            if settings.cluster is not None:
-                from mattergen_kit.evaluation.cluster import dask_cluster_map
-
-                map_fn = stack.enter_context(dask_cluster_map(settings.cluster))
+        with _fan_out(settings) as map_fn:   # the relaxations' cluster or map also computes the fingerprints
             extras.update(_distribution(final, valid, ref_structs, ref_name, settings.max_reference_fingerprints,
                                         settings.progress, ref_stats, map_fn))
     except Exception as exc:  # noqa: BLE001

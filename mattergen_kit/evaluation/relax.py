@@ -139,7 +139,7 @@ def empty_result(index: int, key: str) -> dict:
             "rmsd_matched": False, "seconds": 0.0, "cpu_seconds": 0.0}
 
 
-_MALLOC_TUNED = False
+_MALLOC_TUNED: bool | None = None     # None: not tried yet in this process
 
 
 def keep_freed_memory() -> bool:
@@ -155,9 +155,10 @@ def keep_freed_memory() -> bool:
     glibc's defaults). ``MATTERGEN_KIT_MALLOC_TUNING=0`` leaves the allocator alone.
     """
     global _MALLOC_TUNED
-    if _MALLOC_TUNED:
-        return True
+    if _MALLOC_TUNED is not None:       # tried once per process (relax_one calls this for every structure)
+        return _MALLOC_TUNED
     if os.environ.get("MATTERGEN_KIT_MALLOC_TUNING", "1") == "0":
+        _MALLOC_TUNED = False
         return False
     try:
         import ctypes

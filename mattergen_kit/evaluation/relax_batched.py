@@ -18,7 +18,8 @@ entry per step, final state), as in :func:`relax_one`.
 Cost (the profile of 32 generated crystals, 1 thread): CHGNet's own ``predict_graph`` takes forces and stresses
 with two ``create_graph=True`` backward passes (it is the training path), so 80 % of a step was the potential and
 63 % its backward passes; :func:`predict_efs` takes both in one plain backward pass (2.1× faster potential), and the
-filter's forces, which ASE's loop computes twice per step, are computed once. Together ≈ 1.5× per relaxation;
+filter's forces, which ASE's loop computes twice per step, are computed once. Together 1.82× per relaxation
+(``benchmarks/bench_relax_batched.py``, B = 32, the previous path in the same process);
 what is left is CHGNet's forward and backward (~70 %), ASE's FIRE and Fréchet cell filter (~15 %) and graph
 construction (~7 %).
 
@@ -75,16 +76,17 @@ class _Job:
         # ASE's loop evaluates the filter's generalised forces twice per step (the convergence test, then FIRE's
         # step), each with a matrix logarithm and exponential of the cell deformation; the state does not change in
         # between, so the step reuses the test's value (one-shot cache, same numbers, same trajectory)
-        self._gradient = None
+        self._gradient = None                        # the convergence test's value, until the step takes it
         self.reuse_gradient = reuse_gradient
-        optimizable = self.opt.optimizable
-        compute = optimizable.get_gradient
+        if reuse_gradient:
+            optimizable = self.opt.optimizable
+            compute = optimizable.get_gradient
 
-        def gradient_once():
-            g, self._gradient = self._gradient, None
-            return compute() if g is None else g
+            def gradient_once():
+                g, self._gradient = self._gradient, None
+                return compute() if g is None else g
 
-        optimizable.get_gradient = gradient_once
+            optimizable.get_gradient = gradient_once
 
     def store(self, prediction: dict, model, stress_weight: float) -> None:
         """Put one CHGNet prediction (``e`` per atom, ``f``, ``s`` in GPa) into this job's calculator, as
@@ -98,9 +100,10 @@ class _Job:
 
     def finished(self, steps: int) -> bool:
         """ASE ``irun``'s stop test at the current (evaluated) state (its gradient kept for the step that follows)."""
-        self._gradient = None
+        self._gradient = None                        # evaluate this state afresh
         gradient = self.opt.optimizable.get_gradient()
-        self._gradient = gradient if self.reuse_gradient else None
+        if self.reuse_gradient:
+            self._gradient = gradient
         return bool(self.opt.gradient_converged(gradient)) or self.nsteps >= steps
 
     def result(self, settings: dict) -> dict:
@@ -236,7 +239,7 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
     ``relax_one``-style result per item as soon as it is finished (module docstring). CHGNet only.
     ``reference_path=True`` runs it as this module did before 2026-11-27 — the potential through CHGNet's
     ``predict_graph`` instead of :func:`predict_efs`, the filter's forces evaluated twice per step — the same numbers
-    up to float round-off at about 1.5× the cost (kept for benchmarks/bench_relax_batched.py)."""
+    up to float round-off at 1.82× the cost (kept for benchmarks/bench_relax_batched.py)."""
     from mattergen_kit.evaluation.relax import _threads, empty_result, keep_freed_memory, load_potential
 
     keep_freed_memory()   # Dask workers would otherwise unmap and re-zero every large tensor at every step
