@@ -190,6 +190,49 @@ def test_one_backward_pass_gives_chgnets_energies_forces_and_stresses(rattled):
     assert max(np.abs(b["f"]).max() for b in ours) > 0.05               # rattled: real forces were compared
 
 
+def test_factorised_chgnet_layers_compute_chgnets_function(rattled):
+    """chgnet_fast moves each gated MLP's first matrix product before its gather: the same energies, forces and
+    stresses as CHGNet's own layers (float32 round-off), and uninstall gives CHGNet's own code back."""
+    import torch
+
+    from mattergen_kit.evaluation import chgnet_fast
+    from mattergen_kit.evaluation.relax import load_potential
+    from mattergen_kit.evaluation.relax_batched import predict_efs
+
+    model = load_potential("chgnet").calculator.model
+    graphs = [model.graph_converter(s) for s in rattled]
+    chgnet_fast.uninstall(model)
+    assert not chgnet_fast.installed(model)
+    own = predict_efs(model, graphs)
+    assert chgnet_fast.install(model) and chgnet_fast.installed(model)
+    fast = predict_efs(model, graphs)
+    for a, b in zip(own, fast):
+        assert float(b["e"]) == pytest.approx(float(a["e"]), abs=1e-5)  # eV/atom (measured: 5e-7 on 32 crystals)
+        np.testing.assert_allclose(b["f"], a["f"], atol=1e-3)          # eV/Å (measured: 5e-5)
+        np.testing.assert_allclose(b["s"], a["s"], atol=1e-2)          # GPa (measured: 1e-4)
+    assert max(np.abs(a["f"]).max() for a in own) > 0.05
+
+    # one gated MLP on its own: the parts' gathers against the concatenation CHGNet builds
+    gated = model.bond_conv_layers[0].twoBody_bond
+    gen = torch.Generator().manual_seed(0)
+    atoms, bonds, angles = (torch.randn(n, 64, generator=gen) for n in (5, 9, 40))
+    index = torch.randint(0, 5, (40, 3), generator=gen)
+    index[:, 1:] = torch.randint(0, 9, (40, 2), generator=gen)
+    parts = [(bonds, index[:, 1]), (bonds, index[:, 2]), (angles, None), (atoms, index[:, 0])]
+    with torch.no_grad():
+        expected = gated(torch.cat([bonds[index[:, 1]], bonds[index[:, 2]], angles, atoms[index[:, 0]]], dim=1))
+        got = chgnet_fast.gated_mlp_of_parts(gated, parts)
+        torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
+        with pytest.raises(ValueError, match="input features"):
+            chgnet_fast.gated_mlp_of_parts(gated, parts[:3])
+
+    chgnet_fast.uninstall(model)
+    again = predict_efs(model, graphs)
+    for a, b in zip(own, again):
+        np.testing.assert_array_equal(b["f"], a["f"])                 # CHGNet's own layers, the same numbers
+    assert not chgnet_fast.install(torch.nn.Linear(2, 2))              # not a CHGNet: refused, left alone
+
+
 def test_batched_relaxation_reports_a_bad_structure_and_keeps_going(rattled, tmp_path):
     from pymatgen.core import Lattice, Structure
 

@@ -195,6 +195,9 @@ def relax_one(item, settings: dict | None = None) -> dict:
         with warnings.catch_warnings(), _threads(settings.get("torch_threads", 1)):
             warnings.simplefilter("ignore")
             if settings["model"] == "chgnet":
+                from mattergen_kit.evaluation import chgnet_fast
+
+                chgnet_fast.uninstall(pot.calculator.model)   # the one-at-a-time path is CHGNet's own code throughout
                 res = pot.relax(s, fmax=settings["fmax"], steps=settings["steps"], relax_cell=settings["relax_cell"],
                                 verbose=False)
                 relaxed = res["final_structure"]
