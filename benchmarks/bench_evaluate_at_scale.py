@@ -23,6 +23,26 @@ import warnings
 from pathlib import Path
 
 
+def compare_relaxations(before: str | Path, after: str | Path) -> dict:
+    """Agreement of two runs' ``relaxed.jsonl`` on the structures both relaxed: |ΔE| per atom (median, 95th and 99th
+    percentile, max, how many above 1 and 10 meV/atom) and the fraction with the same number of FIRE steps."""
+    import numpy as np
+
+    def load(path):
+        return {r["key"]: r for r in map(json.loads, Path(path).read_text().splitlines()) if r.get("ok")}
+
+    a, b = load(before), load(after)
+    keys = [k for k in a if k in b]
+    if not keys:
+        return {"n_compared": 0}
+    de = np.abs([b[k]["energy_per_atom"] - a[k]["energy_per_atom"] for k in keys])
+    return {"n_compared": len(keys), "median_abs_dE_eV_per_atom": float(np.median(de)),
+            "p95_abs_dE_eV_per_atom": float(np.percentile(de, 95)),
+            "p99_abs_dE_eV_per_atom": float(np.percentile(de, 99)), "max_abs_dE_eV_per_atom": float(de.max()),
+            "n_above_1meV": int((de > 1e-3).sum()), "n_above_10meV": int((de > 1e-2).sum()),
+            "frac_same_n_steps": float(np.mean([a[k]["n_steps"] == b[k]["n_steps"] for k in keys]))}
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--num", type=int, default=1000)
@@ -35,6 +55,9 @@ def main(argv=None) -> int:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--out", default=None, help="evaluation folder (default: a fresh temporary folder)")
     p.add_argument("--json", default=None)
+    p.add_argument("--compare", default=None, metavar="RELAXED_JSONL",
+                   help="a previous run's relaxed.jsonl (same crystals): print how far this run's relaxed energies "
+                        "are from it (e.g. before and after a change to the relaxation code)")
     args = p.parse_args(argv)
     warnings.filterwarnings("ignore")
     import mattergen_kit as mk
@@ -84,6 +107,8 @@ def main(argv=None) -> int:
            "loadavg_1min_after": round(os.getloadavg()[0], 2), "cpu_count": os.cpu_count(),
            "stability": summary.get("stability"), "sun": summary.get("sun"), "rmsd": summary.get("rmsd"),
            "relax_converged": summary.get("relax_converged")}
+    if args.compare:
+        row["compared_with"] = {"path": args.compare, **compare_relaxations(args.compare, Path(out) / "relaxed.jsonl")}
     print(json.dumps(row, indent=1))
     if args.json:
         Path(args.json).write_text(json.dumps(row, indent=1) + "\n")

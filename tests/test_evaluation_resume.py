@@ -68,10 +68,35 @@ def test_evaluate_resumes_from_out_folder_and_uses_map_fn(small, tmp_path):
 
         with pytest.raises(KeyboardInterrupt):
             evaluate(small[:3], reference=None, relax=True, steps=10, out=tmp_path, map_fn=my_map,
-                     distribution=False, properties=False, progress=False, callback=stop)
+                     distribution=False, properties=False, progress=False, callback=stop, batch_size=1)
         rep = evaluate(small[:3], reference=None, relax=True, steps=10, out=tmp_path, map_fn=my_map,
-                       distribution=False, properties=False, progress=False)
-    assert calls == [3, 2]  # second run only maps the two unfinished structures
+                       distribution=False, properties=False, progress=False, batch_size=1)
+    assert calls == [3, 2]  # one task per structure; the second run only maps the two unfinished structures
     assert rep.per_structure["relaxed"].all()
     assert rep.summary["rmsd"] is not None and rep.summary["rmsd"] >= 0
     assert (tmp_path / "summary.json").exists()
+
+
+def test_default_relaxation_is_batched_chgnet_and_a_map_gets_chunks(small, tmp_path):
+    from mattergen_kit.evaluation.evaluate import EvaluationSettings
+    from mattergen_kit.evaluation.relax import chunk_size
+
+    assert EvaluationSettings().batch_size == 32                      # CHGNet: batched by default
+    assert EvaluationSettings(model="sevennet").batch_size == 1       # SevenNet: one at a time
+    # tasks of at most batch_size, at least 8 of them where there are enough structures, never below 8 structures
+    assert [chunk_size(n, 32) for n in (1000, 100, 16, 3)] == [32, 13, 8, 8]
+    assert chunk_size(16, 4) == 4
+    calls = []
+
+    def my_map(func, items):
+        items = list(items)
+        calls.append([len(chunk) for chunk in items])
+        return map(func, items)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rep = evaluate(small[:3], reference=None, relax=True, steps=10, out=tmp_path, map_fn=my_map,
+                       distribution=False, properties=False, progress=False)
+    assert calls == [[3]]                                             # one task relaxing the three together
+    assert rep.per_structure["relaxed"].all()
+    assert len((tmp_path / "relaxed.jsonl").read_text().splitlines()) == 3

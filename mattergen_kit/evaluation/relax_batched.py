@@ -5,7 +5,7 @@ What is shared and what is not
 Every structure keeps **its own** ASE optimizer — ``FIRE`` on a ``FrechetCellFilter``, with ASE's default
 parameters, exactly what CHGNet's ``StructOptimizer.relax`` runs in the one-at-a-time path
 (:func:`~mattergen_kit.evaluation.relax.relax_one`). Only the potential is shared: at every step the graphs of all
-active structures go through CHGNet as one batch (``CHGNet.predict_graph(graphs, task="efs")``), each result is
+active structures go through CHGNet as one batch (:func:`predict_efs`), each result is
 stored in its structure's calculator, and then each optimizer takes its own step. A structure's trajectory is
 therefore the one it has alone, up to the float round-off of a batched vs. a single graph evaluation
 (``tests/test_evaluation_scale.py`` checks the relaxed energies agree).
@@ -15,13 +15,23 @@ steps; converged means every component of the filter's generalised forces (atoms
 ``n_steps`` is reported as ``steps taken + 2``, the length of CHGNet's trajectory observer (initial state, one
 entry per step, final state), as in :func:`relax_one`.
 
-Cost (the profile of 32 generated crystals, 1 thread): CHGNet's own ``predict_graph`` takes forces and stresses
-with two ``create_graph=True`` backward passes (it is the training path), so 80 % of a step was the potential and
-63 % its backward passes; :func:`predict_efs` takes both in one plain backward pass (2.1× faster potential), and the
-filter's forces, which ASE's loop computes twice per step, are computed once. Together 1.82× per relaxation
-(``benchmarks/bench_relax_batched.py``, B = 32, the previous path in the same process);
-what is left is CHGNet's forward and backward (~70 %), ASE's FIRE and Fréchet cell filter (~15 %) and graph
-construction (~7 %).
+Cost (cProfile of 32 generated crystals × 40 FIRE steps, 1 thread). CHGNet's own ``predict_graph`` takes forces
+and stresses with two ``create_graph=True`` backward passes (it is the training path): 80 % of a step was the
+potential, 63 % its backward passes. :func:`predict_efs` takes both in one plain backward pass (2.1× faster
+potential), and the filter's forces, which ASE's loop computes twice per step, are computed once: together 1.82×
+(``benchmarks/bench_relax_batched.py``, B = 32, the previous path in the same process). Then, per step of those 32
+crystals, 48.4 s → 32.0 s (1.51×):
+
+* the Fréchet cell filter's 3×3 ``logm`` / ``expm`` / ``expm_frechet`` by eigendecomposition instead of SciPy's
+  general algorithms (:mod:`.cell_matrix`; 14 % of a step before), and CHGNet's weights frozen (no backward edges
+  recorded for them): 38.5 s;
+* CHGNet's gated MLPs with their first matrix product applied before the gathers (:mod:`.chgnet_fast`, the same
+  function up to float32 round-off; the potential 1.25× faster): 32.0 s.
+
+What is left is CHGNet's forward and backward (~75 %: SiLU and its derivative, scatter-adds and gathers, the
+remaining matrix products), graph construction (~12 %; rebuilding only when the neighbour list changes was tried:
+only 21 % of the steps kept it, 2 % saved, not kept) and ASE's FIRE and filter (~5 %). Running the matrix products
+in bfloat16 (AMX) while forces are large was tried too: no faster end to end, and fewer relaxations converged.
 
 Continuous batching: up to ``batch_size`` relaxations are in flight; when one finishes (converged, or ``steps``
 reached, or failed) its result is yielded at once — :func:`relax_structures` appends it to ``relaxed.jsonl`` — and the
@@ -242,8 +252,8 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
     """Relax ``items`` (``(index, key, structure_dict)`` as for ``relax_one``) ``batch_size`` at a time; yields one
     ``relax_one``-style result per item as soon as it is finished (module docstring). CHGNet only.
     ``reference_path=True`` runs it as this module did before 2026-11-27 — the potential through CHGNet's
-    ``predict_graph`` instead of :func:`predict_efs`, the filter's forces evaluated twice per step — the same numbers
-    up to float round-off at 1.82× the cost (kept for benchmarks/bench_relax_batched.py)."""
+    ``predict_graph`` instead of :func:`predict_efs`, the filter's forces evaluated twice per step by SciPy, CHGNet's
+    own layers — the same numbers up to float round-off at ~2.7× the cost (kept for benchmarks/bench_relax_batched.py)."""
     from mattergen_kit.evaluation.relax import _threads, empty_result, keep_freed_memory, load_potential
 
     keep_freed_memory()   # Dask workers would otherwise unmap and re-zero every large tensor at every step
