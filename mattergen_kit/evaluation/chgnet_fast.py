@@ -91,13 +91,16 @@ def _atom_conv_forward(self, atom_feas, bond_feas, bond_weights, atom_graph, dir
                                                       (atom_feas, atom_graph[:, 1])])
     messages = messages * bond_weights.index_select(0, directed2undirected)
     new_atom_feas = aggregate(messages, atom_graph[:, 0], average=False, num_owner=len(atom_feas))
-    if self.use_mlp_out:
-        new_atom_feas = self.mlp_out(new_atom_feas)
-    if self.resnet:
-        new_atom_feas = new_atom_feas + atom_feas
-    if self.atom_norm is not None:
-        new_atom_feas = self.atom_norm(new_atom_feas)
-    return new_atom_feas
+    return _output(self, new_atom_feas, atom_feas, self.atom_norm)
+
+
+def _output(layer, new, old, norm):
+    """The end of CHGNet's AtomConv / BondConv: output linear layer, residual, normalisation."""
+    if layer.use_mlp_out:
+        new = layer.mlp_out(new)
+    if layer.resnet:
+        new = new + old
+    return new if norm is None else norm(new)
 
 
 def _angle_parts(atom_feas, bond_feas, angle_feas, bond_graph):
@@ -113,13 +116,7 @@ def _bond_conv_forward(self, atom_feas, bond_feas, bond_weights, angle_feas, bon
     update = (update * bond_weights.index_select(0, bond_graph[:, 1])
               * bond_weights.index_select(0, bond_graph[:, 2]))
     new_bond_feas = aggregate(update, bond_graph[:, 1], average=False, num_owner=len(bond_feas))
-    if self.use_mlp_out:
-        new_bond_feas = self.mlp_out(new_bond_feas)
-    if self.resnet:
-        new_bond_feas = new_bond_feas + bond_feas
-    if self.bond_norm is not None:
-        new_bond_feas = self.bond_norm(new_bond_feas)
-    return new_bond_feas
+    return _output(self, new_bond_feas, bond_feas, self.bond_norm)
 
 
 def _angle_update_forward(self, atom_feas, bond_feas, angle_feas, bond_graph):
