@@ -4,7 +4,8 @@ Stages (each per structure; one failing structure never stops the run, it gets a
 ``validity_reason``):
 
 1. validity: structural (d ≥ 0.5 Å, V ≥ 0.1 Å³), compositional (SMACT), bond sanity (covalent radii);
-2. relaxation (``relax=True``): CHGNet (default; ``model="sevennet"``: SevenNet-0) FIRE to fmax 0.1 eV/Å
+2. relaxation (``relax=True``): CHGNet (default, 32 structures per batched call; ``model="sevennet"``: SevenNet-0,
+   one at a time) FIRE to fmax 0.1 eV/Å
    (≤ ``steps``), RMSD generated → relaxed; results are appended to ``out/relaxed.jsonl`` as they come and reused
    by a re-run (resume). Structurally invalid inputs are not relaxed;
 3. uniqueness and novelty on the relaxed structures (the inputs when ``relax=False``) with StructureMatcher,

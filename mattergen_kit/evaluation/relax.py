@@ -3,7 +3,10 @@ with a progress bar, a per-structure results file that is appended as it goes, r
 interrupt, and a pluggable ``map_fn`` for parallel engines.
 
 * **Relaxation**: CHGNet ``StructOptimizer`` (FIRE, positions + cell through ASE's FrechetCellFilter),
-  stopping when every force ≤ ``fmax`` (default 0.1 eV/Å) or after ``steps`` steps (default 300).
+  stopping when every force ≤ ``fmax`` (default 0.1 eV/Å) or after ``steps`` steps (default 300). With
+  ``batch_size > 1`` (what :func:`~mattergen_kit.evaluation.evaluate` uses for CHGNet by default) the same FIRE runs
+  per structure while CHGNet evaluates all of them in one batched call per step (:mod:`.relax_batched`, ~3× the
+  throughput on one core, the same relaxed energies).
 * **RMSD** generated → relaxed, in Å (MatterGen's ``compute_rmsd_angstrom``, ref §11.2):
   ``StructureMatcher(ltol=0.5, stol=0.5, angle_tol=10, primitive_cell=True, scale=False,
   attempt_supercell=True)``'s normalised rms ``r̂`` is converted back to Å with the mean volume per atom,
