@@ -48,6 +48,24 @@ def test_grid_png_is_written(tmp_path, perovskite):
     assert pixels.std() > 5  # something was drawn
 
 
+def test_grid_names_each_cells_elements_under_it(perovskite):
+    """A grid of a perovskite and rock salt: each panel's legend lists its own elements, by atomic number."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    fig = structure_grid([perovskite, nacl, nacl], ncols=2)            # 2 x 2 panels, the last one empty
+    legends = [[t.get_text() for t in ax.get_legend().get_texts()] for ax in fig.axes[:3]]
+    assert legends == [["O", "Ti", "Sr"], ["Na", "Cl"], ["Na", "Cl"]]
+    assert fig.axes[3].get_legend() is None
+    plt.close(fig)
+    bare = structure_grid([nacl], legend=False)
+    assert bare.axes[0].get_legend() is None
+    plt.close(bare)
+
+
 def test_grid_rejects_empty_input():
     with pytest.raises(ValueError, match="no structures"):
         structure_grid([])

@@ -143,6 +143,17 @@ def plot_crystal(crystal, ax, title: str | None = None, show_cell: bool = True, 
     return ax
 
 
+def _legend_below(ax, types, fontsize: int = 7) -> None:
+    """The element colours of one cell in a row (two rows past four elements) under its picture."""
+    from matplotlib.lines import Line2D
+
+    entries = legend_entries(types)
+    handles = [Line2D([], [], marker="o", ls="", markersize=6, markerfacecolor=c, markeredgecolor="k", label=name)
+               for name, c in entries]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=min(len(entries), 4),
+              fontsize=fontsize, frameon=False, handletextpad=0.1, columnspacing=0.6, borderaxespad=0.0)
+
+
 def plot_structure(structure, ax=None, title: str | None = None, show_cell: bool = True, legend: bool = False,
                    labels: bool = False):
     """Draw one pymatgen ``Structure`` into a matplotlib axis (created if not given); title: reduced formula."""
@@ -171,8 +182,9 @@ def crystal_png(crystal, size: tuple[float, float] = (3.6, 3.2), dpi: int = 100,
 
 
 def structure_grid(structures: Sequence, titles: Sequence[str] | None = None, ncols: int = 8,
-                   path: str | Path | None = None, dpi: int = 110):
-    """A grid picture of many cells; saved as PNG when ``path`` is given. Returns the figure."""
+                   path: str | Path | None = None, dpi: int = 110, legend: bool = True):
+    """A grid picture of many cells; saved as PNG when ``path`` is given. Returns the figure.
+    ``legend``: each cell's element colours named under it."""
     import matplotlib
 
     if path is not None:
@@ -188,6 +200,8 @@ def structure_grid(structures: Sequence, titles: Sequence[str] | None = None, nc
     for k, ax in enumerate(axes.flat):
         if k < n:
             plot_structure(structures[k], ax=ax, title=None if titles is None else titles[k])
+            if legend:
+                _legend_below(ax, crystal_arrays(structures[k])[0])
         else:
             ax.axis("off")
     fig.tight_layout()
