@@ -89,3 +89,32 @@ def test_optional_backends_fail_fast_with_clear_errors(monkeypatch):
         monkeypatch.delenv(k, raising=False)
     with pytest.raises(RuntimeError, match="API key"):
         evaluate(s, reference=None, hull="mp", progress=False)
+
+
+def test_cli_lists_the_sun_crystals_it_found(folder, tmp_path, capsys):
+    """Three bundled test crystals (real MP structures, absent from the train split) judged against bundled-train:
+    the printed S.U.N. list is exactly the stable ∧ unique ∧ novel rows of per_structure.csv, lowest E_hull first,
+    and Report.candidates gives the same rows."""
+    from mattergen_kit.evaluation import evaluate
+
+    out = tmp_path / "out_sun"
+    cifs = sorted(folder.glob("s*.cif"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = evaluate_cli([str(folder), "--out", str(out), "--reference", "bundled-train", "--steps", "30",
+                           "--no-distribution"])
+    assert rc == 0
+    printed = capsys.readouterr().out
+    df = pd.read_csv(out / "per_structure.csv")
+    sun = df[df["stable"].fillna(False).astype(bool) & df["unique"].fillna(False).astype(bool)
+             & df["novel"].fillna(False).astype(bool)].sort_values("e_above_hull")
+    assert len(sun) >= 1                                  # known crystals relax to near their hull
+    assert f"S.U.N. crystals: {len(sun)} " in printed and "confirm with DFT" in printed
+    listed = [line.split()[0] for line in printed.splitlines() if line.startswith("  ") and "E_hull" in line]
+    assert listed == list(sun["name"])
+    assert len(cifs) == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate(folder, reference="bundled-train", steps=30, out=out, distribution=False, progress=False)
+    assert list(report.candidates(None)["name"]) == list(sun["name"])     # resumed from out/: the same relaxations
+    assert list(report.candidates(1)["name"]) == list(sun["name"])[:1]

@@ -178,6 +178,25 @@ class Report:
                        if not isinstance(v, (dict, list)))
         return f"<b>Evaluation report</b><table>{rows}</table>"
 
+    def candidates(self, n: int | None = 10) -> pd.DataFrame:
+        """The S.U.N. crystals — stable (E_hull ≤ 0.1 eV/atom), unique and novel — lowest E_hull first, at most ``n``
+        (None: all): name, formula, atoms, E_hull (eV/atom), space group of the relaxed cell. Energies are the ML
+        potential's after its relaxation, against the chosen hull: screening estimates for DFT to confirm.
+
+        >>> report.candidates(5)                               # doctest: +SKIP
+                     name  formula  n_atoms  e_above_hull spacegroup_symbol  spacegroup
+        5  crystal_0005.cif   HfFeC2        4        -0.021            P4/mmm         123
+        """
+        df = self.per_structure
+        columns = [c for c in ("name", "formula", "n_atoms", "e_above_hull", "spacegroup_symbol", "spacegroup")
+                   if c in df]
+        if not {"stable", "unique", "novel"} <= set(df.columns):
+            return df.iloc[0:0][columns]
+        chosen = df[df["stable"].fillna(False).astype(bool) & df["unique"].fillna(False).astype(bool)
+                    & df["novel"].fillna(False).astype(bool)]
+        chosen = chosen.sort_values("e_above_hull")[columns]
+        return chosen if n is None else chosen.head(n)
+
     def summary_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"value": {k: v for k, v in self.summary.items() if not isinstance(v, (dict, list))}})
 
@@ -691,6 +710,20 @@ def _reference_spacegroups(reference):
 
 
 # ============================================================================================== CLI
+def _print_candidates(report: Report, n: int = 10) -> None:
+    """The best S.U.N. crystals as a small table (nothing when there are none or nothing was relaxed)."""
+    top = report.candidates(None)
+    if top.empty:
+        return
+    model = report.summary.get("relax_model") or "the ML potential"
+    print(f"\nS.U.N. crystals: {len(top)} (E_hull <= 0.1 eV/atom after relaxation with {model}: screening "
+          f"estimates, confirm with DFT){'; the ' + str(n) + ' lowest' if len(top) > n else ''}")
+    for _, row in top.head(n).iterrows():
+        sg = f"{row.get('spacegroup_symbol')} ({int(row['spacegroup'])})" if pd.notna(row.get("spacegroup")) else "?"
+        print(f"  {row.get('name', ''):<24} {row.get('formula', ''):<16} {int(row['n_atoms']):>3} atoms  "
+              f"E_hull {row['e_above_hull']:+.3f} eV/atom  {sg}")
+
+
 def _cli_problem(args) -> str | None:
     """The first user mistake in the evaluate arguments (checked before any work), or None."""
     if not Path(args.dir).exists():
@@ -777,5 +810,6 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
         return 2
     for k in SUMMARY_KEYS:
         print(f"{k:>24}: {_fmt(report.summary.get(k))}")
+    _print_candidates(report)
     print(f"wrote {args.out}/per_structure.csv, {args.out}/summary.json and figures")
     return 0
