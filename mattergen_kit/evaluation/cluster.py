@@ -10,16 +10,18 @@
 
 How results stay exactly those of a local run
 --------------------------------------------
-* one Dask task per structure: ``relax_one(item, settings)``, the same function a local run calls; each worker
-  process loads the potential once and keeps it (:func:`~mattergen_kit.evaluation.relax.load_potential`);
+* one Dask task per chunk of structures (CHGNet, ``batch_size > 1``, the default: ``relax_chunk``, a batched
+  relaxation of up to ``batch_size`` structures; see :func:`~mattergen_kit.evaluation.relax.chunk_size`) or per
+  structure (``batch_size=1``: ``relax_one``) — the same functions a local run calls; each worker process loads the
+  potential once and keeps it (:func:`~mattergen_kit.evaluation.relax.load_potential`);
 * only this (client) process writes ``relaxed.jsonl``: results are appended as their tasks finish
   (``distributed.as_completed``), each future yields once, so a structure is written once;
 * a worker that dies takes its running tasks with it; the scheduler hands them to another worker (Dask retries a
   task whose worker died up to ``distributed.scheduler.allowed-failures`` times, default 3), so nothing is lost. If
   a task exhausts those retries (it keeps killing workers, e.g. out of memory) the run stops with an error, and the
   finished results are already in ``relaxed.jsonl``: re-running resumes;
-* ``relax_one`` never raises (a failing structure is a result with ``ok=False``), so a task error means the
-  cluster, not the structure, failed.
+* ``relax_one`` and ``relax_chunk`` never raise for a bad structure (it is a result with ``ok=False``), so a task
+  error means the cluster, not the structure, failed.
 
 Workers need the same installation as the client (``pip install 'mattergen_kit[eval,cluster]'``, same versions).
 Connecting (addresses, clients, cluster objects, the errors) is :func:`mattergen_kit.cluster.connect`.
