@@ -251,7 +251,7 @@ def _evaluate(jobs: list[_Job], calculator, one_backward: bool = True) -> None:
 def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, reference_path: bool = False) -> Iterator[dict]:
     """Relax ``items`` (``(index, key, structure_dict)`` as for ``relax_one``) ``batch_size`` at a time; yields one
     ``relax_one``-style result per item as soon as it is finished (module docstring). CHGNet only.
-    ``reference_path=True`` runs it as this module did before 2026-11-27 — the potential through CHGNet's
+    ``reference_path=True`` runs it as this module was first written — the potential through CHGNet's
     ``predict_graph`` instead of :func:`predict_efs`, the filter's forces evaluated twice per step by SciPy, CHGNet's
     own layers — the same numbers up to float round-off at ~2.7× the cost (kept for benchmarks/bench_relax_batched.py)."""
     from mattergen_kit.evaluation.relax import _threads, empty_result, keep_freed_memory, load_potential
