@@ -118,3 +118,28 @@ def test_cli_lists_the_sun_crystals_it_found(folder, tmp_path, capsys):
         report = evaluate(folder, reference="bundled-train", steps=30, out=out, distribution=False, progress=False)
     assert list(report.candidates(None)["name"]) == list(sun["name"])     # resumed from out/: the same relaxations
     assert list(report.candidates(1)["name"]) == list(sun["name"])[:1]
+
+
+def test_saved_report_holds_the_sun_crystals_relaxed_cells(folder, tmp_path):
+    """evaluate(out=...) writes sun_candidates/<name>.cif (the relaxed cells, readable by pymatgen, the same
+    composition) and candidates.csv; saving a report with no S.U.N. crystal into the folder removes them."""
+    from pymatgen.core import Structure
+
+    from mattergen_kit.evaluation import evaluate
+
+    out = tmp_path / "out_cands"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        report = evaluate(folder, reference="bundled-train", steps=30, out=out, distribution=False, progress=False)
+    table = pd.read_csv(out / "sun_candidates" / "candidates.csv")
+    expected = report.candidates(None)
+    assert len(table) == len(expected) >= 1
+    assert list(table["name"]) == list(expected["name"])
+    for _, row in table.iterrows():
+        cif = Structure.from_file(out / "sun_candidates" / row["cif"])
+        relaxed = report.structures[int(expected.index[list(expected["name"]).index(row["name"])])]
+        assert cif.composition.reduced_formula == row["formula"] == relaxed.composition.reduced_formula
+        assert abs(cif.volume - relaxed.volume) < 1e-3 * relaxed.volume      # the relaxed cell, not the input
+    report.per_structure["stable"] = False                                   # a report with none: folder emptied
+    assert report.write_candidates(out / "sun_candidates") == 0
+    assert not any((out / "sun_candidates").iterdir())

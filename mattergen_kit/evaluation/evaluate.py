@@ -45,6 +45,7 @@ SUMMARY_KEYS = ("n", "structural_validity", "compositional_validity", "uniquenes
                 "rmsd")
 STRUCTURE_SUFFIXES = (".cif", ".extxyz", ".xyz", ".vasp", ".poscar", ".json")
 RELAXED_EXTXYZ = "relaxed_crystals.extxyz"
+CANDIDATES_DIR = "sun_candidates"   # the S.U.N. crystals' relaxed cells as CIFs, and their table
 
 
 # ============================================================================================== input
@@ -201,12 +202,15 @@ class Report:
         return pd.DataFrame({"value": {k: v for k, v in self.summary.items() if not isinstance(v, (dict, list))}})
 
     def save(self, out: str | os.PathLike) -> Path:
-        """Write ``per_structure.csv``, ``summary.json`` and the figures (PNG) into ``out``."""
+        """Write ``per_structure.csv``, ``summary.json``, the relaxed crystals (``relaxed_crystals.extxyz``), the
+        S.U.N. crystals' relaxed cells (``sun_candidates/*.cif`` and ``candidates.csv``) and the figures (PNG)
+        into ``out``."""
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
         self.per_structure.to_csv(out / "per_structure.csv", index=False)
         (out / "summary.json").write_text(json.dumps(_jsonable(self.summary), indent=1))
         self.write_relaxed(out / RELAXED_EXTXYZ)
+        self.write_candidates(out / CANDIDATES_DIR)
         self.plot(out=out, show=False)
         return out
 
@@ -223,6 +227,43 @@ class Report:
         atomic_write_text(Path(path), extxyz_text([self.structures[i] for i in picked],
                                                   [str(df["name"].iloc[i]) for i in picked]))
         return len(picked)
+
+    def write_candidates(self, folder: str | os.PathLike) -> int:
+        """Write the relaxed cell of every S.U.N. crystal (:meth:`candidates`) as ``folder/<name>.cif`` and the table
+        as ``folder/candidates.csv`` — what to look at in VESTA or send to DFT; returns how many (nothing is written
+        when there are none)."""
+        import re
+
+        from pymatgen.io.cif import CifWriter
+
+        from mattergen_kit.outputs import atomic_write_text
+
+        folder = Path(folder)
+        listing = folder / "candidates.csv"
+        previous = set()
+        if listing.is_file():   # an earlier save into the same folder: its files go unless listed again
+            try:
+                previous = set(pd.read_csv(listing)["cif"].astype(str))
+            except Exception:  # noqa: BLE001 - an unreadable listing: leave its files alone
+                previous = set()
+        table = self.candidates(None)
+        if table.empty:
+            for name in previous:
+                (folder / Path(name).name).unlink(missing_ok=True)
+            listing.unlink(missing_ok=True)
+            return 0
+        folder.mkdir(parents=True, exist_ok=True)
+        files, taken = [], set()
+        for i, row in table.iterrows():
+            stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(str(row.get("name", i))).stem) or f"crystal_{i}"
+            name = stem if stem not in taken else f"{stem}_{i}"
+            taken.add(name)
+            atomic_write_text(folder / f"{name}.cif", str(CifWriter(self.structures[i])))
+            files.append(f"{name}.cif")
+        atomic_write_text(listing, table.assign(cif=files).to_csv(index=False))
+        for name in previous - set(files):
+            (folder / Path(name).name).unlink(missing_ok=True)
+        return len(files)
 
     def plot(self, out: str | os.PathLike | None = None, show: bool = True) -> dict:
         """Figures (matplotlib): summary fractions, E_hull histogram, space groups, density / #atoms / #elements
@@ -811,5 +852,7 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
     for k in SUMMARY_KEYS:
         print(f"{k:>24}: {_fmt(report.summary.get(k))}")
     _print_candidates(report)
-    print(f"wrote {args.out}/per_structure.csv, {args.out}/summary.json and figures")
+    extra = (f", {args.out}/{CANDIDATES_DIR}/ (relaxed CIFs of the S.U.N. crystals)"
+             if not report.candidates(1).empty else "")
+    print(f"wrote {args.out}/per_structure.csv, {args.out}/summary.json{extra} and figures")
     return 0
