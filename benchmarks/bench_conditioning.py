@@ -68,16 +68,18 @@ def measure(model_path: str, out: Path, only: list[str], steps: int | None, num_
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> None:
+def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None, cluster=None) -> None:
     """Relax the first ``k`` saved samples of each STABILITY_ROWS row (all γ) with the evaluator; one line per
-    row in ``OUT/stability.jsonl`` (resumable: rows present are skipped; the relaxations resume from their logs)."""
+    row in ``OUT/stability.jsonl`` (resumable: a point already measured on ≥ k samples is skipped, a larger ``k``
+    adds a line that supersedes the smaller one; the relaxations resume from their logs, so the first samples
+    are not relaxed again). ``cluster``: a Dask cluster for the relaxations."""
     from ase.io import read
     from pymatgen.io.ase import AseAtomsAdaptor
 
     from mattergen_kit.conditioning.adherence import current_rows, read_jsonl, read_rows, stability
 
     path = out / "stability.jsonl"
-    done = {(r["property"], str(r["target"]), r["gamma"]) for r in read_jsonl(path)}
+    done = {(r["property"], str(r["target"]), r["gamma"]) for r in read_jsonl(path) if r.get("stability_n", 0) >= k}
     for row in current_rows(read_rows(out)):   # the samples files hold each point's current run
         if (row["property"], row["target"]) not in (rows_to_relax or STABILITY_ROWS) or \
                 (row["property"], str(row["target"]), row["gamma"]) in done:
@@ -85,7 +87,7 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None) -> Non
         tag = f"{row['property']}_{row['target']}_g{row['gamma']:g}"
         atoms = read(out / "samples" / f"{tag}.extxyz", index=":")[:k]
         result = {"property": row["property"], "target": row["target"], "gamma": row["gamma"],
-                  **stability([AseAtomsAdaptor.get_structure(a) for a in atoms], out / "relax" / tag),
+                  **stability([AseAtomsAdaptor.get_structure(a) for a in atoms], out / "relax" / tag, cluster),
                   "stability_n": len(atoms)}
         relaxed_file = out / "relax" / tag / "relaxed_crystals.extxyz"
         if row["property"] == "space_group" and relaxed_file.is_file():  # symmetry after the CHGNet relaxation
@@ -144,7 +146,11 @@ def read_all(out: Path) -> list[dict]:
     """The adherence rows with their stability pass (if any) merged in."""
     from mattergen_kit.conditioning.adherence import current_rows, read_jsonl, read_rows
 
-    extra = {(r["property"], str(r["target"]), r["gamma"]): r for r in read_jsonl(out / "stability.jsonl")}
+    extra = {}
+    for r in read_jsonl(out / "stability.jsonl"):   # a point's largest stability pass supersedes smaller ones
+        key = (r["property"], str(r["target"]), r["gamma"])
+        if r.get("stability_n", 0) >= extra.get(key, {}).get("stability_n", 0):
+            extra[key] = r
     rows = current_rows(read_rows(out))
     for r in rows:
         more = extra.get((r["property"], str(r["target"]), r["gamma"]))
@@ -352,6 +358,8 @@ def main(argv=None) -> int:
     p.add_argument("--stability-num", type=int, default=STABILITY_NUM)
     p.add_argument("--stability-targets", default=None,
                    help="space-group targets to relax instead of STABILITY_ROWS, in this order (e.g. 225,62)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="stability pass: relax on a Dask LocalCluster of this many 1-thread workers (127.0.0.1)")
     p.add_argument("--summarise", action="store_true", help="only write the summary and figures")
     args = p.parse_args(argv)
     from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT
@@ -367,7 +375,17 @@ def main(argv=None) -> int:
         if args.stability:
             chosen = ([("space_group", int(t)) for t in args.stability_targets.split(",")]
                       if args.stability_targets else None)
-            stability_pass(out, args.stability_num, chosen)
+            cluster = None
+            if args.workers > 1:
+                from dask.distributed import LocalCluster
+
+                cluster = LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                       host="127.0.0.1", dashboard_address=None)
+            try:
+                stability_pass(out, args.stability_num, chosen, cluster)
+            finally:
+                if cluster is not None:
+                    cluster.close()
     print(summarise(out, Path(args.figures)))
     return 0
 

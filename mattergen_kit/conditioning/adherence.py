@@ -115,14 +115,14 @@ def novelty_rate(structures: Sequence) -> float:
     return float(sum(novel_mask(list(structures), index)[0]) / max(len(structures), 1))
 
 
-def stability(structures: Sequence, out: str | Path | None = None) -> dict:
+def stability(structures: Sequence, out: str | Path | None = None, cluster=None) -> dict:
     """The evaluator's stability (E_hull ≤ 0.1 eV/atom after CHGNet relaxation, bundled hull) and S.U.N. rates of
     ``structures`` (ML estimates; ``out`` keeps the resumable relaxation log; batched CHGNet relaxations, whose
-    results are those of the one-at-a-time path)."""
+    results are those of the one-at-a-time path; ``cluster``: spread them over a Dask cluster, as ``evaluate``)."""
     from mattergen_kit.evaluation import evaluate
 
     summary = evaluate(list(structures), reference="bundled-train", relax=True, out=out, distribution=False,
-                       properties=False, band_gap=False, progress=False, batch_size=32).summary
+                       properties=False, band_gap=False, progress=False, batch_size=32, cluster=cluster).summary
     return {"stability": summary.get("stability"), "sun": summary.get("sun"), "rmsd": summary.get("rmsd")}
 
 
