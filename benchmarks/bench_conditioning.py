@@ -334,13 +334,13 @@ def summarise(out: Path, figures: Path) -> str:
             plot_shared_vs_per_property(rows, own, name, *PER_PROPERTY_METRICS[name], ax=ax)
         axes[0][0].legend(fontsize=8)
         drawn.append(("conditioning_per_property", fig))
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 4.8))
     plot_price(rows, ax=ax)
     drawn.append(("conditioning_price_of_steering", fig))
     for stem, fig in drawn:
         fig.tight_layout()
         for ext in ("png", "svg"):
-            fig.savefig(figures / f"{stem}.{ext}", dpi=120)
+            fig.savefig(figures / f"{stem}.{ext}", dpi=120, bbox_inches="tight")
         plt.close(fig)
     return text
 
