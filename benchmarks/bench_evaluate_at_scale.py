@@ -28,8 +28,10 @@ def compare_relaxations(before: str | Path, after: str | Path) -> dict:
     percentile, max, how many above 1 and 10 meV/atom) and the fraction with the same number of FIRE steps."""
     import numpy as np
 
+    from mattergen_kit.evaluation.relax import ResultStore
+
     def load(path):
-        return {r["key"]: r for r in map(json.loads, Path(path).read_text().splitlines()) if r.get("ok")}
+        return {k: r for k, r in ResultStore(path).results.items() if r.get("ok")}
 
     a, b = load(before), load(after)
     keys = [k for k in a if k in b]

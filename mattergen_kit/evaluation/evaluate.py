@@ -193,8 +193,7 @@ class Report:
                    if c in df]
         if not {"stable", "unique", "novel"} <= set(df.columns):
             return df.iloc[0:0][columns]
-        chosen = df[df["stable"].fillna(False).astype(bool) & df["unique"].fillna(False).astype(bool)
-                    & df["novel"].fillna(False).astype(bool)]
+        chosen = df[_flag(df, "stable") & _flag(df, "unique") & _flag(df, "novel")]
         chosen = chosen.sort_values("e_above_hull")[columns]
         return chosen if n is None else chosen.head(n)
 
@@ -220,7 +219,7 @@ class Report:
         from mattergen_kit.outputs import atomic_write_text, extxyz_text
 
         df = self.per_structure
-        relaxed = df["relaxed"].fillna(False).astype(bool) if "relaxed" in df else pd.Series(False, index=df.index)
+        relaxed = _flag(df, "relaxed")
         picked = [i for i in range(len(df)) if relaxed.iloc[i] and self.structures[i] is not None]
         if not picked:
             return 0
@@ -687,25 +686,28 @@ def _hull_singleton():
     return _HULL
 
 
-def _summarise(df: pd.DataFrame, n: int, relaxed: bool, has_reference: bool) -> dict:
-    def col(name, default=False):
-        return df[name].fillna(default).astype(bool) if name in df else pd.Series([default] * n, dtype=bool)
+def _flag(df: pd.DataFrame, name: str) -> pd.Series:
+    """A boolean column of the per-structure table: missing values (and a missing column) count as False."""
+    return df[name].fillna(False).astype(bool) if name in df else pd.Series(False, index=df.index, dtype=bool)
 
+
+def _summarise(df: pd.DataFrame, n: int, relaxed: bool, has_reference: bool) -> dict:
     s: dict[str, Any] = {"n": int(n)}
-    s["structural_validity"] = _frac(col("structural_valid"), n)
-    s["compositional_validity"] = _frac(col("compositional_valid"), n)
-    s["valid"] = _frac(col("structural_valid") & col("compositional_valid"), n)
-    s["bond_sanity"] = _frac(col("bond_ok"), n)
-    s["uniqueness"] = _frac(col("unique"), n)
-    s["novelty"] = _frac(col("novel"), n) if has_reference else None
-    s["novel_composition_mp20"] = _frac(col("novel_composition_mp20"), n) if "novel_composition_mp20" in df else None
+    s["structural_validity"] = _frac(_flag(df, "structural_valid"), n)
+    s["compositional_validity"] = _frac(_flag(df, "compositional_valid"), n)
+    s["valid"] = _frac(_flag(df, "structural_valid") & _flag(df, "compositional_valid"), n)
+    s["bond_sanity"] = _frac(_flag(df, "bond_ok"), n)
+    s["uniqueness"] = _frac(_flag(df, "unique"), n)
+    s["novelty"] = _frac(_flag(df, "novel"), n) if has_reference else None
+    s["novel_composition_mp20"] = (_frac(_flag(df, "novel_composition_mp20"), n) if "novel_composition_mp20" in df
+                                   else None)
     if relaxed and "e_above_hull" in df:
-        stable, stable0 = col("stable"), col("stable_0")
+        stable, stable0 = _flag(df, "stable"), _flag(df, "stable_0")
         s["stability"] = _frac(stable, n)
         s["stability_0"] = _frac(stable0, n)
         if has_reference:
-            s["sun"] = _frac(stable & col("unique") & col("novel"), n)
-            s["sun_0"] = _frac(stable0 & col("unique") & col("novel"), n)
+            s["sun"] = _frac(stable & _flag(df, "unique") & _flag(df, "novel"), n)
+            s["sun_0"] = _frac(stable0 & _flag(df, "unique") & _flag(df, "novel"), n)
         else:
             s["sun"] = s["sun_0"] = None
         eh = pd.to_numeric(df["e_above_hull"], errors="coerce")
@@ -715,8 +717,8 @@ def _summarise(df: pd.DataFrame, n: int, relaxed: bool, has_reference: bool) -> 
         s["stability"] = s["stability_0"] = s["sun"] = s["sun_0"] = None
     if relaxed and "rmsd" in df and pd.to_numeric(df["rmsd"], errors="coerce").notna().any():
         s["rmsd"] = float(pd.to_numeric(df["rmsd"], errors="coerce").mean())
-        s["relaxed_ok"] = _frac(col("relaxed"), n)
-        s["relax_converged"] = _frac(col("relax_converged"), n)
+        s["relaxed_ok"] = _frac(_flag(df, "relaxed"), n)
+        s["relax_converged"] = _frac(_flag(df, "relax_converged"), n)
     else:
         s["rmsd"] = None
     return s
@@ -751,11 +753,12 @@ def _reference_spacegroups(reference):
 
 
 # ============================================================================================== CLI
-def _print_candidates(report: Report, n: int = 10) -> None:
-    """The best S.U.N. crystals as a small table (nothing when there are none or nothing was relaxed)."""
+def _print_candidates(report: Report, n: int = 10) -> int:
+    """The best S.U.N. crystals as a small table (nothing when there are none or nothing was relaxed); returns how
+    many S.U.N. crystals there are."""
     top = report.candidates(None)
     if top.empty:
-        return
+        return 0
     model = report.summary.get("relax_model") or "the ML potential"
     print(f"\nS.U.N. crystals: {len(top)} (E_hull <= 0.1 eV/atom after relaxation with {model}: screening "
           f"estimates, confirm with DFT){'; the ' + str(n) + ' lowest' if len(top) > n else ''}")
@@ -763,6 +766,7 @@ def _print_candidates(report: Report, n: int = 10) -> None:
         sg = f"{row.get('spacegroup_symbol')} ({int(row['spacegroup'])})" if pd.notna(row.get("spacegroup")) else "?"
         print(f"  {row.get('name', ''):<24} {row.get('formula', ''):<16} {int(row['n_atoms']):>3} atoms  "
               f"E_hull {row['e_above_hull']:+.3f} eV/atom  {sg}")
+    return len(top)
 
 
 def _cli_problem(args) -> str | None:
@@ -851,8 +855,6 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
         return 2
     for k in SUMMARY_KEYS:
         print(f"{k:>24}: {_fmt(report.summary.get(k))}")
-    _print_candidates(report)
-    extra = (f", {args.out}/{CANDIDATES_DIR}/ (relaxed CIFs of the S.U.N. crystals)"
-             if not report.candidates(1).empty else "")
+    extra = f", {args.out}/{CANDIDATES_DIR}/ (relaxed CIFs of the S.U.N. crystals)" if _print_candidates(report) else ""
     print(f"wrote {args.out}/per_structure.csv, {args.out}/summary.json{extra} and figures")
     return 0

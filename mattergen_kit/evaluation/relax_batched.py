@@ -270,7 +270,7 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
         # forces and stresses need gradients with respect to positions and strains only; weights that require grad
         # would make every forward pass record their backward edges as well
         calculator.model.requires_grad_(False)
-        chgnet_fast.install(calculator.model)   # first layers before the gathers: same function, 1.38x faster
+        chgnet_fast.install(calculator.model)   # first layers before the gathers: same function, 1.25x faster potential
     queue = iter(items)
     active: list[_Job] = []
     with warnings.catch_warnings(), _threads(settings.get("torch_threads", 1)):

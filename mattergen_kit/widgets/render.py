@@ -133,24 +133,24 @@ def plot_crystal(crystal, ax, title: str | None = None, show_cell: bool = True, 
     ax.set_aspect("equal")
     ax.axis("off")
     if legend:
-        from matplotlib.lines import Line2D
-
-        handles = [Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="k", label=name)
-                   for name, c in legend_entries(types)]
-        ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=fontsize - 2,
+        ax.legend(handles=_legend_handles(types), loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=fontsize - 2,
                   frameon=False, handletextpad=0.2, borderaxespad=0.2)
     ax.set_title(title if title is not None else crystal_title(crystal), fontsize=fontsize)
     return ax
 
 
-def _legend_below(ax, types, fontsize: int = 7) -> None:
-    """The element colours of one cell in a row (two rows past four elements) under its picture."""
+def _legend_handles(types, **marker) -> list:
+    """One round marker per distinct element of ``types`` (its colour, its symbol as label), for ``ax.legend``."""
     from matplotlib.lines import Line2D
 
-    entries = legend_entries(types)
-    handles = [Line2D([], [], marker="o", ls="", markersize=6, markerfacecolor=c, markeredgecolor="k", label=name)
-               for name, c in entries]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=min(len(entries), 4),
+    return [Line2D([], [], marker="o", ls="", markerfacecolor=c, markeredgecolor="k", label=name, **marker)
+            for name, c in legend_entries(types)]
+
+
+def _legend_below(ax, types, fontsize: int = 7) -> None:
+    """The element colours of one cell in a row (two rows past four elements) under its picture."""
+    handles = _legend_handles(types, markersize=6)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, 0.02), ncol=min(len(handles), 4),
               fontsize=fontsize, frameon=False, handletextpad=0.1, columnspacing=0.6, borderaxespad=0.0)
 
 
