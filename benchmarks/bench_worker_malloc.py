@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--n", type=int, default=32)
     p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--store", default=str(REPO / "benchmarks/results/device_samples_h200.pt"))
+    p.add_argument("--store", default=str(REPO / "benchmarks/results/device_samples_h200.json.gz"))
     p.add_argument("--json", default=None)
     a = p.parse_args(argv)
     rows = {}

@@ -1,18 +1,73 @@
 """Samples drawn elsewhere (a lent GPU: tools/sample_on_device.py), served through ``generate()``.
 
-A store is one torch file ``{"format": STORE_FORMAT, "jobs": {key: {atom_types, frac_coords, lattice, num_atoms,
-seconds, batch_size, device, label}}}``; the key says what ``generate`` was asked for (:func:`job_key`), so a
-benchmark that judges a model's samples (``conditioning.adherence.run``) judges a store's instead, unchanged.
+A store is ``{"format": STORE_FORMAT, "jobs": {key: {atom_types, frac_coords, lattice, num_atoms, seconds,
+batch_size, device, label}}}``; the key says what ``generate`` was asked for (:func:`job_key`), so a benchmark that
+judges a model's samples (``studies.adherence.run``) judges a store's instead, unchanged.
+
+On disk a store is text, ``*.json.gz`` (what the repository commits: readable, diffable, no pickle): each job's
+arrays as lists, floats written as the shortest decimal that reads back to the same float32, so a round trip is
+exact. ``draw`` on a device may write ``*.pt`` (tensors, read with ``weights_only=True``); :func:`save_store` converts.
 """
 
 from __future__ import annotations
 
+import gzip
 import json
+import os
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from mattergen_kit.data import CrystalBatch
+
 STORE_FORMAT = "mattergen_kit.presampled"
+_ARRAYS = {"atom_types": torch.int64, "frac_coords": torch.float32, "lattice": torch.float32, "num_atoms": torch.int64}
+
+
+def _to_text(value):
+    """A tensor as nested lists; a float32 as the shortest decimal that reads back to the same float32."""
+    array = value.detach().cpu().numpy()
+    if array.dtype != np.float32:
+        return array.tolist()
+    flat = [float(np.format_float_positional(x, unique=True)) for x in array.ravel()]
+    return np.array(flat, dtype=object).reshape(array.shape).tolist()
+
+
+def load_store(path: str | Path) -> dict:
+    """A store from ``*.json.gz`` (text) or ``*.pt`` (tensors, ``weights_only=True``); ``ValueError`` if the file is
+    not a store."""
+    path = Path(path)
+    try:
+        if path.name.endswith(".json.gz"):
+            with gzip.open(path, "rt", encoding="utf-8") as fh:
+                store = json.load(fh)
+            for job in store.get("jobs", {}).values():
+                for name, dtype in _ARRAYS.items():
+                    job[name] = torch.tensor(job[name], dtype=dtype)
+                job["lattice"] = job["lattice"].reshape(-1, 3, 3)
+                job["frac_coords"] = job["frac_coords"].reshape(-1, 3)
+        else:
+            store = torch.load(path, weights_only=True)
+    except (OSError, EOFError, ValueError, RuntimeError, KeyError, TypeError) as err:
+        raise ValueError(f"{path} is not a readable store of tools/sample_on_device.py ({err})") from None
+    if not isinstance(store, dict) or store.get("format") != STORE_FORMAT:
+        raise ValueError(f"{path} is not a store of tools/sample_on_device.py")
+    return store
+
+
+def save_store(store: dict, path: str | Path) -> None:
+    """Write ``store`` atomically: text for ``*.json.gz``, tensors for ``*.pt``."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    if path.name.endswith(".json.gz"):
+        jobs = {key: {name: (_to_text(v) if name in _ARRAYS else v) for name, v in job.items()}
+                for key, job in store["jobs"].items()}
+        with gzip.open(tmp, "wt", encoding="utf-8", compresslevel=9) as fh:
+            json.dump({"format": store["format"], "jobs": jobs}, fh, separators=(",", ":"))
+    else:
+        torch.save(store, tmp)
+    os.replace(tmp, path)
 
 
 def job_key(model: str, num: int, seed: int, steps: int, conditions: dict | None, guidance_scale: float) -> str:
@@ -23,15 +78,13 @@ def job_key(model: str, num: int, seed: int, steps: int, conditions: dict | None
 
 def job_batch(job: dict):
     """The crystals of one stored job as a CrystalBatch."""
-    from mattergen_kit.data import CrystalBatch
-
     return CrystalBatch(job["atom_types"], job["frac_coords"], job["lattice"], job["num_atoms"])
 
 
 def job_by_label(store: str | Path | dict, label: str) -> tuple[str, dict]:
     """``(key, job)`` of the one job of a store labelled ``label`` (e.g. ``base_1000x100``); ``KeyError`` naming the
     labels it holds otherwise."""
-    jobs = (store if isinstance(store, dict) else torch.load(store, weights_only=True))["jobs"]
+    jobs = (store if isinstance(store, dict) else load_store(store))["jobs"]
     match = [k for k, v in jobs.items() if v.get("label") == label]
     if len(match) != 1:
         raise KeyError(f"the store holds {len(match)} jobs labelled {label!r} (labels: "
@@ -44,7 +97,7 @@ class PresampledModel:
     request when the store does not hold it). ``model_name``: the file name of the model they came from."""
 
     def __init__(self, store: str | Path | dict, model_name: str):
-        self.store = store if isinstance(store, dict) else torch.load(store, weights_only=True)
+        self.store = store if isinstance(store, dict) else load_store(store)
         if self.store.get("format") != STORE_FORMAT:
             raise ValueError(f"{store} is not a store of tools/sample_on_device.py")
         self.model_name = Path(model_name).name

@@ -6,7 +6,7 @@
 # runs/carry/ is made here first (the 2026-11-27 call; ~2 MB, within the 64 MiB a call carries):
 #     python -m mattergen_kit.training.fast pack --conditioned --out runs/pack/cond.pt && gzip -c runs/pack/cond.pt > runs/carry/cond.pt.gz
 #     P="python tools/sample_on_device.py plan --no-base"
-#     $P --out runs/carry/plan_shared.json --skip-store benchmarks/results/device_samples_h200.pt \
+#     $P --out runs/carry/plan_shared.json --skip-store benchmarks/results/device_samples_h200.json.gz \
 #        --properties chemical_system,band_gap,hhi_production,magnetic_density,bulk_modulus
 #     for p in space_group chemical_system band_gap; do $P --out runs/carry/plan_$p.json --properties $p --model runs/dev/mp_bundled_20_$p.pt; done
 # (that call also added three space-group requests at 1000 steps to plan_shared.json by hand, and ran band_gap in a

@@ -134,7 +134,7 @@ number of atoms per cell. Every figure names its sample count, sampler steps and
 * Full settings: the **1,000 crystals the shipped model generated at 1000 steps, seed 0** for the model card,
   drawn on a lent H200 (`python tools/sample_on_device.py`) and judged by
   `python benchmarks/bench_base_quality.py --tag gpu_1000steps --num 1000 --steps 1000`, committed in the store
-  `benchmarks/results/device_samples_h200.pt` — read, not regenerated (sampling them takes ~45 min on these
+  `benchmarks/results/device_samples_h200.json.gz` — read, not regenerated (sampling them takes ~45 min on these
   2 cores).
 * Small settings (the tests): a handful generated on the spot with few steps — the curves are then noise.
 
@@ -151,7 +151,7 @@ if SMALL:
 else:
     from mattergen_kit.presampled import PresampledModel
     run = json.loads((RESULTS / "quality_gpu_1000steps.json").read_text())
-    store = PresampledModel(RESULTS / "device_samples_h200.pt", "mp_bundled_20.pt")
+    store = PresampledModel(RESULTS / "device_samples_h200.json.gz", "mp_bundled_20.pt")
     generated = store.generate(run["num"], seed=run["seed"], steps=run["steps"])
     label = (f"{len(generated)} generated (shipped model, step {run['global_step']}, {run['steps']} steps, "
              f"seed {run['seed']})")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 import traceback
@@ -33,7 +32,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mattergen_kit.presampled import STORE_FORMAT, job_batch, job_by_label, job_key  # noqa: E402
+from mattergen_kit.presampled import STORE_FORMAT, job_batch, job_by_label, job_key, load_store, save_store  # noqa: E402
 
 BASE = "mattergen_kit/checkpoints/mp_bundled_20.pt"
 CONDITIONED = "mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt"
@@ -68,7 +67,7 @@ def conditioning_jobs(num: int = 256, nums: dict | None = None, model: str = CON
 def draw(plan: list[dict], out: Path, device: str, batch_size: int, log=print) -> dict:
     from mattergen_kit.generation import load_model
 
-    store = torch.load(out, weights_only=True) if out.exists() else {"format": STORE_FORMAT, "jobs": {}}
+    store = load_store(out) if out.exists() else {"format": STORE_FORMAT, "jobs": {}}
     models = {}
     for i, job in enumerate(plan):
         key = _key(job)
@@ -92,9 +91,7 @@ def draw(plan: list[dict], out: Path, device: str, batch_size: int, log=print) -
                               "lattice": batch.lattice.cpu(), "num_atoms": batch.num_atoms.cpu(),
                               "seconds": seconds, "batch_size": batch_size, "device": _device_name(device),
                               "label": job.get("label", "")}
-        tmp = out.with_name(out.name + ".tmp")
-        torch.save(store, tmp)
-        os.replace(tmp, out)
+        save_store(store, out)
         log(f"[{i + 1}/{len(plan)}] {job.get('label', key)}: {job['num']} crystals x {job['steps']} steps "
             f"in {seconds:.1f} s")
     return store
@@ -156,7 +153,7 @@ def main(argv=None) -> int:
                                  args.properties.split(",") if args.properties else None)
         jobs = jobs[:2] + cond + jobs[2:]   # the default-steps sets first, then the proof, then the other steps
         if args.skip_store:
-            held = torch.load(args.skip_store, weights_only=True)["jobs"]
+            held = load_store(args.skip_store)["jobs"]
             jobs = [j for j in jobs if _key(j) not in held]
         keys = [_key(j) for j in jobs]
         jobs = [j for i, j in enumerate(jobs) if _key(j) not in keys[:i]]   # γ = 0 requests shared by properties
