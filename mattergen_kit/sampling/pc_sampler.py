@@ -51,8 +51,13 @@ import torch
 from mattergen_kit.data import MASK_Z, CrystalBatch
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_to_discrete, mask_logits
 from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
+from mattergen_kit.sampling.few_step import coords_ode_step, lattice_ode_step, rho_time_grid
 from mattergen_kit.sampling.guidance import combine_guidance
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
+
+
+#: predictor updates of coordinates and lattice: the reference SDE step, probability flow 1st / 2nd order (few_step.py)
+CONTINUOUS_UPDATES = ("ancestral", "ode", "ode2m")
 
 
 class NonFiniteSampleError(RuntimeError):
@@ -124,12 +129,23 @@ class PredictorCorrectorSampler:
         σ = r |dt|; 0 = the reference, which never changes a revealed atom). r = 2 over a window of width 0.5
         re-draws a revealed atom about once. Not used in CSP mode (fixed atom types).
     remask_window: (t_off, t_on), the times at which atoms may be re-masked (default (0.05, 0.55)).
+
+    Few-step options (issue 21; the defaults are the reference sampler, bit for bit; formulas in few_step.py):
+
+    grid_rho: ρ of the time grid t_i = (1 + i/(n−1)(ε^{1/ρ} − 1))^ρ; 1 = linspace(1, ε, n), ρ > 1 puts more steps
+        at small t. Off the linear grid a step goes t_i → t_{i+1} (→ 0 after the last).
+    corrector_t_max: the corrector runs only at steps with t_i ≤ corrector_t_max (1 = every step). Network calls
+        per crystal: num_steps + n_corrector_steps · #{i: t_i ≤ corrector_t_max}.
+    continuous_update: how the predictor moves coordinates and lattice: "ancestral" (the reference SDE step),
+        "ode" (probability-flow / DDIM step, deterministic) or "ode2m" (DPM-Solver++(2M): second order from the
+        previous step's Tweedie estimate, same one call per step). Every variant ends on Tweedie's x̂_0.
     """
 
     def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
                  snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3,
                  type_temperature: float = 1.0, coherence_bias=None, remask_rate: float = 0.0,
-                 remask_window: tuple[float, float] = (0.05, 0.55)):
+                 remask_window: tuple[float, float] = (0.05, 0.55), grid_rho: float = 1.0,
+                 corrector_t_max: float = 1.0, continuous_update: str = "ancestral"):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
@@ -147,6 +163,14 @@ class PredictorCorrectorSampler:
             if len(t_points) != len(beta_points) or len(t_points) < 1 or bool((t_points[1:] <= t_points[:-1]).any()):
                 raise ValueError("coherence_bias must be (t_points, beta_points) of equal length with increasing t")
             self.coherence_bias = (t_points, beta_points)
+        if not grid_rho > 0:
+            raise ValueError(f"grid_rho must be > 0, got {grid_rho}")
+        if continuous_update not in CONTINUOUS_UPDATES:
+            raise ValueError(f"continuous_update must be one of {CONTINUOUS_UPDATES}, got {continuous_update!r}")
+        if n_corrector_steps < 0:
+            raise ValueError(f"n_corrector_steps must be ≥ 0, got {n_corrector_steps}")
+        self.grid_rho, self.corrector_t_max = float(grid_rho), float(corrector_t_max)
+        self.continuous_update = continuous_update
         self.diffusion = diffusion
         self.num_steps = num_steps
         self.snr_coords = snr_coords
@@ -159,12 +183,22 @@ class PredictorCorrectorSampler:
     def __repr__(self) -> str:
         return (f"PredictorCorrectorSampler(num_steps={self.num_steps}, snr_coords={self.snr_coords}, "
                 f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps}, "
-                f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate})")
+                f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate}, "
+                f"grid_rho={self.grid_rho}, corrector_t_max={self.corrector_t_max}, "
+                f"continuous_update={self.continuous_update!r})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
-        """t_i = linspace(1, eps_t, num_steps) (float64)."""
-        return torch.linspace(1.0, self.eps_t, self.num_steps, dtype=torch.float64)
+        """t_i = linspace(1, eps_t, num_steps) (float64); the ρ-grid of few_step.py when grid_rho ≠ 1."""
+        if self.grid_rho == 1.0:
+            return torch.linspace(1.0, self.eps_t, self.num_steps, dtype=torch.float64)
+        return rho_time_grid(self.num_steps, self.eps_t, self.grid_rho)
+
+    def network_calls(self) -> int:
+        """Network calls per crystal (NFE; a guided call on the 2B batch counts once):
+        num_steps + n_corrector_steps · #{i: t_i ≤ corrector_t_max}."""
+        with_corrector = int((self.timesteps() <= self.corrector_t_max).sum())
+        return self.num_steps + self.n_corrector_steps * with_corrector
 
     def sample(self, model: torch.nn.Module, num_atoms: torch.Tensor | Sequence[int] | None = None,
                seed: int | None = None, guidance_scale: float = 0.0, conditions: dict[str, Any] | None = None,
@@ -335,6 +369,32 @@ class PredictorCorrectorSampler:
         present[bidx[revealed], types[revealed] - 1] = True
         return beta * present[bidx].to(torch.float32)
 
+    def _ode_step(self, coords, lattice, out, t, s_vec, sigma_t, sigma_s, std_t, num_atoms, x0_prev, y0_prev,
+                  h_prev):
+        """Probability-flow step t → s of coordinates and lattice (few_step.py); returns (coords, lattice,
+        (x̂_0, ŷ_0, (h_coords, h_lattice)) for the next step's 2M correction).
+
+        h = λ_s − λ_t with λ = −log σ (coordinates) and log(α/σ) (lattice); r = h_prev / h. The last step
+        (s ≤ 0, σ_s = 0) and the first are first order."""
+        lat = self.diffusion.lattice
+        last = float(s_vec[0]) <= 0.0
+        s_pos = s_vec.clamp_min(0.0)
+        a_t, a_s = lat.alpha(t), lat.alpha(s_pos)
+        std_s = torch.zeros_like(std_t[:, 0, 0]) if last else lat.std(s_pos, num_atoms)
+        h = None
+        second = self.continuous_update == "ode2m" and h_prev is not None and not last
+        if not last:
+            h_c = float(torch.log(sigma_t[0] / sigma_s[0]))                               # −log σ_s + log σ_t
+            lam = lambda a, sd: torch.log(a) - torch.log(sd)                              # noqa: E731  λ = log(α/σ)
+            h_l = float((lam(a_s, std_s) - lam(a_t, std_t[:, 0, 0]))[0])
+            h = (h_c, h_l)
+        coords, x0 = coords_ode_step(coords, out.coord_score / sigma_t[:, None], sigma_t, sigma_s,
+                                     x0_prev if second else None, h_prev[0] / h[0] if second else None)
+        lattice, y0 = lattice_ode_step(lattice, out.lattice_score / std_t, lat.limit_mean(num_atoms), a_t, a_s,
+                                       std_t[:, 0, 0], std_s, y0_prev if second else None,
+                                       h_prev[1] / h[1] if second else None)
+        return coords, lattice, (x0, y0, h)
+
     def _sample_batch(self, model, num_atoms, generator, scale, conditions, fixed, allowed, progress, desc,
                       trajectory=None, record_every=None, step_callback=None, symmetry=None):
         from tqdm.auto import tqdm
@@ -365,13 +425,18 @@ class PredictorCorrectorSampler:
         if trajectory is not None:
             trajectory.record(0, float(ts[0]), types, coords, lattice, num_atoms)
 
+        uniform = self.grid_rho == 1.0
+        ode = self.continuous_update != "ancestral"
+        x0_prev = y0_prev = h_prev = None                                          # 2M: the previous step's x̂_0
         for i in tqdm(range(self.num_steps), desc=desc, disable=not progress, leave=False):
             t_i = float(ts[i])
+            if not uniform:                                                       # t_i → t_{i+1} (→ 0 at the end)
+                dt = (float(ts[i + 1]) if i + 1 < self.num_steps else 0.0) - t_i
             t = torch.full((B,), t_i, dtype=torch.float32, device=device)
             sigma_t = diff.coords.sigma(t, num_atoms)[bidx]                      # σ(t; N) per atom
             std_t = diff.lattice.std(t, num_atoms)[:, None, None]                # std_t per crystal
 
-            for _ in range(self.n_corrector_steps):                               # corrector (ref §6.5)
+            for _ in range(self.n_corrector_steps if t_i <= self.corrector_t_max else 0):  # corrector (ref §6.5)
                 out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)
                 _check_finite(i + 1, self.num_steps, t_i, "corrector network call", coords, lattice, out)
                 coords, _ = diff.coords.corrector_step(coords, out.coord_score / sigma_t[:, None], bidx, B,
@@ -390,10 +455,15 @@ class PredictorCorrectorSampler:
             s = t_i + dt
             s_vec = torch.full((B,), s, dtype=torch.float32, device=device)
             sigma_s = diff.coords.sigma(s_vec, num_atoms)[bidx] if s > 0 else torch.zeros_like(sigma_t)
-            coords, coords_mean = diff.coords.predictor_step(coords, out.coord_score / sigma_t[:, None],
-                                                             sigma_t, sigma_s, generator)
-            lattice, lattice_mean = diff.lattice.predictor_step(lattice, out.lattice_score / std_t, t, s_vec,
-                                                                num_atoms, generator)
+            if ode:
+                coords, lattice, (x0_prev, y0_prev, h_prev) = self._ode_step(
+                    coords, lattice, out, t, s_vec, sigma_t, sigma_s, std_t, num_atoms, x0_prev, y0_prev, h_prev)
+                coords_mean, lattice_mean = coords, lattice
+            else:
+                coords, coords_mean = diff.coords.predictor_step(coords, out.coord_score / sigma_t[:, None],
+                                                                 sigma_t, sigma_s, generator)
+                lattice, lattice_mean = diff.lattice.predictor_step(lattice, out.lattice_score / std_t, t, s_vec,
+                                                                    num_atoms, generator)
             if update_types:                                                      # p(x_0) = softmax(logits / τ)
                 logits = out.type_logits if self.type_temperature == 1.0 else out.type_logits / self.type_temperature
                 if self.coherence_bias is not None:                              # + β(t) on the cell's own elements

@@ -1,0 +1,85 @@
+r"""Few-step sampling pieces for :class:`~mattergen_kit.sampling.PredictorCorrectorSampler` (issue 21).
+
+Time grid (EDM's ρ-schedule, Karras et al. 2022, applied to t ∈ [ε, 1])::
+
+    t_i = ( 1 + i/(n−1) · (ε^{1/ρ} − 1) )^ρ,   i = 0..n−1        (t_0 = 1, t_{n−1} = ε)
+    ρ = 1: t_i = linspace(1, ε, n), the reference grid;  ρ > 1: denser at small t (where the fine geometry forms)
+
+The coordinates' σ(t; N) = σ_min (σ_max/σ_min)^t N^{−1/3} is geometric in t, so the reference grid is already
+geometric in σ (EDM's ρ → ∞ limit in σ); a ρ > 1 grid in t spends still more of the steps at small σ.
+
+Deterministic (probability-flow) updates of the continuous fields, "data prediction" form (DDIM = DPM-Solver-1;
+DPM-Solver++(2M), Lu et al. 2022, for the second order). With x̂_0 the network's Tweedie estimate at t and D the
+value used for the step::
+
+    coordinates (VE, α ≡ 1, on the torus):
+        x̂_0 = f + σ_t² s(f, t)                              (Tweedie; f unwrapped, the displacement is local)
+        f_s = (σ_s/σ_t) f + (1 − σ_s/σ_t) D                  then wrap
+    lattice (VP toward μ_N: y = L − μ_N, α_t, σ_t² = (1 − α_t²) v_N):
+        ŷ_0 = (y + σ_t² s(L, t)) / α_t                       (Tweedie)
+        y_s = (σ_s/σ_t) y + (α_s − α_t σ_s/σ_t) D,  L_s = μ_N + y_s
+    first order:  D = x̂_0 (this is DDIM; at s = 0 the step returns D: the final Tweedie denoising step)
+    2M:           D = (1 + 1/(2r)) x̂_0(t) − 1/(2r) x̂_0(t_prev),   r = h_prev / h,
+                  h = λ_s − λ_t with λ = log(α/σ)  (coordinates: α = 1)
+On the torus the difference x̂_0(t) − x̂_0(t_prev) is taken as the shortest periodic displacement (wrapped to
+[−½, ½)). The last step (σ_s = 0) is always first order: f_0 = x̂_0, L_0 = μ_N + ŷ_0 — Tweedie's formula.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from mattergen_kit.diffusion.coords import wrap
+
+
+def rho_time_grid(num_steps: int, eps_t: float = 1e-3, rho: float = 1.0) -> torch.Tensor:
+    """t_i = (1 + i/(n−1) (ε^{1/ρ} − 1))^ρ, float64 (n,). ρ = 1 is ``linspace(1, ε, n)``."""
+    if num_steps < 1:
+        raise ValueError("num_steps must be ≥ 1")
+    if not rho > 0:
+        raise ValueError(f"the grid's rho must be > 0, got {rho}")
+    if num_steps == 1:
+        return torch.ones(1, dtype=torch.float64)
+    u = torch.linspace(0.0, 1.0, num_steps, dtype=torch.float64)                # i/(n−1)
+    return (1.0 + u * (eps_t ** (1.0 / rho) - 1.0)) ** rho
+
+
+def periodic_difference(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a − b wrapped into [−½, ½) (the shortest displacement on the unit torus)."""
+    d = a - b
+    return d - torch.floor(d + 0.5)
+
+
+def coords_ode_step(f: torch.Tensor, score: torch.Tensor, sigma_t: torch.Tensor, sigma_s: torch.Tensor,
+                    x0_prev: torch.Tensor | None = None, r: float | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability-flow step of the wrapped VE process t → s (module doc). sigma_t, sigma_s: (ΣN,) per atom.
+
+    Returns (f_s wrapped, x̂_0 unwrapped: f + σ_t² score, to be passed as ``x0_prev`` next step). With ``x0_prev``
+    and ``r`` (h_prev/h, a float: σ's N^{−1/3} factor cancels in h) the 2M correction is used; σ_s = 0 gives f_s = wrap(x̂_0).
+    """
+    x0 = f + sigma_t.pow(2)[:, None] * score                                    # Tweedie x̂_0 = f + σ_t² s
+    d = x0
+    if x0_prev is not None and r is not None:                                   # D = x̂_0 + (x̂_0 − x̂_0,prev)/(2r)
+        d = x0 + periodic_difference(x0, x0_prev) / (2.0 * r)
+    ratio = (sigma_s / sigma_t)[:, None]                                        # σ_s/σ_t
+    return wrap(ratio * f + (1.0 - ratio) * d), x0
+
+
+def lattice_ode_step(lattice: torch.Tensor, score: torch.Tensor, mu: torch.Tensor, alpha_t: torch.Tensor,
+                     alpha_s: torch.Tensor, sigma_t: torch.Tensor, sigma_s: torch.Tensor,
+                     y0_prev: torch.Tensor | None = None, r: float | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Probability-flow step of the lattice VP process t → s (module doc); per-crystal (B,) α and σ.
+
+    Returns (L_s, ŷ_0 = (y + σ_t² score)/α_t with y = L − μ_N, to be passed as ``y0_prev`` next step).
+    """
+    a_t, a_s = alpha_t[:, None, None], alpha_s[:, None, None]
+    s_t, s_s = sigma_t[:, None, None], sigma_s[:, None, None]
+    y = lattice - mu                                                            # y = L − μ_N
+    y0 = (y + s_t.pow(2) * score) / a_t                                         # Tweedie ŷ_0
+    d = y0
+    if y0_prev is not None and r is not None:
+        d = y0 + (y0 - y0_prev) / (2.0 * r)                      # 2M: D = ŷ_0 + (ŷ_0 − ŷ_0,prev)/(2r)
+    y_s = (s_s / s_t) * y + (a_s - a_t * s_s / s_t) * d                         # (σ_s/σ_t) y + (α_s − α_t σ_s/σ_t) D
+    return mu + y_s, y0

@@ -1,0 +1,138 @@
+"""Few-step sampler options (issue 21): the default path is the reference sampler bit for bit, the ρ time grid,
+Tweedie's final denoising step on a known distribution, probability-flow (DDIM / 2M) steps, the NFE count."""
+import math
+
+import pytest
+import torch
+
+from mattergen_kit.data import MASK_Z, CrystalBatch
+from mattergen_kit.diffusion import CrystalDiffusion
+from mattergen_kit.diffusion.atom_types import continuous_to_discrete
+from mattergen_kit.sampling import PredictorCorrectorSampler
+from mattergen_kit.sampling.few_step import coords_ode_step, lattice_ode_step, periodic_difference, rho_time_grid
+from test_sampling_oracle import MixtureOracle, match, rocksalt, zincblende
+
+
+def reference_loop(diff, model, num_atoms, seed, num_steps):
+    """MatterGen's predictor–corrector loop written out from the diffusion modules' steps (module doc of
+    pc_sampler.py): linear grid, one Langevin corrector call and one ancestral predictor call per step."""
+    g = torch.Generator().manual_seed(seed)
+    B = len(num_atoms)
+    bidx = torch.repeat_interleave(torch.arange(B), num_atoms)
+    types = torch.full((int(num_atoms.sum()),), MASK_Z)
+    coords, lattice = diff.coords.sample_prior(num_atoms, g), diff.lattice.sample_prior(num_atoms, g)
+    ts = torch.linspace(1.0, 1e-3, num_steps, dtype=torch.float64)
+    dt = -(1.0 - 1e-3) / (num_steps - 1)
+    k = continuous_to_discrete(ts) + 1
+    k_next = torch.cat([k[1:], torch.zeros(1, dtype=torch.long)])
+    use = torch.zeros(B, dtype=torch.bool)
+    for i in range(num_steps):
+        t = torch.full((B,), float(ts[i]))
+        sig, std = diff.coords.sigma(t, num_atoms)[bidx], diff.lattice.std(t, num_atoms)[:, None, None]
+        out = model(CrystalBatch(types, coords, lattice, num_atoms), t, use_condition=use)
+        coords, _ = diff.coords.corrector_step(coords, out.coord_score / sig[:, None], bidx, B, 0.4, g)
+        lattice, _ = diff.lattice.corrector_step(lattice, out.lattice_score / std, t, dt, 0.2, g)
+        out = model(CrystalBatch(types, coords, lattice, num_atoms), t, use_condition=use)
+        s = float(ts[i]) + dt
+        s_vec = torch.full((B,), s)
+        sig_s = diff.coords.sigma(s_vec, num_atoms)[bidx] if s > 0 else torch.zeros_like(sig)
+        coords, f_mean = diff.coords.predictor_step(coords, out.coord_score / sig[:, None], sig, sig_s, g)
+        lattice, l_mean = diff.lattice.predictor_step(lattice, out.lattice_score / std, t, s_vec, num_atoms, g)
+        logits = out.type_logits.masked_fill(torch.arange(101) >= 100, -1e10)       # the mask class is never drawn
+        x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k[i], k_next[i], g)
+        types, t_mean = x + 1, x_mean + 1
+    return t_mean, f_mean, l_mean
+
+
+def test_default_options_are_the_reference_sampler_bit_for_bit():
+    diff = CrystalDiffusion()
+    oracle = MixtureOracle(diff, [rocksalt(5.64), zincblende(5.41)], [0.5, 0.5])
+    num_atoms = torch.full((5,), 8)
+    types, coords, lattice = reference_loop(diff, oracle, num_atoms, seed=11, num_steps=12)
+    sampler = PredictorCorrectorSampler(diff, num_steps=12)
+    out = sampler.sample(oracle, num_atoms, seed=11, progress=False)
+    assert torch.equal(out.atom_types, types) and torch.equal(out.frac_coords, coords)
+    assert torch.equal(out.lattice, lattice)
+    assert sampler.network_calls() == 24
+    explicit = PredictorCorrectorSampler(diff, num_steps=12, grid_rho=1.0, corrector_t_max=1.0,
+                                         continuous_update="ancestral").sample(oracle, num_atoms, seed=11,
+                                                                               progress=False)
+    assert torch.equal(explicit.frac_coords, coords) and torch.equal(explicit.lattice, lattice)
+
+
+def test_rho_grid_shape_ends_and_density_at_small_t():
+    linear = rho_time_grid(50, 1e-3, 1.0)
+    torch.testing.assert_close(linear, torch.linspace(1.0, 1e-3, 50, dtype=torch.float64), rtol=0, atol=1e-12)
+    for rho in (2.0, 3.0, 7.0):
+        grid = rho_time_grid(50, 1e-3, rho)
+        assert grid.shape == (50,) and grid.dtype == torch.float64
+        assert float(grid[0]) == 1.0 and math.isclose(float(grid[-1]), 1e-3, rel_tol=1e-12)
+        steps = grid[:-1] - grid[1:]
+        assert bool((steps > 0).all())                               # strictly decreasing
+        assert bool((steps[1:] < steps[:-1]).all())                  # the steps shrink toward t = ε
+        u = torch.tensor(0.3, dtype=torch.float64)                   # t_i = (1 + u (ε^{1/ρ} − 1))^ρ at u = i/(n−1)
+        i = round(0.3 * 49)
+        expect = (1 + (i / 49) * (1e-3 ** (1 / rho) - 1)) ** rho
+        assert math.isclose(float(grid[i]), expect, rel_tol=1e-12) and u > 0
+    dense = rho_time_grid(50, 1e-3, 3.0)
+    assert int((dense < 0.1).sum()) > int((linear < 0.1).sum())      # more steps where the fine geometry forms
+    sampler = PredictorCorrectorSampler(CrystalDiffusion(), num_steps=50, grid_rho=3.0, corrector_t_max=0.5)
+    torch.testing.assert_close(sampler.timesteps(), dense)
+    assert sampler.network_calls() == 50 + int((dense <= 0.5).sum())
+    with pytest.raises(ValueError, match="grid_rho"):
+        PredictorCorrectorSampler(CrystalDiffusion(), grid_rho=0.0)
+    with pytest.raises(ValueError, match="continuous_update"):
+        PredictorCorrectorSampler(CrystalDiffusion(), continuous_update="heun")
+
+
+def test_final_step_is_tweedie_on_a_point_mass():
+    """Data = one crystal: q(f_t | f_0) is a wrapped normal around f_0 and q(L_t | L_0) a Gaussian around
+    α L_0 + (1 − α) μ_N, so the exact scores are known; a step to s = 0 returns Tweedie's x̂_0 = f_0, L_0 exactly,
+    and a DDIM step t → s lands on f_0 + (σ_s/σ_t)(f_t − f_0) (its own marginal's point)."""
+    diff = CrystalDiffusion()
+    g = torch.Generator().manual_seed(0)
+    target = CrystalBatch.from_structures([rocksalt(5.64)])
+    N = target.num_atoms
+    f0, L0 = target.frac_coords.double(), target.lattice.double()
+    t = torch.tensor([0.2])
+    sigma_t = diff.coords.sigma(t, N).double().expand(8)
+    f_t = f0 + sigma_t[:, None] * torch.randn(f0.shape, generator=g, dtype=torch.float64)   # unwrapped displacement
+    score_f = -(f_t - f0) / sigma_t[:, None] ** 2                    # the Gaussian score (σ ≪ 1: no image competes)
+    x, x0 = coords_ode_step(f_t % 1.0, score_f, sigma_t, torch.zeros(8, dtype=torch.float64))
+    torch.testing.assert_close(x, f0 % 1.0, rtol=0, atol=1e-12)
+    sigma_s = diff.coords.sigma(torch.tensor([0.1]), N).double().expand(8)
+    x, _ = coords_ode_step(f_t, score_f, sigma_t, sigma_s)
+    expect = f0 + (sigma_s / sigma_t)[:, None] * (f_t - f0)
+    torch.testing.assert_close(periodic_difference(x, expect), torch.zeros_like(x), rtol=0, atol=1e-12)
+
+    mean, std = diff.lattice.marginal(L0, t.double(), N)
+    L_t = mean + std[:, None, None] * torch.randn(L0.shape, generator=g, dtype=torch.float64)
+    score_L = -(L_t - mean) / std[:, None, None] ** 2
+    mu, a_t = diff.lattice.limit_mean(N).double(), diff.lattice.alpha(t).double()
+    L_s, y0 = lattice_ode_step(L_t, score_L, mu, a_t, torch.ones(1, dtype=torch.float64), std,
+                               torch.zeros(1, dtype=torch.float64))
+    torch.testing.assert_close(L_s, L0, rtol=0, atol=1e-6)          # α(t) is float32 in LatticeVPSDE
+    torch.testing.assert_close(y0, L0 - mu, rtol=0, atol=1e-6)
+    # 2M with the same estimate twice is DDIM (the correction term vanishes)
+    x_a, _ = coords_ode_step(f_t, score_f, sigma_t, sigma_s)
+    x_b, _ = coords_ode_step(f_t, score_f, sigma_t, sigma_s, x0_prev=f0 + 3.0, r=0.7)   # f0 + 3: same on the torus
+    torch.testing.assert_close(x_a, x_b, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("options", [dict(continuous_update="ode"),
+                                     dict(continuous_update="ode2m", grid_rho=2.0),
+                                     dict(continuous_update="ode2m", grid_rho=2.0, n_corrector_steps=0)])
+def test_probability_flow_samplers_recover_a_two_crystal_mixture(options):
+    """Exact scores of NaCl rock salt vs ZnS zinc blende: every sample has the geometry of one of the two crystals
+    (coordinates and lattice), ≥ 90 % also its atom types (atoms revealed in the same step are drawn independently,
+    so a rare sample mixes the two components' elements, as with the reference sampler), and both occur."""
+    diff = CrystalDiffusion()
+    A, Bz = rocksalt(5.64), zincblende(5.41)
+    oracle = MixtureOracle(diff, [A, Bz], [0.5, 0.5])
+    sampler = PredictorCorrectorSampler(diff, num_steps=100, **options)
+    out = sampler.sample(oracle, torch.full((24,), 8), seed=4, progress=False)
+    assert bool((match(out, A, check_types=False) | match(out, Bz, check_types=False)).all())
+    okA, okB = match(out, A), match(out, Bz)
+    assert float((okA | okB).double().mean()) >= 0.9, (okA, okB)
+    assert int(okA.sum()) >= 3 and int(okB.sum()) >= 3
+    assert len(oracle.calls) == sampler.network_calls()
