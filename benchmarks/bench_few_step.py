@@ -45,6 +45,10 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "ode2m200_nocorr": (200, {"continuous_update": "ode2m", "n_corrector_steps": 0}),
     "anc200_nocorr": (200, {"n_corrector_steps": 0}),
     "ode2m_rho2_100": (100, {"continuous_update": "ode2m", "grid_rho": 2.0}),
+    "ode2m100_nocorr": (100, {"continuous_update": "ode2m", "n_corrector_steps": 0}),
+    "ode2m_rho2_100_nocorr": (100, {"continuous_update": "ode2m", "grid_rho": 2.0, "n_corrector_steps": 0}),
+    "conf100": (100, {"type_unmasking": "confidence"}),
+    "ode2m_conf100": (100, {"continuous_update": "ode2m", "type_unmasking": "confidence"}),
 }
 
 

@@ -136,3 +136,33 @@ def test_probability_flow_samplers_recover_a_two_crystal_mixture(options):
     assert float((okA | okB).double().mean()) >= 0.9, (okA, okB)
     assert int(okA.sum()) >= 3 and int(okB.sum()) >= 3
     assert len(oracle.calls) == sampler.network_calls()
+
+
+def test_confidence_unmasking_reveals_the_reference_count_most_confident_first():
+    """One crystal of 6 masked atoms; x̂_0 puts ≈ 1 on Na for atoms 0-2 and is flat over 76 elements for 3-5:
+    the revealed atoms are the confident ones, and how many are revealed per step follows the reference's
+    Binomial(masked, p_reveal) (mean over draws)."""
+    from mattergen_kit.diffusion.atom_types import mask_logits
+    from mattergen_kit.sampling.few_step import confidence_reveal_step
+
+    diff = CrystalDiffusion()
+    types_model = diff.atom_types
+    x_k = torch.full((6,), types_model.mask_class)
+    logits = torch.zeros(6, 101)
+    logits[:3, 10] = 30.0                                               # Na (Z = 11): p ≈ 1 − 1e−11 after masking
+    logits = mask_logits(logits)
+    bidx = torch.zeros(6, dtype=torch.long)
+    k, k_prev = torch.tensor(600), torch.tensor(400)                    # p_reveal = (ᾱ_400 − ᾱ_600)/(1 − ᾱ_600) = 1/3
+    g = torch.Generator().manual_seed(0)
+    counts = []
+    for _ in range(400):
+        sample, mean = confidence_reveal_step(types_model, x_k, logits, k, k_prev, bidx, 1, g)
+        revealed = sample != types_model.mask_class
+        n = int(revealed.sum())
+        counts.append(n)
+        confident_first = revealed[:3].sum() == min(n, 3)
+        assert bool(confident_first) and bool((sample[:3][revealed[:3]] == 10).all())
+    assert abs(sum(counts) / len(counts) - 2.0) < 0.2                  # E[Binomial(6, 1/3)] = 2 (sd of the mean 0.06)
+    # the last step (k' = 0) reveals every atom
+    sample, _ = confidence_reveal_step(types_model, x_k, logits, torch.tensor(5), torch.tensor(0), bidx, 1, g)
+    assert not bool((sample == types_model.mask_class).any())

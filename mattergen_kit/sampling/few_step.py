@@ -83,3 +83,44 @@ def lattice_ode_step(lattice: torch.Tensor, score: torch.Tensor, mu: torch.Tenso
         d = y0 + (y0 - y0_prev) / (2.0 * r)                      # 2M: D = ŷ_0 + (ŷ_0 − ŷ_0,prev)/(2r)
     y_s = (s_s / s_t) * y + (a_s - a_t * s_s / s_t) * d                         # (σ_s/σ_t) y + (α_s − α_t σ_s/σ_t) D
     return mu + y_s, y0
+
+
+def confidence_reveal_step(types_model, x_k: torch.Tensor, x0_logits: torch.Tensor, k: torch.Tensor,
+                           k_prev: torch.Tensor, batch_idx: torch.Tensor, num_crystals: int,
+                           generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""Confidence-ordered unmasking (MaskGIT, Chang et al. 2022) of the D3PM step x_k → x_{k'} (class indices).
+
+    How many atoms of a crystal are revealed is drawn as in the reference step (each masked atom independently with
+    the posterior's reveal probability p = 1 − q(x_{k'} = m | x_k = m, x̂_0), so the forward marginals are kept);
+    which atoms are revealed is not random: every masked atom draws a class c ∝ p_θ(x_0), and the n_b atoms of
+    crystal b with the highest confidence log p_θ(x_0 = c) are revealed as their c::
+
+        n_b = Σ_{masked i in b} 1[u_i < p_i],     reveal {i in b : rank_b(log p_θ(c_i | ·)) < n_b}
+
+    Revealed atoms never change. Returns (sample, mean); the mean of a masked atom is the posterior argmax.
+    """
+    n = x_k.shape[0]
+    sample, mean = x_k.clone(), x_k.clone()
+    todo = (x_k == types_model.mask_class).nonzero().squeeze(-1)
+    if not todo.numel():
+        return sample, mean
+    k = torch.as_tensor(k, device=x_k.device).expand(n)[todo]
+    k_prev = torch.as_tensor(k_prev, device=x_k.device).expand(n)[todo]
+    post = types_model.posterior_probs(x_k[todo], torch.softmax(x0_logits[todo].double(), -1), k, k_prev)
+    mean[todo] = post.argmax(-1)
+    p_reveal = 1.0 - post[:, types_model.mask_class]                            # p_i
+    u = torch.rand(todo.shape, generator=generator, device=x_k.device, dtype=torch.float64)
+    crystal = batch_idx[todo]
+    count = torch.zeros(num_crystals, dtype=torch.long, device=x_k.device).index_add_(
+        0, crystal, (u < p_reveal).long())                                      # n_b
+    log_p0 = torch.log_softmax(x0_logits[todo].double(), -1)
+    cls = torch.multinomial(log_p0.exp().float(), 1, generator=generator).squeeze(-1)  # c_i ∝ p_θ(x_0)
+    confidence = log_p0.gather(-1, cls[:, None]).squeeze(-1)
+    order = torch.argsort(-confidence, stable=True)                             # most confident first ...
+    order = order[torch.argsort(crystal[order], stable=True)]                   # ... within each crystal
+    first = torch.searchsorted(crystal[order], crystal[order], right=False)     # first position of its crystal
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=x_k.device) - first
+    reveal = rank < count[crystal]
+    sample[todo[reveal]] = cls[reveal]
+    return sample, mean

@@ -51,7 +51,7 @@ import torch
 from mattergen_kit.data import MASK_Z, CrystalBatch
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_to_discrete, mask_logits
 from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
-from mattergen_kit.sampling.few_step import coords_ode_step, lattice_ode_step, rho_time_grid
+from mattergen_kit.sampling.few_step import coords_ode_step, confidence_reveal_step, lattice_ode_step, rho_time_grid
 from mattergen_kit.sampling.guidance import combine_guidance
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 
@@ -139,13 +139,16 @@ class PredictorCorrectorSampler:
     continuous_update: how the predictor moves coordinates and lattice: "ancestral" (the reference SDE step),
         "ode" (probability-flow / DDIM step, deterministic) or "ode2m" (DPM-Solver++(2M): second order from the
         previous step's Tweedie estimate, same one call per step). Every variant ends on Tweedie's x̂_0.
+    type_unmasking: "random" (the reference: every masked atom revealed independently) or "confidence"
+        (MaskGIT: as many atoms per crystal as the reference would reveal, the most confident ones). Not with
+        remasking or symmetry templates.
     """
 
     def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
                  snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3,
                  type_temperature: float = 1.0, coherence_bias=None, remask_rate: float = 0.0,
                  remask_window: tuple[float, float] = (0.05, 0.55), grid_rho: float = 1.0,
-                 corrector_t_max: float = 1.0, continuous_update: str = "ancestral"):
+                 corrector_t_max: float = 1.0, continuous_update: str = "ancestral", type_unmasking: str = "random"):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
@@ -171,6 +174,11 @@ class PredictorCorrectorSampler:
             raise ValueError(f"n_corrector_steps must be ≥ 0, got {n_corrector_steps}")
         self.grid_rho, self.corrector_t_max = float(grid_rho), float(corrector_t_max)
         self.continuous_update = continuous_update
+        if type_unmasking not in ("random", "confidence"):
+            raise ValueError(f"type_unmasking must be 'random' or 'confidence', got {type_unmasking!r}")
+        if type_unmasking == "confidence" and remask_rate:
+            raise ValueError("type_unmasking='confidence' cannot be combined with remask_rate > 0")
+        self.type_unmasking = type_unmasking
         self.diffusion = diffusion
         self.num_steps = num_steps
         self.snr_coords = snr_coords
@@ -185,7 +193,7 @@ class PredictorCorrectorSampler:
                 f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps}, "
                 f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate}, "
                 f"grid_rho={self.grid_rho}, corrector_t_max={self.corrector_t_max}, "
-                f"continuous_update={self.continuous_update!r})")
+                f"continuous_update={self.continuous_update!r}, type_unmasking={self.type_unmasking!r})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
@@ -261,6 +269,9 @@ class PredictorCorrectorSampler:
             if fixed is not None:
                 raise ValueError("symmetry templates fix the orbits of the atoms; they cannot be combined with "
                                  "fixed_atom_types")
+            if self.type_unmasking == "confidence":
+                raise ValueError("type_unmasking='confidence' reveals atoms one by one, symmetry templates by orbit: "
+                                 "use type_unmasking='random' with symmetry")
             if len(symmetry.templates) != B:
                 raise ValueError(f"symmetry has {len(symmetry.templates)} templates for {B} crystals")
             for b, template in enumerate(symmetry.templates):
@@ -472,7 +483,10 @@ class PredictorCorrectorSampler:
                     logits = sym.logits(logits, types - 1, num_atoms, diff.atom_types.mask_class)
                 t_off, t_on = self.remask_window
                 sigma = self.remask_rate * abs(dt) if self.remask_rate and t_off <= t_i <= t_on else 0.0
-                if sigma > 0.0:                                                   # ReMDM-style re-drawing
+                if self.type_unmasking == "confidence":            # MaskGIT order (few_step.py)
+                    x, x_mean = confidence_reveal_step(diff.atom_types, types - 1, logits, k_grid[i].to(device),
+                                                       k_next[i].to(device), bidx, B, generator)
+                elif sigma > 0.0:                                                 # ReMDM-style re-drawing
                     x, x_mean = diff.atom_types.remask_reverse_step(types - 1, logits, k_grid[i].to(device),
                                                                     k_next[i].to(device), sigma, generator)
                 else:
