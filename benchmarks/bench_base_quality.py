@@ -42,7 +42,7 @@ def _sample_shard(args_tuple) -> None:
     starts = list(range(0, num, BATCH))
     mine = starts[shard::workers]
     skip = [s for s in starts if s not in mine or (folder / f"batch_{s:06d}.json").exists()]
-    for start, batch in model.iter_batches(num, seed=seed, steps=steps, batch_size=BATCH, skip=skip,
+    for start, batch, _ in model.iter_batches(num, seed=seed, steps=steps, batch_size=BATCH, skip=skip,
                                            type_temperature=tau, progress=False):
         rows = [s.as_dict() for s in batch.to_structures()]
         tmp = folder / f"batch_{start:06d}.json.tmp"

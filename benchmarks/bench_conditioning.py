@@ -9,7 +9,7 @@ The committed proof ran as three processes side by side (space_group | chemical_
 magnetic_density | bulk_modulus, each with its own --out), then the stability pass on the space-group folder; their
 rows were concatenated into benchmarks/results/conditioning/ and summarised there.
 
-Each (property, target, γ) row comes from ``mattergen_kit.conditioning.adherence.run`` (definitions in its
+Each (property, target, γ) row comes from ``mattergen_kit.studies.adherence.run`` (definitions in its
 docstring): ``num`` crystals at the plan's sampler steps, seed 0, γ = 0 being the unconditional model. Rows are
 appended to ``OUT/adherence.jsonl`` as they finish (a rerun skips them); samples go to ``OUT/samples/`` (not
 committed: regenerate with the same seed). ``--summarise`` writes ``OUT/summary.md`` (pass/fail per issue target)
@@ -55,7 +55,7 @@ IN_TRAINING = {"Li-Mn-O": True, "Co-Li-O": True, "Ba-O-Ti": False, "Fe-Li-O-P": 
 def measure(model_path: str, out: Path, only: list[str], steps: int | None, num_scale: float) -> None:
     import torch
 
-    from mattergen_kit.conditioning.adherence import run
+    from mattergen_kit.studies.adherence import run
     from mattergen_kit.generation import load_model
 
     torch.set_num_threads(1)
@@ -76,7 +76,7 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None, cluste
     from ase.io import read
     from pymatgen.io.ase import AseAtomsAdaptor
 
-    from mattergen_kit.conditioning.adherence import current_rows, read_jsonl, read_rows, stability
+    from mattergen_kit.studies.adherence import current_rows, read_jsonl, read_rows, stability
 
     path = out / "stability.jsonl"
     done = {(r["property"], str(r["target"]), r["gamma"]) for r in read_jsonl(path) if r.get("stability_n", 0) >= k}
@@ -91,7 +91,7 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None, cluste
                   "stability_n": len(atoms)}
         relaxed_file = out / "relax" / tag / "relaxed_crystals.extxyz"
         if row["property"] == "space_group" and relaxed_file.is_file():  # symmetry after the CHGNet relaxation
-            from mattergen_kit.conditioning.adherence import measure, score
+            from mattergen_kit.studies.adherence import measure, score
 
             relaxed = [AseAtomsAdaptor.get_structure(a) for a in read(relaxed_file, index=":")]
             result["relaxed_hit_rate"] = score(measure(relaxed, "space_group"), "space_group", row["target"])[
@@ -107,7 +107,7 @@ def stability_pass(out: Path, k: int = STABILITY_NUM, rows_to_relax=None, cluste
 def per_property_comparison(out: Path, rows: list[dict]) -> list[str]:
     """Markdown: each per-property model (out/per_property/NAME/adherence.jsonl) against the shared model, point by
     point on the same targets, γ, sample count and sampler steps."""
-    from mattergen_kit.conditioning.adherence import PER_PROPERTY_METRICS, read_jsonl
+    from mattergen_kit.studies.adherence import PER_PROPERTY_METRICS, read_jsonl
 
     lines = []
     for name, (metric, label) in PER_PROPERTY_METRICS.items():
@@ -144,7 +144,7 @@ def per_property_comparison(out: Path, rows: list[dict]) -> list[str]:
 
 def read_all(out: Path) -> list[dict]:
     """The adherence rows with their stability pass (if any) merged in."""
-    from mattergen_kit.conditioning.adherence import current_rows, read_jsonl, read_rows
+    from mattergen_kit.studies.adherence import current_rows, read_jsonl, read_rows
 
     extra = {}
     for r in read_jsonl(out / "stability.jsonl"):   # a point's largest stability pass supersedes smaller ones
@@ -172,7 +172,7 @@ def summarise(out: Path, figures: Path) -> str:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from mattergen_kit.conditioning.adherence import (PER_PROPERTY_METRICS, plot_hit_rates, plot_price,
+    from mattergen_kit.studies.adherence import (PER_PROPERTY_METRICS, plot_hit_rates, plot_price,
                                                       plot_property_shifts, plot_shared_vs_per_property, read_jsonl)
 
     rows = read_all(out)
@@ -204,7 +204,7 @@ def summarise(out: Path, figures: Path) -> str:
     more_steps = [r for f in sorted(out.glob("space_group_*steps.jsonl")) for r in read_jsonl(f)]
     if more_steps:  # the same target at the model's default-like step count (adherence CLI, --out elsewhere)
         r0 = more_steps[0]
-        lines += ["\nMore sampler steps (`python -m mattergen_kit.conditioning.adherence --property space_group "
+        lines += ["\nMore sampler steps (`python -m mattergen_kit.studies.adherence --property space_group "
                   f"--targets {','.join(dict.fromkeys(str(r['target']) for r in more_steps))} --gammas 0,2 "
                   f"--num {r0['num']} --steps {r0['steps']}"
                   + (f" --presampled {r0['drawn_on']['store']}" if r0.get("drawn_on") else "") + "`):\n",
@@ -216,7 +216,7 @@ def summarise(out: Path, figures: Path) -> str:
     symmetric = read_jsonl(out / "symmetric" / "adherence.jsonl")
     if symmetric:  # generate(enforce_symmetry=True): Wyckoff templates, the space group kept by projection
         lines += ["\nWith Wyckoff templates (`generate(..., enforce_symmetry=True)`; `python -m "
-                  "mattergen_kit.conditioning.adherence --property space_group --targets 225,194,62,14,2 --gammas 0,2 "
+                  "mattergen_kit.studies.adherence --property space_group --targets 225,194,62,14,2 --gammas 0,2 "
                   f"--num {symmetric[0]['num']} --steps {symmetric[0]['steps']} --enforce-symmetry --novelty --out "
                   "benchmarks/results/conditioning/symmetric`; "
                   "novelty against the bundled train split):\n",

@@ -8,7 +8,7 @@ Public API::
 
 from mattergen_kit.data.crystal_batch import CrystalBatch, canonicalize_structure, symmetric_polar_factor
 
-__version__ = "0.1.0"
+from mattergen_kit.constants import VERSION as __version__  # noqa: E402
 
 __all__ = ["CrystalBatch", "canonicalize_structure", "symmetric_polar_factor", "load_model", "generate",
            "evaluate", "finetune", "datasets", "__version__"]
@@ -28,7 +28,7 @@ def __getattr__(name):  # lazy: keep `import mattergen_kit` fast and free of hea
 
         return evaluate
     if name == "finetune":
-        from mattergen_kit.conditioning.finetune import finetune
+        from mattergen_kit.training.finetune import finetune
 
         return finetune
     raise AttributeError(f"module 'mattergen_kit' has no attribute {name!r}")

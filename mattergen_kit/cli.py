@@ -151,37 +151,36 @@ def parse_conditions(items: list[str]) -> dict:
 
 
 def _run_generation(args) -> int:
-    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, DEFAULT_THREADS, load_model
+    from mattergen_kit.generation import default_checkpoint, load_model
     from mattergen_kit.outputs import OutputError, generate_to_folder
+    from mattergen_kit.sampling.request import DEFAULT_THREADS, SamplingRequest
 
     conditions = getattr(args, "conditions", None) or {}
-    guidance = args.guidance if args.guidance is not None else (2.0 if conditions else 0.0)
-    composition = {k: v for k, v in (("formula", args.formula),
-                                     ("num_atoms", None if args.num_atoms is None else [args.num_atoms] * args.num))
-                   if v is not None}
-    if conditions or guidance:
-        composition.update(conditions=conditions, guidance_scale=guidance)
-    if args.remask_rate is not None:
-        composition["remask_rate"] = args.remask_rate
-    if args.enforce_symmetry:
-        if "space_group" not in conditions:
-            return _fail("--enforce-symmetry needs --condition space_group=N (the space group to keep)")
-        composition["enforce_symmetry"] = True
-    elif "space_group" in conditions:
+    if args.enforce_symmetry and "space_group" not in conditions:
+        return _fail("--enforce-symmetry needs --condition space_group=N (the space group to keep)")
+    if "space_group" in conditions and not args.enforce_symmetry:
         print("note: guidance alone puts few crystals exactly in the space group (bundled model: 0-9 % of 256 at "
               "gamma 2, benchmarks/results/conditioning/summary.md); add --enforce-symmetry to keep every crystal in "
               "it (Wyckoff templates: 56-100 % hit the group exactly, the rest a supergroup)", file=sys.stderr)
+    request = SamplingRequest(
+        args.num, seed=args.seed, steps=args.steps, batch_size=args.batch_size, conditions=conditions or None,
+        guidance_scale=args.guidance, formula=args.formula, num_atoms=args.num_atoms,
+        allowed_elements=[e.strip() for e in args.elements.split(",") if e.strip()] if args.elements else None,
+        remask_rate=args.remask_rate, enforce_symmetry=bool(args.enforce_symmetry),
+        threads=args.threads or DEFAULT_THREADS)
     try:
-        model = load_model(args.model or (BUNDLED_CONDITIONED_CHECKPOINT if conditions or guidance else None),
-                           device=args.device)
+        model = load_model(args.model or default_checkpoint(request), device=args.device)
     except (FileNotFoundError, ValueError) as err:
         return _fail(str(err))
-    steps = args.steps if args.steps is not None else int(model.meta.get("recommended_steps", 1000))
-    allowed = [e.strip() for e in args.elements.split(",") if e.strip()] if args.elements else None
-    try:  # conditions against the model's properties, before anything is written
-        model.check_conditions(conditions, guidance, allowed, args.num)
-    except ValueError as err:
+    try:  # the whole request against the model, before anything is written (resolved again in the run: cheap)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            resolved = request.resolve(model)
+        for w in caught:
+            print(f"warning: {w.message}", file=sys.stderr)
+    except (ValueError, TypeError) as err:
         return _fail(str(err))
+    steps = resolved.steps
     sampled = [0]
 
     def on_batch(start, stop, num):
@@ -195,16 +194,12 @@ def _run_generation(args) -> int:
         if args.dask_scheduler:  # one batch per Dask task; the same folder as a local run
             from mattergen_kit.cluster import generate_on_cluster
 
-            written = generate_on_cluster(args.dask_scheduler, args.out, args.num, model=model.path, seed=args.seed,
-                                          steps=steps, batch_size=args.batch_size, overwrite=args.overwrite,
-                                          resume=args.resume, picture=not args.no_picture, allowed_elements=allowed,
-                                          on_batch=on_batch, threads=args.threads or DEFAULT_THREADS, **composition)
+            written = generate_on_cluster(args.dask_scheduler, args.out, request, model=model.path,
+                                          overwrite=args.overwrite, resume=args.resume, picture=not args.no_picture,
+                                          on_batch=on_batch)
         else:
-            written = generate_to_folder(model, args.out, args.num, seed=args.seed, steps=steps,
-                                         batch_size=args.batch_size, overwrite=args.overwrite, resume=args.resume,
-                                         picture=not args.no_picture,
-                                         allowed_elements=allowed, on_batch=on_batch,
-                                         threads=args.threads or DEFAULT_THREADS, **composition)
+            written = generate_to_folder(model, args.out, request, overwrite=args.overwrite, resume=args.resume,
+                                         picture=not args.no_picture, on_batch=on_batch)
     except KeyboardInterrupt:
         from mattergen_kit.outputs import RunManifest
 
@@ -215,7 +210,7 @@ def _run_generation(args) -> int:
         print(f"interrupted: kept {done} finished crystal(s) of {args.num} in {args.out} (CIFs and manifest.json); "
               f"run the same command with --resume to finish", file=sys.stderr)
         return 130
-    except (OutputError, ValueError, RuntimeError, ConnectionError) as err:
+    except (OutputError, ValueError, TypeError, RuntimeError, ConnectionError) as err:
         return _fail(str(err))
     seconds = time.perf_counter() - start
     print(f"wrote {len(written['cifs'])} CIFs, summary.csv, {written['extxyz'].name}, {written['cif_zip'].name}"
@@ -249,10 +244,10 @@ def _fetch_data(argv: list[str]) -> int:
 
 
 def _info(argv: list[str]) -> int:
-    import mattergen_kit
+    from mattergen_kit.constants import VERSION
     from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 
-    print(f"mattergen_kit {mattergen_kit.__version__}")
+    print(f"mattergen_kit {VERSION}")
     print(f"bundled model: {BUNDLED_CHECKPOINT} ({'present' if BUNDLED_CHECKPOINT.is_file() else 'missing'})")
     built = BUNDLED_CONDITIONED_CHECKPOINT.is_file()
     print(f"conditioned bundled model: {BUNDLED_CONDITIONED_CHECKPOINT} "
@@ -267,7 +262,7 @@ def _train(argv: list[str]) -> int:
     """``mattergen-kit train``: the training CLI, with unreadable checkpoints reported in one line."""
     import pickle
 
-    from mattergen_kit.training.checkpoint import CheckpointError
+    from mattergen_kit.model.checkpoint import CheckpointError
     from mattergen_kit.training.fit import train_cli
 
     try:
@@ -288,7 +283,7 @@ COMMANDS = {
     "train": _train,
     "evaluate": lambda argv: __import__("mattergen_kit.evaluation", fromlist=["evaluate_cli"]).evaluate_cli(argv),
     "fetch-data": _fetch_data,
-    "finetune": lambda argv: __import__("mattergen_kit.conditioning.finetune", fromlist=["finetune_cli"]).finetune_cli(argv),
+    "finetune": lambda argv: __import__("mattergen_kit.training.finetune", fromlist=["finetune_cli"]).finetune_cli(argv),
     "info": _info,
 }
 

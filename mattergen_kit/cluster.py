@@ -18,9 +18,18 @@ Relaxations on a cluster: :mod:`mattergen_kit.evaluation.cluster`.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from typing import Any
+
+import torch
+
+from mattergen_kit.data import CrystalBatch
+from mattergen_kit.generation import load_model
+from mattergen_kit.outputs import (MANIFEST, RunManifest, _batch_path, check_resumable, cif_names, complete_request,
+                                   prepare_out_dir, read_batches, run_settings, write_batch, write_collection)
+from mattergen_kit.sampling.request import SamplingRequest
 
 __all__ = ["connect", "generate_on_cluster"]
 
@@ -78,61 +87,57 @@ def connect(cluster: Any, timeout: float = CONNECT_TIMEOUT_S, wait_for_workers: 
 
 
 _MODELS: dict = {}
+_RESOLVED: dict = {}
 
 
-def _sample_batch(model_path: str | None, start: int, num: int, seed: int, steps: int, batch_size: int,
-                  sample_kwargs: dict) -> dict:
-    """Sample batch ``start`` of a run on a worker; returns its arrays (numpy) — runs in the worker process."""
-    from mattergen_kit.generation import load_model
-
+def _sample_batch(model_path: str | None, request: dict, start: int) -> dict:
+    """Sample batch ``start`` of a run on a worker; returns its arrays (numpy) — runs in the worker process.
+    The model is loaded and the request resolved once per worker process (not once per batch)."""
     if model_path not in _MODELS:
         _MODELS[model_path] = load_model(model_path)
     model = _MODELS[model_path]
-    others = set(range(0, num, batch_size)) - {start}
-    (got, batch), = list(model.iter_batches(num, seed=seed, steps=steps, batch_size=batch_size, skip=others,
-                                            progress=False, **sample_kwargs))
-    assert got == start
+    key = (model_path, json.dumps(request, sort_keys=True))
+    if key not in _RESOLVED:
+        _RESOLVED[key] = SamplingRequest(**request).resolve(model)
+    resolved = _RESOLVED[key]
+    others = set(resolved.starts()) - {start}
+    (part,) = list(model.iter_batches(resolved, skip=others))
+    batch = part.batch
     return {"atom_types": batch.atom_types.numpy(), "frac_coords": batch.frac_coords.numpy(),
             "lattice": batch.lattice.numpy(), "num_atoms": batch.num_atoms.numpy()}
 
 
-def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: int, *, model: str | os.PathLike | None = None,
-                        seed: int | None = None, steps: int = 1000, batch_size: int = 64, overwrite: bool = False,
-                        resume: bool = False, picture: bool = True, prefix: str = "crystal", on_batch=None,
-                        **sample_kwargs) -> dict:
+def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: SamplingRequest | int, *,
+                        model: str | os.PathLike | None = None, overwrite: bool = False, resume: bool = False,
+                        picture: bool = True, prefix: str = "crystal", on_batch=None, **request_fields) -> dict:
     """``generate_to_folder`` with one Dask task per batch (module docstring): same folder, same crystals.
 
-    ``model``: a checkpoint path readable on every worker (None: the bundled model). ``seed=None`` draws one here
+    ``model``: a checkpoint path readable on every worker (None: the bundled model). ``num``: a
+    :class:`SamplingRequest` or the number of crystals with its fields as keywords; ``seed=None`` draws one here
     and records it, so every worker samples from the same run. Returns what ``generate_to_folder`` returns.
     """
-    import torch
-    from distributed import as_completed
+    from distributed import as_completed  # optional dependency ([cluster] extra); connect() says how to install it
 
-    from mattergen_kit.data import CrystalBatch
-    from mattergen_kit.generation import load_model
-    from mattergen_kit.outputs import (MANIFEST, OutputError, RunManifest, _batch_path, cif_names, prepare_out_dir,
-                                       read_batches, run_settings, write_batch, write_collection)
-
+    request = SamplingRequest.from_kwargs(num, **request_fields)
     model_path = str(model) if model is not None else None
     local_model = load_model(model_path)  # settings of the run (and a clear error for a bad path) before any task
     client, owned = connect(cluster)  # an unreachable scheduler fails before the output folder is touched
     try:
         out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
         previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
-        if seed is None:
-            seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
-        settings = run_settings(local_model, num=num, seed=seed, steps=steps, batch_size=batch_size, prefix=prefix,
-                                **sample_kwargs)
-        if previous is not None and previous.settings != settings:
-            raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run")
+        request = complete_request(local_model, request, previous)
+        resolved = request.resolve(local_model)  # checked here once; a bad request never reaches a worker
+        settings = run_settings(local_model, request, prefix)
+        check_resumable(out, previous, settings)
         manifest = previous or RunManifest(settings=settings)
-        names = cif_names(num, prefix)
+        names = cif_names(request.num, prefix)
         done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
         manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
-        todo = [s for s in range(0, num, batch_size) if s not in done]
+        todo = [s for s in resolved.starts() if s not in done]
+        wire = {**request.to_dict(), "progress": False, "threads": request.threads}
         run_id = uuid.uuid4().hex[:8]  # task keys of two runs never collide
-        futures = [client.submit(_sample_batch, model_path, s, num, seed, steps, batch_size, sample_kwargs,
-                                 key=f"sample-{s}-{run_id}", pure=False) for s in todo]
+        futures = [client.submit(_sample_batch, model_path, wire, s, key=f"sample-{s}-{run_id}", pure=False)
+                   for s in todo]
         for fut in as_completed(futures, loop=client.loop):
             arrays = fut.result()
             start = todo[futures.index(fut)]
@@ -141,7 +146,7 @@ def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: int, *, model
             write_batch(out, manifest, start, batch, names[start:stop])
             fut.release()
             if on_batch is not None:
-                on_batch(start, stop, num)
+                on_batch(start, stop, request.num)
     finally:
         if owned:
             client.close()
@@ -149,4 +154,4 @@ def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: int, *, model
     written = write_collection(out, structures, names, picture=picture)
     manifest.complete = True
     manifest.save(out)
-    return {**written, "manifest": out / MANIFEST, "seed": seed, "resumed_batches": sorted(done)}
+    return {**written, "manifest": out / MANIFEST, "seed": request.seed, "resumed_batches": sorted(done)}

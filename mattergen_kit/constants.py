@@ -47,3 +47,6 @@ def atomic_number(symbol: str) -> int:
         return _Z_OF_SYMBOL[symbol]
     except (KeyError, TypeError):
         raise ValueError(f"{symbol!r} is not an element symbol") from None
+
+#: the package version (pyproject.toml keeps the same string; mattergen_kit.__version__)
+VERSION = "0.1.0"

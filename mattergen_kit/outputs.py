@@ -17,16 +17,21 @@ caller asks to overwrite it (it is cleared) or to resume it (finished batches ar
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import shutil
 import zipfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+
+from mattergen_kit.data import CrystalBatch
+from mattergen_kit.sampling.request import SamplingRequest
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "mattergen_kit.generation_run"
@@ -172,10 +177,6 @@ def write_batch(out: Path, manifest: RunManifest, start: int, batch, names: list
 
 def read_batches(out: Path, manifest: RunManifest):
     """All finished batches of a run folder, in order, as one :class:`CrystalBatch`."""
-    import torch
-
-    from mattergen_kit.data import CrystalBatch
-
     parts = []
     for start in sorted(int(k) for k in manifest.batches):
         with np.load(_batch_path(out, start), allow_pickle=False) as z:
@@ -225,7 +226,7 @@ def write_collection(out: Path, structures: list, names: list[str], picture: boo
     written = {"cifs": [out / n for n in names], "summary": out / "summary.csv", "extxyz": out / EXTXYZ,
                "cif_zip": out / CIF_ZIP}
     if picture:
-        from mattergen_kit.widgets.render import structure_grid
+        from mattergen_kit.render import structure_grid
 
         shown = structures[:64]
         tmp = out / f".grid.tmp{os.getpid()}.png"
@@ -271,64 +272,67 @@ def write_samples(structures: list, out_dir: str | Path, picture: bool = True, p
 
 
 # ------------------------------------------------------------------------------------------ a run
-def generate_to_folder(model, out: str | Path, num: int, *, seed: int | None = None, steps: int = 1000,
-                       batch_size: int = 64, overwrite: bool = False, resume: bool = False, picture: bool = True,
-                       prefix: str = "crystal", on_batch=None, **sample_kwargs) -> dict:
+def generate_to_folder(model, out: str | Path, num: SamplingRequest | int, *, overwrite: bool = False,
+                       resume: bool = False, picture: bool = True, prefix: str = "crystal", on_batch=None,
+                       **request_fields) -> dict:
     """Generate ``num`` crystals into ``out``, writing each batch as soon as it is sampled.
 
-    ``resume=True`` continues an interrupted run in ``out`` (same settings required; finished batches are
-    not redone and the result is identical to an uninterrupted run). ``on_batch(start, stop, num)`` is
-    called after each batch is written. Returns the written paths (see :func:`write_collection`) plus
-    ``"manifest"`` and ``"seed"`` (the seed used: a fresh one is drawn and recorded when ``seed`` is None).
+    ``num``: a :class:`SamplingRequest` or the number of crystals with the request's fields as keywords (seed,
+    steps, batch_size, conditions, guidance_scale, ...). ``resume=True`` continues an interrupted run in ``out``
+    (same request required; finished batches are not redone and the result is identical to an uninterrupted
+    run). ``on_batch(start, stop, num)`` is called after each batch is written. Returns the written paths (see
+    :func:`write_collection`) plus ``"manifest"`` and ``"seed"`` (the seed used: a fresh one is drawn and recorded
+    when ``seed`` is None).
     """
+    request = SamplingRequest.from_kwargs(num, **request_fields)
     out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
     previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
-    if seed is None:
-        seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
-    settings = run_settings(model, num=num, seed=seed, steps=steps, batch_size=batch_size, prefix=prefix,
-                            **sample_kwargs)
-    if previous is not None:
-        diff = sorted(k for k in set(settings) | set(previous.settings)
-                      if settings.get(k) != previous.settings.get(k))
-        if diff:
-            raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run ("
-                              + ", ".join(f"{k}: {previous.settings.get(k)!r} then, {settings.get(k)!r} now"
-                                          for k in diff[:4]) + ")")
+    request = complete_request(model, request, previous)
+    resolved = request.resolve(model)  # checked once, before anything is written
+    settings = run_settings(model, request, prefix)
+    check_resumable(out, previous, settings)
     manifest = previous or RunManifest(settings=settings)
-    names = cif_names(num, prefix)
+    names = cif_names(request.num, prefix)
     done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
     manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
-    for start, batch in model.iter_batches(num, seed=seed, steps=steps, batch_size=batch_size, skip=done,
-                                           **sample_kwargs):
-        stop = start + batch.num_crystals
-        write_batch(out, manifest, start, batch, names[start:stop])
+    for part in model.iter_batches(resolved, skip=done):
+        stop = part.start + part.batch.num_crystals
+        write_batch(out, manifest, part.start, part.batch, names[part.start:stop])
         if on_batch is not None:
-            on_batch(start, stop, num)
+            on_batch(part.start, stop, request.num)
     structures = read_batches(out, manifest).to_structures()
     written = write_collection(out, structures, names, picture=picture)
     manifest.complete = True
     manifest.save(out)
-    return {**written, "manifest": out / MANIFEST, "seed": seed, "resumed_batches": sorted(done)}
+    return {**written, "manifest": out / MANIFEST, "seed": request.seed, "resumed_batches": sorted(done)}
 
 
-def run_settings(model, **settings) -> dict:
-    """The JSON form of everything that decides a run's crystals (compared on resume)."""
-    import hashlib
+def complete_request(model, request: SamplingRequest, previous: "RunManifest | None") -> SamplingRequest:
+    """The request with the two values a run must record filled in: the seed (the interrupted run's, else a
+    fresh one) and the number of steps (the model's recommended number when not given)."""
+    seed = request.seed
+    if seed is None:
+        seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
+    steps = request.steps if request.steps is not None else int(model.meta.get("recommended_steps", 1000))
+    return replace(request, seed=seed, steps=steps)
 
-    import torch
 
-    def plain(v):
-        if torch.is_tensor(v):
-            return v.tolist()
-        if isinstance(v, dict):
-            return {str(k): plain(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [plain(x) for x in v]
-        if isinstance(v, (str, int, float, bool)) or v is None:
-            return v
-        return repr(v)
+def check_resumable(out: Path, previous: "RunManifest | None", settings: dict) -> None:
+    """An interrupted run continues only with the request it was started with (``OutputError`` naming the
+    differences)."""
+    if previous is None:
+        return
+    diff = sorted(k for k in set(settings) | set(previous.settings) if settings.get(k) != previous.settings.get(k))
+    if diff:
+        raise OutputError(f"cannot resume in {out}: settings differ from the interrupted run ("
+                          + ", ".join(f"{k}: {previous.settings.get(k)!r} then, {settings.get(k)!r} now"
+                                      for k in diff[:4]) + ")")
 
+
+def run_settings(model, request: SamplingRequest, prefix: str = "crystal") -> dict:
+    """The JSON form of everything that decides a run's crystals (the manifest's settings, compared on resume):
+    the model file and its digest, the file-name prefix and ``request.to_dict()``."""
     path = getattr(model, "path", None)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
-    return {"model": Path(path).name if path else None, "model_sha256": digest,
-            **{k: plain(v) for k, v in settings.items() if k not in ("progress", "threads")}}
+    return {"model": Path(path).name if path else None, "model_sha256": digest, "prefix": prefix,
+            **request.to_dict()}

@@ -12,7 +12,7 @@ import torch
 
 from mattergen_kit import cli
 from mattergen_kit.generation import BUNDLED_CHECKPOINT
-from mattergen_kit.training.checkpoint import load_checkpoint, save_checkpoint
+from mattergen_kit.model.checkpoint import load_checkpoint, save_checkpoint
 
 
 def one_error_line(capsys, code, expected):

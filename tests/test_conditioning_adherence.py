@@ -1,4 +1,4 @@
-"""Adherence measurements of conditioned samples (conditioning/adherence.py) on real bundled crystals."""
+"""Adherence measurements of conditioned samples (studies/adherence.py) on real bundled crystals."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from mattergen_kit.conditioning.adherence import measure, score
+from mattergen_kit.studies.adherence import measure, score
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_scalar_shift(crystals):
 
 def test_run_rows_and_resume(tmp_path):
     from mattergen_kit.conditioning import attach_adapter, get_spec
-    from mattergen_kit.conditioning.adherence import run
+    from mattergen_kit.studies.adherence import run
 
     from mattergen_kit.generation import load_model
 
@@ -63,7 +63,7 @@ def test_a_fresh_adapter_does_not_move_the_band_gap(tmp_path):
     gap shift is exactly 0. (γ = 2 runs both branches in one batch of 2B crystals; its float rounding differs from
     a batch of B by ~1e-6, which a 5-step sampler amplifies, so γ = 2 is not bitwise comparable.)"""
     from mattergen_kit.conditioning import attach_adapter, get_spec
-    from mattergen_kit.conditioning.adherence import run
+    from mattergen_kit.studies.adherence import run
     from mattergen_kit.generation import load_model
 
     model = load_model()
@@ -80,7 +80,7 @@ def test_rows_keep_values_and_samples_and_the_proof_summarises_them(tmp_path):
     from ase.io import read
 
     from mattergen_kit.conditioning import attach_adapter, get_spec
-    from mattergen_kit.conditioning.adherence import read_rows, run
+    from mattergen_kit.studies.adherence import read_rows, run
     from mattergen_kit.generation import load_model
 
     model = load_model()
@@ -117,7 +117,7 @@ def _as_structures(atoms_list):
 
 
 def test_novelty_rate_counts_train_crystals_as_not_novel():
-    from mattergen_kit.conditioning.adherence import novelty_rate
+    from mattergen_kit.studies.adherence import novelty_rate
     from mattergen_kit.evaluation.reference import bundled
 
     test, train = bundled("test").structures[:6], bundled("train").structures[:4]
@@ -125,9 +125,9 @@ def test_novelty_rate_counts_train_crystals_as_not_novel():
 
 
 def test_current_rows_keep_each_points_largest_run():
-    from mattergen_kit.conditioning.adherence import current_rows, read_rows
+    from mattergen_kit.studies.adherence import current_rows, read_rows
 
-    rows = read_rows("benchmarks/results/conditioning/adherence.jsonl")   # the committed proof, re-measured points
+    rows = read_rows("benchmarks/results/studies/adherence.jsonl")   # the committed proof, re-measured points
     current = current_rows(rows)
     key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
     assert len({key(r) for r in current}) == len(current)                 # one row per point

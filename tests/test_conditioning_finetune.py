@@ -49,7 +49,7 @@ def test_finetune_end_to_end(tmp_path, base, table):
     ckpt = load_checkpoint(path)
     (spec,) = ckpt["meta"]["adapter"]["properties"]
     assert spec["name"] == "my_scalar" and spec["kind"] == "scalar"
-    from mattergen_kit.conditioning.finetune import _split
+    from mattergen_kit.training.finetune import _split
     from mattergen_kit.datasets import load_csv
 
     train_set, _ = _split(load_csv(table, exclude_elements=True, progress=False), 0.1, 0)

@@ -70,7 +70,7 @@ def test_attach_labels_by_material_id(table):
 
 
 def test_label_job_appends_and_resumes(tmp_path):
-    from mattergen_kit.conditioning import label_job
+    from mattergen_kit.studies import label_job
 
     out = tmp_path / "ml.csv"
     labeller = label_job.Labeller()
@@ -97,7 +97,7 @@ def test_eos_bulk_modulus_of_rocksalt_nacl():
     """CHGNet EOS on NaCl (rocksalt, a = 5.64 Å): experiment ~24-25 GPa, PBE ~22-24 GPa."""
     from pymatgen.core import Lattice, Structure
 
-    from mattergen_kit.conditioning.label_job import Labeller
+    from mattergen_kit.studies.label_job import Labeller
 
     nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
     b0 = Labeller().bulk_modulus(nacl.get_primitive_structure())

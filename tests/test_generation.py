@@ -9,7 +9,7 @@ import torch
 import mattergen_kit as mk
 from mattergen_kit.diffusion.atom_types import ALLOWED_Z
 from mattergen_kit.generation import BUNDLED_CHECKPOINT
-from mattergen_kit.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mattergen_kit.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 STEPS = 20  # tiny settings: these tests check the pipeline, benchmarks/ measure quality
 

@@ -12,6 +12,7 @@ import torch
 from ase.io import read
 
 import mattergen_kit as mk
+from mattergen_kit.sampling.request import SamplingRequest
 from mattergen_kit.outputs import (MANIFEST, OutputError, RunManifest, generate_to_folder, prepare_out_dir, run_settings,
                                    write_batch, write_samples)
 
@@ -58,10 +59,10 @@ def test_resume_continues_without_redoing_and_matches_an_uninterrupted_run(model
     full, part = tmp_path / "full", tmp_path / "part"
     generate_to_folder(model, full, 5, seed=9, steps=STEPS, batch_size=2, picture=False, progress=False)
     batches = model.iter_batches(5, seed=9, steps=STEPS, batch_size=2, progress=False)
-    manifest = RunManifest(settings=run_settings(model, num=5, seed=9, steps=STEPS, batch_size=2, prefix="crystal",
-                                                 progress=False))
+    manifest = RunManifest(settings=run_settings(model, SamplingRequest(5, seed=9, steps=STEPS, batch_size=2,
+                                                                        progress=False), prefix="crystal"))
     prepare_out_dir(part)
-    start, batch = next(batches)  # the first batch finished, then the run "died"
+    start, batch, _ = next(batches)  # the first batch finished, then the run "died"
     write_batch(part, manifest, start, batch, ["crystal_0000.cif", "crystal_0001.cif"])
     done = []
     written = generate_to_folder(model, part, 5, seed=9, steps=STEPS, batch_size=2, resume=True, picture=False,

@@ -188,7 +188,7 @@ def test_optional_parts_start_at_zero_and_grow_from_a_checkpoint(tmp_path):
     """A base checkpoint continued with the crystal summary and composition logits switched on gives exactly
     the base outputs at step 0 (real bundled crystals); switching a part off that the checkpoint has is refused."""
     from mattergen_kit.datasets import load_bundled
-    from mattergen_kit.training.checkpoint import CheckpointError, save_checkpoint
+    from mattergen_kit.model.checkpoint import CheckpointError, save_checkpoint
     from mattergen_kit.training.config import TrainConfig
     from mattergen_kit.training.module import DiffusionModule
 

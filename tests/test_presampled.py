@@ -23,7 +23,7 @@ def store():
 
 
 def test_adherence_judges_a_store_like_a_model(store, tmp_path):
-    from mattergen_kit.conditioning.adherence import measure, run
+    from mattergen_kit.studies.adherence import measure, run
 
     data, ds = store
     model = PresampledModel(data, "mp_bundled_20_conditioned.pt")

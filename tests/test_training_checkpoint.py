@@ -104,7 +104,7 @@ def test_init_from_starts_training_from_a_plain_checkpoint(good):
 
 def test_half_precision_storage_halves_the_file_and_loads_as_float32(tmp_path):
     from mattergen_kit.model import CrystalDenoiser
-    from mattergen_kit.training.checkpoint import load_denoiser
+    from mattergen_kit.model.checkpoint import load_denoiser
 
     torch.manual_seed(0)
     model = CrystalDenoiser(hidden_dim=32, num_layers=2)

@@ -32,7 +32,7 @@ from pathlib import Path
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 from mattergen_kit.training import TrainConfig, load_checkpoint, save_checkpoint, train
-from mattergen_kit.training.checkpoint import SAMPLING_META
+from mattergen_kit.model.checkpoint import SAMPLING_META
 from mattergen_kit.training.module import CrystalDataModule
 
 CARD = BUNDLED_CONDITIONED_CHECKPOINT.parent / "CONDITIONED_MODEL_CARD.md"

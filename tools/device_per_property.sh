@@ -12,7 +12,7 @@
 # (that call also added three space-group requests at 1000 steps to plan_shared.json by hand, and ran band_gap in a
 # second call with PROPS=band_gap; its per-property models were judged, not shipped: no rebuild is needed to use
 # the kit, and this script rebuilds them.) Judge the stores here with
-#     python -m mattergen_kit.conditioning.adherence ... --presampled STORE --model runs/dev/mp_bundled_20_NAME.pt
+#     python -m mattergen_kit.studies.adherence ... --presampled STORE --model runs/dev/mp_bundled_20_NAME.pt
 # Everything comes back under $OUT: per-property models (float16), one store per process, one log.
 # Dry run here: CARRY=runs/carry_dry DEVICE=cpu STEPS=2 OUT=/tmp/out bash tools/device_per_property.sh
 set -u

@@ -99,10 +99,10 @@ gaps = band_gap_predictor().predict([s.composition for s in structures])
 pd.DataFrame({"formula": [s.composition.reduced_formula for s in structures],
               "predicted band gap (eV, ML)": gaps.round(2)})"""),
 md("""## Hit rate against γ
-`mattergen_kit.conditioning.adherence.run` generates at each γ and measures the property on the samples (rows are
+`mattergen_kit.studies.adherence.run` generates at each γ and measures the property on the samples (rows are
 appended to a JSONL file, so a rerun resumes). At these settings the numbers are noisy; the committed proof below
 uses 128 crystals per point."""),
-code("""from mattergen_kit.conditioning import adherence
+code("""from mattergen_kit.studies import adherence
 
 rows = adherence.run(model, "space_group", [225], gammas=[0.0, 1.0, 2.0, 4.0], num=NUM, steps=STEPS,
                      out=os.path.join(OUT, "adherence"), progress=False)

@@ -11,8 +11,8 @@ which the GPU machine does not have. So:
 ``draw`` needs torch and this package only (no pymatgen); it writes the store after every job (atomically), so a
 run stopped at its time limit keeps what it drew. The store holds each job's crystals as flat tensors
 (CrystalBatch fields) under a key that says what was asked: model, number, seed, steps, conditions, γ.
-``mattergen_kit.presampled.PresampledModel`` serves a store through ``generate()``, so ``conditioning.adherence.run`` judges the GPU's
-samples exactly as it judges its own (``python -m mattergen_kit.conditioning.adherence ... --presampled STORE``);
+``mattergen_kit.presampled.PresampledModel`` serves a store through ``generate()``, so ``studies.adherence.run`` judges the GPU's
+samples exactly as it judges its own (``python -m mattergen_kit.studies.adherence ... --presampled STORE``);
 ``quality`` writes a job as the batch files of ``benchmarks/bench_base_quality.py``, which then judges and relaxes
 them. Samples drawn on a GPU with a large batch are not the crystals a CPU run with the same seed draws (the seeds
 are per batch of ``--batch-size``): they are as random, and the results say where they were drawn.

@@ -15,7 +15,7 @@ import subprocess
 from pathlib import Path
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT
-from mattergen_kit.training.checkpoint import load_checkpoint, save_checkpoint
+from mattergen_kit.model.checkpoint import load_checkpoint, save_checkpoint
 
 
 def main(argv=None) -> int:

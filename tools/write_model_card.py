@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT
-from mattergen_kit.training.checkpoint import load_checkpoint
+from mattergen_kit.model.checkpoint import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"

@@ -18,7 +18,7 @@ Tables (keyed by ``material_id``, committed under ``datasets/labels/``, provenan
 
     mp-bundled-20-labels.csv.gz     the structure and MP labels of all bundled crystals (``build_label_table``)
     mp-bundled-20-ml-labels.csv     ML labels, long format (material_id, property, value, ...), appended by
-                                    the resumable ``python -m mattergen_kit.conditioning.label_job``
+                                    the resumable ``python -m mattergen_kit.studies.label_job``
 
 NaN in a table = no label → the property's null embedding in training.
 """
@@ -127,7 +127,7 @@ def attach_labels(dataset, names, labels: pd.DataFrame | None = None):
     absent = [n for n in todo if n not in labels.columns and n not in props.columns]
     if absent:
         raise ValueError(f"no {absent} labels in the label tables (columns: {sorted(labels.columns)}); "
-                         "run the labelling job (python -m mattergen_kit.conditioning.label_job) first")
+                         "run the labelling job (python -m mattergen_kit.studies.label_job) first")
     table = labels.drop_duplicates("material_id").set_index("material_id")
     ids = props["material_id"].astype(str)
     for name in todo:

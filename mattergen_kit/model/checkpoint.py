@@ -16,6 +16,11 @@ from typing import Any
 
 import torch
 
+from mattergen_kit.conditioning import adapter_from_meta
+from mattergen_kit.diffusion.joint import CrystalDiffusion
+from mattergen_kit.diffusion.lattice import LatticeVPSDE
+from mattergen_kit.model.denoiser import CrystalDenoiser
+
 FORMAT = "mattergen_kit.checkpoint"
 VERSION = 1
 SUPPORTED_VERSIONS = (1,)
@@ -86,9 +91,6 @@ def load_checkpoint(path: str | Path) -> dict:
 def diffusion_from_config(config: dict | None = None):
     """CrystalDiffusion from a plain dict: ``density`` (atoms/Å³ of the lattice prior; default the reference
     0.0577), ``fields`` (all three, or ["coords", "lattice"] for CSP), ``weights``, ``min_t``."""
-    from mattergen_kit.diffusion.joint import CrystalDiffusion
-    from mattergen_kit.diffusion.lattice import LatticeVPSDE
-
     kw = dict(config or {})
     density = kw.pop("density", None)
     unknown = set(kw) - {"fields", "weights", "min_t"}
@@ -107,33 +109,12 @@ def load_model(path_or_ckpt: str | Path | dict, device: str | torch.device = "cp
 
 def load_denoiser(path_or_ckpt: str | Path | dict, device: str | torch.device = "cpu"):
     """The CrystalDenoiser of a checkpoint (EMA weights), in eval mode."""
-    from mattergen_kit.model import CrystalDenoiser
-
     ckpt = path_or_ckpt if isinstance(path_or_ckpt, dict) else load_checkpoint(path_or_ckpt)
     model = CrystalDenoiser(**ckpt["model_config"])
     if ckpt.get("meta", {}).get("adapter"):  # a conditioned model: its adapter (specs + normalisation) is described in meta
-        from mattergen_kit.conditioning import adapter_from_meta
-
         model.adapter = adapter_from_meta(ckpt["meta"])
     try:
         model.load_state_dict(ckpt["state_dict"])
     except RuntimeError as err:
         raise CheckpointError(f"checkpoint weights do not fit CrystalDenoiser({ckpt['model_config']}): {err}") from err
     return model.to(device).eval()
-
-
-def export_lightning_checkpoint(ckpt_path: str | Path, out_path: str | Path, meta: dict | None = None) -> Path:
-    """Turn a Lightning ``*.ckpt`` of :class:`DiffusionModule` (e.g. ``last.ckpt``) into a plain checkpoint."""
-    raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-    hp = raw.get("hyper_parameters", {}).get("config")
-    if hp is None:
-        raise CheckpointError(f"{ckpt_path} is not a DiffusionModule Lightning checkpoint")
-    from mattergen_kit.training.config import TrainConfig
-
-    config = TrainConfig.from_dict(hp)
-    state = {k[len("ema."):]: v for k, v in raw["state_dict"].items() if k.startswith("ema.")}
-    info = {"global_step": raw.get("global_step"), "epoch": raw.get("epoch"), "train_config": hp,
-            "source": str(ckpt_path), **(meta or {})}
-    if raw.get("hyper_parameters", {}).get("adapter"):
-        info["adapter"] = raw["hyper_parameters"]["adapter"]
-    return save_checkpoint(out_path, config.model_config, state, config.diffusion, info)

@@ -1,6 +1,6 @@
 r"""Do conditioned samples have the property they were asked for? (issue 10's proof, one row per target and γ)
 
-    python -m mattergen_kit.conditioning.adherence --model mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt \
+    python -m mattergen_kit.studies.adherence --model mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt \
         --property space_group --targets 225,194,62,14,2 --gammas 0,1,2,4 --num 64 --steps 200 --out runs/adherence
 
 Per (property, target, γ) it generates ``num`` crystals (γ = 0 is the unconditional model: sampled once and
@@ -54,7 +54,7 @@ def measure(structures: Sequence, name: str, labeller=None) -> list:
 
         return [float(v) for v in band_gap_predictor().predict([s.composition for s in structures])]
     if name in ("magnetic_density", "bulk_modulus"):
-        from mattergen_kit.conditioning.label_job import Labeller
+        from mattergen_kit.studies.label_job import Labeller
 
         labeller = labeller or Labeller()
         out = []
@@ -156,7 +156,7 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
     have = {key(r): r for r in done}
     rows, labeller = [], None
     if name in ("magnetic_density", "bulk_modulus"):
-        from mattergen_kit.conditioning.label_job import Labeller
+        from mattergen_kit.studies.label_job import Labeller
 
         labeller = Labeller()
     uncond, u_median = None, None      # γ = 0 samples (shared by all targets) and their median
@@ -210,7 +210,7 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mattergen_kit.conditioning.adherence", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mattergen_kit.studies.adherence", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="conditioned checkpoint (default: the conditioned bundled model)")
     p.add_argument("--property", required=True, choices=MEASURED)
@@ -264,7 +264,7 @@ def read_rows(out: str | Path) -> list[dict]:
     path = Path(out)
     path = path / "adherence.jsonl" if path.is_dir() else path
     if not path.is_file():
-        raise FileNotFoundError(f"no adherence rows at {path}: run `python -m mattergen_kit.conditioning.adherence` "
+        raise FileNotFoundError(f"no adherence rows at {path}: run `python -m mattergen_kit.studies.adherence` "
                                 "or benchmarks/bench_conditioning.py first")
     return read_jsonl(path)
 

@@ -1,8 +1,8 @@
 r"""Resumable background labelling with the ML potential (CHGNet): magnetic density and bulk modulus.
 
-    python -m mattergen_kit.conditioning.label_job --property magnetic_density --split train --limit 5000
-    python -m mattergen_kit.conditioning.label_job --property bulk_modulus --split train --limit 1500
-    python -m mattergen_kit.conditioning.label_job --property bulk_modulus --dataset aflow --split test \
+    python -m mattergen_kit.studies.label_job --property magnetic_density --split train --limit 5000
+    python -m mattergen_kit.studies.label_job --property bulk_modulus --split train --limit 1500
+    python -m mattergen_kit.studies.label_job --property bulk_modulus --dataset aflow --split test \
         --limit 50 --out datasets/labels/aflow-test-chgnet-bulk-modulus.csv      (error vs AFLOW DFT)
 
 Every result is appended to ``--out`` (default ``datasets/labels/mp-bundled-20-ml-labels.csv``) as one row
@@ -133,7 +133,7 @@ def run(prop: str, dataset: str = "bundled", split: str = "train", limit: int | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m mattergen_kit.conditioning.label_job", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m mattergen_kit.studies.label_job", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--property", required=True, choices=ML_PROPERTIES)
     p.add_argument("--dataset", default="bundled", choices=["bundled", "aflow"])

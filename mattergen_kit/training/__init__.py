@@ -1,10 +1,11 @@
 """Training: config, Lightning module/datamodule, ``train``, plain checkpoints (docs/architecture.md)."""
-from mattergen_kit.training.checkpoint import (CheckpointError, export_lightning_checkpoint, load_checkpoint,
-                                               load_denoiser, load_model, save_checkpoint, diffusion_from_config)
+from mattergen_kit.model.checkpoint import (CheckpointError, diffusion_from_config, load_checkpoint, load_denoiser,
+                                            load_model, save_checkpoint)
 from mattergen_kit.training.config import TrainConfig
+from mattergen_kit.training.export import export_lightning_checkpoint
 
 
-def __getattr__(name):  # lazy: keep lightning out of `import mattergen_kit.training.checkpoint` users' path
+def __getattr__(name):  # lazy: keep lightning out of the import path of users who only need TrainConfig
     if name in ("DiffusionModule", "CrystalDataModule"):
         from mattergen_kit.training import module
 

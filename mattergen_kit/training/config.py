@@ -130,7 +130,7 @@ class TrainConfig:
             return self
         from dataclasses import replace
 
-        from mattergen_kit.training.checkpoint import load_checkpoint
+        from mattergen_kit.model.checkpoint import load_checkpoint
 
         ckpt = load_checkpoint(self.init_from)
         from mattergen_kit.model import DenoiserConfig

@@ -22,7 +22,7 @@ One step of the loop is the same objective as the Lightning module (training/mod
 Batches are gathered on the device from random crystal indices (no DataLoader, no host round trip); the
 forward pass runs under bf16 autocast on CUDA. The EMA weights are validated every ``val_every_s`` seconds
 on the whole val split with a fixed generator, and the best are written as a plain checkpoint
-(``OUT/model.pt``, training/checkpoint.py) that ``load_model`` reads. ``OUT/state.pt`` (weights, EMA,
+(``OUT/model.pt``, model/checkpoint.py) that ``load_model`` reads. ``OUT/state.pt`` (weights, EMA,
 optimiser, step, elapsed time) is written at each validation: rerunning the same command resumes.
 """
 
@@ -227,7 +227,7 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
     import copy
 
     from mattergen_kit.model import CrystalDenoiser, count_parameters
-    from mattergen_kit.training.checkpoint import SAMPLING_META, diffusion_from_config, save_checkpoint
+    from mattergen_kit.model.checkpoint import SAMPLING_META, diffusion_from_config, save_checkpoint
     from mattergen_kit.training.schedule import ema_update, warmup_cosine
 
     device = torch.device(cfg.device)
@@ -241,7 +241,7 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
                     "composition_logits": cfg.composition_logits}
     init = None
     if cfg.init_from:
-        from mattergen_kit.training.checkpoint import load_checkpoint
+        from mattergen_kit.model.checkpoint import load_checkpoint
 
         init = load_checkpoint(cfg.init_from)
         model_config = dict(init["model_config"])

@@ -6,7 +6,7 @@ Run layout (``config.run_dir``)::
     checkpoints/last.ckpt        Lightning state (weights, EMA, optimiser, step): a rerun resumes from it
     checkpoints/best.ckpt        lowest val/loss
     logs/version_k/metrics.csv   CSV metrics (train/*, val/*, lr), one version per start or resume
-    model.pt                     EMA weights, plain dict (training/checkpoint.py): what sampling loads
+    model.pt                     EMA weights, plain dict (model/checkpoint.py): what sampling loads
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 
-from mattergen_kit.training.checkpoint import save_checkpoint
+from mattergen_kit.model.checkpoint import save_checkpoint
 from mattergen_kit.training.config import TrainConfig
 from mattergen_kit.training.module import CrystalDataModule, DiffusionModule, num_atoms_histogram
 
@@ -98,7 +98,7 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
     if config.properties:  # normalisation stats of the training labels (conditioning/properties.py)
         from mattergen_kit.conditioning import Adapter, fit_property_specs, get_spec
 
-        custom = getattr(datamodule, "property_specs", None) or {}   # user properties (conditioning.finetune)
+        custom = getattr(datamodule, "property_specs", None) or {}   # user properties (training.finetune)
         for name in config.properties:
             if name not in custom:
                 get_spec(name)  # ValueError naming the known properties, before any data is loaded

@@ -17,7 +17,7 @@ from mattergen_kit.training.schedule import ema_update, warmup_cosine
 
 
 def build_diffusion(config: TrainConfig):
-    from mattergen_kit.training.checkpoint import diffusion_from_config
+    from mattergen_kit.model.checkpoint import diffusion_from_config
 
     return diffusion_from_config(config.diffusion)
 
@@ -52,7 +52,7 @@ class DiffusionModule(L.LightningModule):
         from dataclasses import asdict
 
         from mattergen_kit.model import DenoiserConfig
-        from mattergen_kit.training.checkpoint import CheckpointError, load_checkpoint
+        from mattergen_kit.model.checkpoint import CheckpointError, load_checkpoint
 
         growable = {"crystal_summary": ("composition_embed.", ".summary."), "composition_logits": ("composition_logits.",)}
         ckpt = load_checkpoint(path)

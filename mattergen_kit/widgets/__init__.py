@@ -5,7 +5,7 @@ trajectory player and the generation / guidance panel.
 ``show_trajectory``, ``TrajectoryPlayer`` and ``GenerationPanel`` need ipywidgets (the ``[notebook]`` extra)
 and are imported on first use.
 """
-from mattergen_kit.widgets.render import plot_crystal, plot_structure, structure_grid
+from mattergen_kit.render import plot_crystal, plot_structure, structure_grid
 from mattergen_kit.widgets.trajectory import trajectory_strip
 from mattergen_kit.widgets.viewer import CrystalView, view
 

@@ -34,8 +34,9 @@ from functools import lru_cache
 import ipywidgets as w
 import numpy as np
 
+from mattergen_kit.render import crystal_png
+from mattergen_kit.sampling.request import ResolvedRequest, SamplingRequest
 from mattergen_kit.widgets.player import show_in
-from mattergen_kit.widgets.render import crystal_png
 from mattergen_kit.widgets.viewer import CrystalView
 
 #: properties whose value on a generated crystal is cheap and exact (no ML model): computed for every crystal
@@ -156,7 +157,8 @@ class GenerationPanel(w.VBox):
         self.error: str | None = None
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._request: dict = {}
+        self._request: SamplingRequest | None = None
+        self._resolved: ResolvedRequest | None = None
         self.selected: int | None = None
 
         conditioned = bool(self.specs)
@@ -218,11 +220,10 @@ class GenerationPanel(w.VBox):
                 out[name] = value
         return out
 
-    def request(self) -> dict:
-        """The keyword arguments of ``model.iter_batches`` the inputs ask for; ``ValueError`` with a message for
-        bad inputs (also everything the model checks before sampling: ranges, elements, conditions)."""
-        from mattergen_kit.generation import check_allowed_elements
-
+    def request(self) -> SamplingRequest:
+        """The :class:`SamplingRequest` the inputs ask for, resolved against the model once (``_resolved``);
+        ``ValueError`` with a message for bad inputs (also everything the model checks before sampling: ranges,
+        elements, conditions). γ = 0 with ticked targets is refused here (the API warns instead)."""
         seed_text = self.seed.value.strip()
         try:
             seed = int(seed_text) if seed_text else None
@@ -235,15 +236,16 @@ class GenerationPanel(w.VBox):
                              "or untick the targets")
         if self.specs and not conditions:
             gamma = 0.0  # nothing ticked: the unconditional branch
-        kw = dict(num=int(self.num.value), seed=seed, steps=int(self.steps.value), batch_size=int(self.batch_size.value),
-                  conditions=conditions or None, guidance_scale=gamma,
-                  allowed_elements=list(self.elements.value) or None)
         for name, low in (("crystals", self.num), ("steps", self.steps), ("batch", self.batch_size)):
             if low.value < (2 if name == "steps" else 1):
                 raise ValueError(f"{name} must be at least {2 if name == 'steps' else 1}, got {low.value}")
-        allowed = check_allowed_elements(kw["allowed_elements"])
-        self.model.check_conditions(kw["conditions"], gamma, allowed, kw["num"])  # ranges, elements, properties
-        return kw
+        steps = int(self.steps.value)
+        request = SamplingRequest(int(self.num.value), seed=seed, steps=steps, batch_size=int(self.batch_size.value),
+                                  conditions=conditions or None, guidance_scale=gamma,
+                                  allowed_elements=list(self.elements.value) or None, progress=False,
+                                  trajectory_every=max(1, steps // 20))  # ~20 frames per crystal, CPU tensors: light
+        self._resolved = request.resolve(self.model)  # ranges, elements, properties: checked once
+        return request
 
     # ------------------------------------------------------------------ run
     @property
@@ -257,7 +259,7 @@ class GenerationPanel(w.VBox):
             self._say("a generation is already running: press Stop first", error=True)
             return False
         try:
-            kw = self.request()
+            request = self.request()
         except Exception as err:  # noqa: BLE001 - every input problem becomes a message, not a traceback
             self._say(str(err), error=True)
             return False
@@ -266,11 +268,12 @@ class GenerationPanel(w.VBox):
         self.error = None
         self._say("")
         self._stop.clear()
-        self.progress.max, self.progress.value, self.progress.bar_style = kw["num"] * kw["steps"], 0, "info"
-        self.status.value = f"sampling 0/{kw['num']} crystals"
+        self.progress.max, self.progress.value, self.progress.bar_style = request.num * request.steps, 0, "info"
+        self.status.value = f"sampling 0/{request.num} crystals"
         self.generate_button.disabled, self.stop_button.disabled = True, False
-        self._request = kw
-        self._thread = threading.Thread(target=self._run, args=(kw,), name="mattergen-kit-panel", daemon=True)
+        self._request = request
+        self._thread = threading.Thread(target=self._run, args=(self._resolved,), name="mattergen-kit-panel",
+                                        daemon=True)
         self._thread.start()
         return True
 
@@ -290,20 +293,15 @@ class GenerationPanel(w.VBox):
         if self._stop.is_set():
             raise _Stopped
 
-    def _run(self, kw: dict) -> None:
+    def _run(self, resolved: ResolvedRequest) -> None:
         t0 = time.perf_counter()
         done, how = 0, "done"
         try:
-            every = max(1, kw["steps"] // 20)  # ~20 frames per crystal, CPU tensors: light
-            for start, batch, traj in self.model.iter_batches(kw["num"], seed=kw["seed"], steps=kw["steps"],
-                                                        batch_size=kw["batch_size"], conditions=kw["conditions"],
-                                                        guidance_scale=kw["guidance_scale"],
-                                                        allowed_elements=kw["allowed_elements"], progress=False,
-                                                        step_callback=self._on_step, trajectory_every=every):
-                for j, structure in enumerate(batch.to_structures()):
-                    self._add(structure, (traj, j))
-                done += batch.num_crystals
-                self.status.value = f"sampling {done}/{kw['num']} crystals ({time.perf_counter() - t0:.0f} s)"
+            for part in self.model.iter_batches(resolved, step_callback=self._on_step):
+                for j, structure in enumerate(part.batch.to_structures()):
+                    self._add(structure, (part.trajectory, j))
+                done += part.batch.num_crystals
+                self.status.value = f"sampling {done}/{resolved.num} crystals ({time.perf_counter() - t0:.0f} s)"
                 self._update_plot()
         except _Stopped:
             how = "stopped"
@@ -314,11 +312,11 @@ class GenerationPanel(w.VBox):
         finally:
             self.generate_button.disabled, self.stop_button.disabled = False, True
             self.progress.bar_style = {"done": "success", "stopped": "warning"}.get(how, "danger")
-            self.status.value = f"{how}: {done}/{kw['num']} crystals in {time.perf_counter() - t0:.1f} s"
+            self.status.value = f"{how}: {done}/{resolved.num} crystals in {time.perf_counter() - t0:.1f} s"
 
     # ------------------------------------------------------------------ results
     def _add(self, structure, trajectory=None) -> None:
-        row = describe(structure, self._request.get("conditions"))
+        row = describe(structure, self._request.conditions if self._request else None)
         row["trajectory"] = trajectory  # (DenoisingTrajectory of its batch, index in the batch)
         k = len(self.results)
         row["index"] = k
@@ -398,7 +396,7 @@ class GenerationPanel(w.VBox):
 
         batch = np.array([row.get(name, np.nan) for row in self.results], dtype=float)
         batch = batch[np.isfinite(batch)]
-        target = (self._request.get("conditions") or {}).get(name)
+        target = ((self._request.conditions if self._request else None) or {}).get(name)
         fig = Figure(figsize=(3.8, 2.4), dpi=90)
         FigureCanvasAgg(fig)
         ax = fig.add_subplot()

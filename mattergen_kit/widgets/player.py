@@ -11,7 +11,7 @@ import io
 
 import ipywidgets
 
-from mattergen_kit.widgets.render import crystal_title
+from mattergen_kit.render import crystal_title
 from mattergen_kit.widgets.trajectory import _check, frame_caption, trajectory_strip
 from mattergen_kit.widgets.viewer import CrystalView
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from mattergen_kit.data import MASK_Z
-from mattergen_kit.widgets.render import crystal_title, plot_crystal
+from mattergen_kit.render import crystal_title, plot_crystal
 
 
 def _check(traj, index: int) -> None:

@@ -29,7 +29,7 @@ import uuid
 
 import numpy as np
 
-from mattergen_kit.widgets.render import (_AXES, _CORNERS, _EDGES, _element_style, crystal_arrays, crystal_png,
+from mattergen_kit.render import (_AXES, _CORNERS, _EDGES, _element_style, crystal_arrays, crystal_png,
                                           crystal_title, element_label, legend_entries)
 
 _JS = r"""

@@ -1,0 +1,25 @@
+"""Lightning training checkpoints (``runs/NAME/checkpoints/*.ckpt``) → the plain checkpoint of model/checkpoint.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mattergen_kit.model.checkpoint import CheckpointError, save_checkpoint
+from mattergen_kit.training.config import TrainConfig
+
+
+def export_lightning_checkpoint(ckpt_path: str | Path, out_path: str | Path, meta: dict | None = None) -> Path:
+    """Turn a Lightning ``*.ckpt`` of :class:`DiffusionModule` (e.g. ``last.ckpt``) into a plain checkpoint."""
+    raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    hp = raw.get("hyper_parameters", {}).get("config")
+    if hp is None:
+        raise CheckpointError(f"{ckpt_path} is not a DiffusionModule Lightning checkpoint")
+    config = TrainConfig.from_dict(hp)
+    state = {k[len("ema."):]: v for k, v in raw["state_dict"].items() if k.startswith("ema.")}
+    info = {"global_step": raw.get("global_step"), "epoch": raw.get("epoch"), "train_config": hp,
+            "source": str(ckpt_path), **(meta or {})}
+    if raw.get("hyper_parameters", {}).get("adapter"):
+        info["adapter"] = raw["hyper_parameters"]["adapter"]
+    return save_checkpoint(out_path, config.model_config, state, config.diffusion, info)
