@@ -151,3 +151,97 @@ def test_real_bundled_cache_if_built():
     assert np.isclose(p.sum(), 1.0)
     dens = parts["train"].average_density()
     assert 0.04 < dens < 0.07
+
+
+# ============================================================================================ mp-bundled-52
+@pytest.fixture()
+def mini52(mini_root, monkeypatch, tmp_path):
+    """The mini copy plus mini mp20_extra files: real rows, one row whose material id is already in the mini
+    mp-bundled-20, and one real crystal of mp20_biternary re-listed under a new id (a structure duplicate)."""
+    root = tmp_path / "datasets"
+    shutil.copytree(mini_root, root)
+    extra = root / "mp20_extra"
+    extra.mkdir()
+    from mattergen_kit.data.paths import CHECKOUT_DATA
+
+    mp20 = pd.read_csv(CHECKOUT_DATA / "mp20_extra" / "mp20_rows.csv.gz").head(30)
+    base_row = pd.read_csv(root / "mp20_biternary" / "val.csv.gz").iloc[[0, 1]].copy()
+    base_row["source"] = "test"
+    same_id, same_structure = base_row.iloc[[0]].copy(), base_row.iloc[[1]].copy()
+    same_structure["material_id"] = "mp-test-structure-duplicate"
+    mp20 = pd.concat([mp20, same_id, same_structure], ignore_index=True)
+    mp40 = pd.read_csv(CHECKOUT_DATA / "mp20_extra" / "mp40_rows.csv.gz").head(30)
+    for df, name in ((mp20, "mp20_rows.csv.gz"), (mp40, "mp40_rows.csv.gz")):
+        with gzip.open(extra / name, "wt") as f:
+            df.to_csv(f, index=False)
+    import hashlib
+
+    with open(root / "SHA256SUMS", "a") as f:
+        for name in ("mp20_rows.csv.gz", "mp40_rows.csv.gz"):
+            f.write(f"{hashlib.sha256((extra / name).read_bytes()).hexdigest()}  ./mp20_extra/{name}\n")
+    monkeypatch.setenv("MATTERGEN_KIT_DATA", str(root))
+    monkeypatch.setenv("MATTERGEN_KIT_CACHE", str(tmp_path / "cache"))
+    return root, same_id.material_id.iloc[0], base_row.material_id.iloc[1]
+
+
+def test_bundled_52_keeps_the_20_set_and_dedupes(mini52):
+    from mattergen_kit.data.bundled import write_large_record
+    from mattergen_kit.data.bundled_large import NEW_FILES, SPLIT_SEED_52
+
+    root, same_id, original = mini52
+    with pytest.raises(FileNotFoundError, match="build_bundled_52"):
+        datasets.load_bundled("all", max_atoms=52, progress=False)
+    counts = write_large_record(workers=1, progress=False)
+    assert counts["structure_duplicates"] >= 1
+    record = pd.read_csv(root / "splits" / "mp-bundled-52.csv", dtype=str, keep_default_na=False)
+    dup = record.set_index("material_id").loc["mp-test-structure-duplicate"]
+    assert dup.split == "duplicate" and dup.duplicate_of == original
+    assert same_id not in set(record.material_id)  # an id already in: never a new row
+    kept = record[record.split != "duplicate"]
+    assert all(datasets.split_of(m, seed=SPLIT_SEED_52) == s for m, s in zip(kept.material_id, kept.split))
+
+    small = datasets.load_bundled("all", progress=False)
+    large = datasets.load_bundled("all", max_atoms=52, progress=False)
+    # the 20-atom set is inside, every crystal in its old split, arrays unchanged
+    head = large.subset(np.arange(len(small)))
+    assert list(head.properties.material_id) == list(small.properties.material_id)
+    assert list(head.properties.split) == list(small.properties.split)
+    np.testing.assert_array_equal(head.frac_coords, small.frac_coords)
+    props = large.properties
+    assert props.material_id.is_unique and "mp-test-structure-duplicate" not in set(props.material_id)
+    assert len(large) == len(small) + len(kept)
+    assert large.num_atoms.max() <= 52 and (large.num_atoms > 20).any()
+    assert (props.e_above_hull.dropna() <= core.E_ABOVE_HULL_MAX).all()
+    # every raw row is kept once or skipped once
+    n_rows = sum(len(pd.read_csv(root / rel)) for rel in set(core.BUNDLED_FILES) | set(NEW_FILES))
+    assert large.report.kept == len(large) and large.report.kept + large.report.n_skipped == n_rows
+    reasons = [s.reason for s in large.report.skipped if s.material_id == "mp-test-structure-duplicate"]
+    assert len(reasons) == 1 and original in reasons[0]
+    # the prior covers N up to 52
+    p = datasets.num_atoms_histogram("train", max_atoms=52)
+    train = datasets.load_bundled("train", max_atoms=52, progress=False)
+    assert p.shape == (53,) and np.allclose(p, np.bincount(train.num_atoms, minlength=53) / len(train))
+    # a record that lacks a new row is refused with what to do
+    record[record.material_id != kept.material_id.iloc[0]].to_csv(root / "splits" / "mp-bundled-52.csv", index=False)
+    with pytest.raises(ValueError, match="build_bundled_52"):
+        datasets.load_bundled("all", max_atoms=52, progress=False)
+
+
+def test_bundled_max_atoms_must_be_20_or_52():
+    with pytest.raises(ValueError, match="52"):
+        datasets.load_bundled("train", max_atoms=30)
+
+
+def test_real_bundled_52_if_built():
+    """The real mp-bundled-52, only when its cache exists: the counts of datasets/README.md, the old splits kept."""
+    from mattergen_kit.data.paths import cache_root
+
+    if not os.environ.get("MATTERGEN_KIT_FULL_DATA_TESTS") and not list(cache_root().glob("mp-bundled-52-[0-9a-f]*.pt")):
+        pytest.skip("mp-bundled-52 cache not built (python tools/build_bundled_52.py builds it)")
+    large = datasets.load_bundled("all", max_atoms=52, progress=False)
+    small = datasets.load_bundled("all", progress=False)
+    assert len(large) == 26749 and large.num_atoms.max() == 52
+    assert large.properties.split.value_counts().to_dict() == {"train": 21447, "val": 2621, "test": 2681}
+    old = dict(zip(small.properties.material_id, small.properties.split))
+    assert all(old[m] == s for m, s in zip(large.properties.material_id, large.properties.split) if m in old)
+    assert int((large.num_atoms > 20).sum()) == 4763 + 1459

@@ -19,6 +19,9 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from mattergen_kit.data.bundled_large import (LARGE_MAX_ATOMS, LARGE_NAME, NEW_FILES, SPLIT_SEED_52,
+                                              large_splits_file, new_row_records, read_large_splits,
+                                              structure_duplicates)
 from mattergen_kit.data.csv_table import _csv_rows, _read_table
 from mattergen_kit.data.dataset import CACHE_VERSION, MAX_ATOMS, CrystalDataset, _cached, _isnum
 from mattergen_kit.data.parsing import process_records
@@ -105,6 +108,14 @@ def _build_bundled(root: Path, digests: dict[str, str], workers: int, progress: 
         # duplicates among rows that were filtered later still count as "seen": keep the first occurrence only
         all_records.extend(kept_records)
     results = process_records(all_records, workers=workers, progress=progress, desc=f"building {BUNDLED_NAME}")
+    ds = _assemble_rows(results, all_props, report, BUNDLED_NAME)
+    mapping = _read_or_write_splits(list(ds.properties["material_id"]), root)
+    ds.properties["split"] = [mapping[m] for m in ds.properties["material_id"]]
+    return ds
+
+
+def _assemble_rows(results, all_props: dict, report: LoadReport, name: str) -> CrystalDataset:
+    """The parsed rows as a dataset with the bundled property columns; rows that failed are listed in ``report``."""
     kept_props = []
     types, coords, lats, counts = [], [], [], []
     for res in results:
@@ -118,17 +129,16 @@ def _build_bundled(root: Path, digests: dict[str, str], workers: int, progress: 
         counts.append(len(res.atom_types))
         rec = {"material_id": given["material_id"], "formula": labels["formula"],
                "band_gap": given.get("band_gap") if _isnum(given.get("band_gap")) else np.nan,
-               "formation_energy_per_atom": given.get("formation_energy_per_atom"),
-               "e_above_hull": given.get("e_above_hull"),
+               "formation_energy_per_atom": given.get("formation_energy_per_atom")
+               if _isnum(given.get("formation_energy_per_atom")) else np.nan,
+               "e_above_hull": given.get("e_above_hull") if _isnum(given.get("e_above_hull")) else np.nan,
                "spacegroup": int(given["spacegroup"]) if _isnum(given.get("spacegroup")) else labels["spacegroup"],
                "chemical_system": labels["chemical_system"], "hhi_production": labels["hhi_production"],
                "hhi_reserve": labels["hhi_reserve"], "num_atoms": labels["num_atoms"], "source": rel}
         kept_props.append(rec)
     report.kept = len(counts)
-    ds = CrystalDataset._assemble(types, coords, lats, counts, kept_props, report, BUNDLED_NAME)
+    ds = CrystalDataset._assemble(types, coords, lats, counts, kept_props, report, name)
     ds.properties["band_gap"] = ds.properties["band_gap"].astype(float)
-    mapping = _read_or_write_splits(list(ds.properties["material_id"]), root)
-    ds.properties["split"] = [mapping[m] for m in ds.properties["material_id"]]
     return ds
 
 
@@ -195,9 +205,108 @@ def _precomputed_bundled(name: str, split_path: Path) -> CrystalDataset | None:
         return None
 
 
-def load_bundled(split: str = "train", *, workers: int = 2, progress: bool = True,
+def _large_key(root: Path) -> tuple[dict[str, str], str]:
+    """``(raw file digests, cache key)`` of mp-bundled-52: the 20-atom set's key, the new files' sha256, the record
+    of the new rows' splits and the filter settings."""
+    sums = read_sha256sums(root)
+    digests = {rel: verify_file(rel, root, sums) for rel in NEW_FILES}
+    record = large_splits_file(root)
+    key = hashlib.sha256(json.dumps([_bundled_key(root)[1], digests, sha256_file(record) if record.exists() else "",
+                                     CACHE_VERSION, E_ABOVE_HULL_MAX, FORMATION_ENERGY_MAX, LARGE_MAX_ATOMS],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    return digests, key
+
+
+def build_new_rows(root: Path, known: dict[str, str], workers: int = 2, progress: bool = True,
+                   use_cache: bool = True) -> CrystalDataset:
+    """The new rows of mp-bundled-52 (bundled_large.py) parsed and canonicalised, before structure matching and
+    without a split: every row of NEW_FILES that passes the filters with ≤ 52 atoms and whose material id is new.
+    Cached (``mp-bundled-52-new-<key>.pt``, keyed by the raw files, the known ids and the filters)."""
+    filters = {"max_atoms": LARGE_MAX_ATOMS, "max_atoms_canonical": LARGE_MAX_ATOMS,
+               "e_above_hull_max": E_ABOVE_HULL_MAX, "formation_energy_max": FORMATION_ENERGY_MAX,
+               "exclude_elements": True}
+    digests = {rel: verify_file(rel, root) for rel in NEW_FILES}
+    key = hashlib.sha256(json.dumps([digests, sorted(known.items()), filters, CACHE_VERSION],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+
+    def build() -> CrystalDataset:
+        report = LoadReport(name=f"{LARGE_NAME} new rows", sources=list(NEW_FILES))
+        records, props = new_row_records(root, known, filters, report)
+        results = process_records(records, workers=workers, progress=progress, desc=f"building {LARGE_NAME}")
+        return _assemble_rows(results, props, report, f"{LARGE_NAME} new rows")
+
+    return _cached(f"{LARGE_NAME}-new-{key}.pt", build, use_cache)
+
+
+def _sources(ds: CrystalDataset) -> dict[str, str]:
+    """material_id → the raw file it was read from."""
+    return dict(zip(ds.properties["material_id"], ds.properties["source"]))
+
+
+def write_large_record(workers: int = 2, progress: bool = True) -> dict:
+    """Match every new row against every crystal already in and write splits/mp-bundled-52.csv (bundled_large.py):
+    a kept row gets ``split_of(id, SPLIT_SEED_52)``, a matching one "duplicate" and the id it matches. Returns
+    counts. (tools/build_bundled_52.py runs this; the loader only reads the file.)"""
+    root = data_root()
+    base = _bundled_all(workers=workers, progress=progress)
+    new = build_new_rows(root, _sources(base), workers, progress)
+    dups = structure_duplicates(base.structures, new.structures, progress=progress)
+    all_ids = list(base.properties["material_id"]) + list(new.properties["material_id"])
+    record = [(mid, "duplicate", all_ids[dups[i]]) if i in dups else (mid, split_of(mid, seed=SPLIT_SEED_52), "")
+              for i, mid in enumerate(new.properties["material_id"])]
+    path = large_splits_file(root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(record, columns=["material_id", "split", "duplicate_of"]).to_csv(path, index=False)
+    return {"new_rows": len(record), "structure_duplicates": len(dups),
+            "duplicates_of_mp_bundled_20": sum(j < len(base) for j in dups.values()), "record": str(path)}
+
+
+def _large_all(workers: int = 2, progress: bool = True, use_cache: bool = True) -> CrystalDataset:
+    """mp-bundled-20 (all splits, unchanged) + the kept new rows with the splits recorded in splits/mp-bundled-52.csv."""
+    root = data_root()
+    _, key = _large_key(root)
+    path = cache_root() / f"{LARGE_NAME}-{key}.pt"
+    if use_cache and path.exists():
+        try:
+            return CrystalDataset.load(path)
+        except Exception:  # stale or damaged cache: rebuilt below
+            pass
+    base = _bundled_all(workers=workers, progress=progress, use_cache=use_cache)
+    record = read_large_splits(root)
+    new = build_new_rows(root, _sources(base), workers, progress, use_cache)
+    report = LoadReport(name=LARGE_NAME, sources=list(BUNDLED_FILES) + list(NEW_FILES),
+                        skipped=list(new.report.skipped))
+    fate = dict(zip(record.material_id, record.split))
+    match = dict(zip(record.material_id, record.duplicate_of))
+    missing = [m for m in new.properties["material_id"] if m not in fate]
+    if missing:
+        raise ValueError(f"{large_splits_file(root)} lacks {len(missing)} new rows of the raw data (e.g. {missing[:3]}); "
+                         "the raw data changed: rerun `python tools/build_bundled_52.py` and commit the new file")
+    keep = np.array([fate[m] != "duplicate" for m in new.properties["material_id"]], dtype=bool)
+    for m, src in zip(new.properties["material_id"][~keep], new.properties["source"][~keep]):
+        report.skipped.append(Skip(src, None, f"structure matches {match[m]} (StructureMatcher ltol 0.2, stol 0.3, "
+                                   "angle_tol 5°; tools/build_bundled_52.py)", "duplicate", m))
+    new = new.subset(keep)
+    new.properties["split"] = [fate[m] for m in new.properties["material_id"]]
+    report.kept = len(base) + len(new)
+    ds = CrystalDataset.concat([base, new], name=LARGE_NAME)
+    # every row of NEW_FILES has its fate in the new rows' report (mpts_52 rows already in mp-bundled-20 are
+    # "duplicate material_id (already in mp-bundled-20)"): drop the 20-atom set's verdicts on those files
+    base_skips = [s for s in base.report.skipped if s.source not in NEW_FILES]
+    ds.report = LoadReport(name=LARGE_NAME, kept=report.kept, skipped=base_skips + report.skipped,
+                           sources=report.sources, notes=dict(base.report.notes))
+    if use_cache:
+        ds.save(path)
+    return ds
+
+
+def load_bundled(split: str = "train", *, max_atoms: int = 20, workers: int = 2, progress: bool = True,
                  use_cache: bool = True) -> CrystalDataset:
     """The bundled "mp-bundled-20" set (see module docstring): split in {"train", "val", "test", "all"}.
+
+    ``max_atoms=52``: "mp-bundled-52" (:mod:`mattergen_kit.data.bundled_large`), the same 16,712 crystals in the
+    same splits plus every other crystal with ≤ 52 atoms of the bundled files, deduplicated by material id and by
+    structure; its first load parses the new rows (a few minutes) and caches the set under its own key.
 
     The raw CSVs are verified against ``datasets/SHA256SUMS`` on every call (a corrupt file raises
     :class:`~mattergen_kit.data.paths.DataIntegrityError`). The first call parses and canonicalises
@@ -206,16 +315,23 @@ def load_bundled(split: str = "train", *, workers: int = 2, progress: bool = Tru
     """
     if split not in ("train", "val", "test", "all"):
         raise ValueError(f"split must be one of 'train', 'val', 'test', 'all' (got {split!r})")
-    ds = _bundled_all(workers=workers, progress=progress, use_cache=use_cache)
+    if max_atoms not in (MAX_ATOMS, LARGE_MAX_ATOMS):
+        raise ValueError(f"max_atoms must be {MAX_ATOMS} (mp-bundled-20) or {LARGE_MAX_ATOMS} (mp-bundled-52), got "
+                         f"{max_atoms!r}; for another limit load max_atoms=52 and take ds.subset(ds.num_atoms <= n)")
+    if max_atoms == LARGE_MAX_ATOMS:
+        ds, name = _large_all(workers=workers, progress=progress, use_cache=use_cache), LARGE_NAME
+    else:
+        ds, name = _bundled_all(workers=workers, progress=progress, use_cache=use_cache), BUNDLED_NAME
     if split == "all":
-        ds.name = f"{BUNDLED_NAME}/all"
+        ds.name = f"{name}/all"
         return ds
-    return ds.subset(ds.properties["split"].to_numpy() == split, name=f"{BUNDLED_NAME}/{split}")
+    return ds.subset(ds.properties["split"].to_numpy() == split, name=f"{name}/{split}")
 
 
 def num_atoms_histogram(split: str = "train", max_atoms: int = MAX_ATOMS) -> np.ndarray:
-    """p[N], N = 0..20: the fraction of bundled crystals (canonical cells) with N atoms — the sampler's prior."""
-    return load_bundled(split, progress=False).num_atoms_histogram(max_atoms)
+    """p[N], N = 0..max_atoms: the fraction of bundled crystals (canonical cells) with N atoms — the sampler's prior
+    (``max_atoms=52``: of mp-bundled-52)."""
+    return load_bundled(split, max_atoms=max_atoms, progress=False).num_atoms_histogram(max_atoms)
 
 
 # ============================================================================================ other bundled tables

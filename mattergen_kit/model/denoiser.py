@@ -1,7 +1,15 @@
 """The denoiser: a small periodic message-passing network (CSPNet-like), pure torch.
 
 Graph: every ordered pair (i, j) of atoms inside one crystal, self-pairs included (≤ 20 atoms ⇒ ≤ 400
-edges per crystal, no neighbour search). Everything the network sees is invariant by construction:
+edges per crystal, no neighbour search). ``graph="knn:K"`` keeps, for every atom i, only the K atoms j of its
+crystal nearest to it under the minimum-image distance (self included):
+
+    d_ij = min_{n ∈ {−1,0,1}³} | (f_j − f_i − round(f_j − f_i) + n) L |,   edges (i, j) with rank_i(d_ij) < K
+
+so a cell of N ≤ K atoms has exactly the all-pairs graph (the same network, the same weights) and a 52-atom
+cell N·K edges instead of N². d_ij is computed without gradient; it only selects edges, so the features stay
+the invariant ones below (d is unchanged by rotations, shifts and atom permutations).
+Everything the network sees is invariant by construction:
 
     lattice      g_b  = Gram matrix G = L Lᵀ (6 entries) / s_N²,  s_N = (N/ρ)^{1/3}      (rotation: L → L Rᵀ
                         leaves G unchanged)
@@ -71,6 +79,7 @@ class DenoiserConfig:
     coord_edge_head: bool = True  # add the pairwise Fourier "force" term to the coordinate score
     crystal_summary: bool = False  # per-layer composition + pooled-state summary (zero-initialised mix-in)
     composition_logits: bool = False  # type logits += W c_b: a co-occurrence prior from the cell (zero init)
+    graph: str = "all"  # "all" pairs, or "knn:K": the K nearest atoms of each atom (minimum image; module doc)
 
 
 def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:
@@ -92,6 +101,46 @@ def fully_connected_edges(num_atoms: torch.Tensor) -> tuple[torch.Tensor, torch.
     rank = torch.arange(len(src), device=device) - torch.repeat_interleave(first_edge, per_atom)
     dst = offsets[batch_idx[src]] + rank
     return src, dst
+
+
+def parse_graph(graph: str) -> int | None:
+    """None for "all", K for "knn:K" (K ≥ 1); anything else is an error saying what is accepted."""
+    if graph == "all":
+        return None
+    if graph.startswith("knn:") and graph[4:].isdigit() and int(graph[4:]) >= 1:
+        return int(graph[4:])
+    raise ValueError(f"graph must be 'all' or 'knn:K' with an integer K >= 1 (got {graph!r})")
+
+
+#: the 27 cell images n ∈ {−1, 0, 1}³ searched for the minimum-image distance
+_IMAGES = torch.tensor([[a, b, c] for a in (-1, 0, 1) for b in (-1, 0, 1) for c in (-1, 0, 1)], dtype=torch.float32)
+
+
+@torch.no_grad()
+def nearest_neighbour_edges(frac: torch.Tensor, lattice: torch.Tensor, num_atoms: torch.Tensor,
+                            k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(src, dst): for every atom i the min(K, N_b) atoms j of its crystal with the smallest minimum-image distance
+    d_ij (module doc; ties broken by j's index), sorted by src. Self-pairs (d = 0) are always kept."""
+    src, dst = fully_connected_edges(num_atoms)
+    if int(num_atoms.max()) <= k:
+        return src, dst
+    batch_idx = torch.repeat_interleave(torch.arange(len(num_atoms), device=frac.device), num_atoms)
+    frac, lattice = frac.float(), lattice.float()
+    delta = frac.index_select(0, dst) - frac.index_select(0, src)
+    delta = delta - torch.round(delta)
+    images = _IMAGES.to(device=frac.device, dtype=frac.dtype)
+    cell = lattice.index_select(0, batch_idx.index_select(0, src))                  # (E, 3, 3)
+    dist = torch.full((len(src),), float("inf"), device=frac.device, dtype=frac.dtype)
+    for image in images:  # 27 (E, 3) products (elementwise: float32 under autocast), no (E, 27, 3) tensor
+        cart = ((delta + image)[:, :, None] * cell).sum(1)                          # (f_j − f_i + n) L
+        dist = torch.minimum(dist, torch.linalg.vector_norm(cart, dim=-1))
+    dist = torch.where(src == dst, torch.full_like(dist, -1.0), dist)               # self first
+    order = torch.argsort(dist, stable=True)
+    order = order[torch.argsort(src[order], stable=True)]                           # by src, then by distance
+    first_edge = torch.cumsum(num_atoms[batch_idx], 0) - num_atoms[batch_idx]       # first edge of each src
+    rank = torch.arange(len(src), device=frac.device) - first_edge.index_select(0, src[order])
+    keep = order[rank < k]
+    return src[keep], dst[keep]
 
 
 def scatter_mean(values: torch.Tensor, index: torch.Tensor, size: int) -> torch.Tensor:
@@ -154,10 +203,12 @@ class CrystalDenoiser(nn.Module):
     """
 
     def __init__(self, hidden_dim: int = 128, num_layers: int = 4, num_freqs: int = 8, time_dim: int = 128,
-                 coord_edge_head: bool = True, crystal_summary: bool = False, composition_logits: bool = False):
+                 coord_edge_head: bool = True, crystal_summary: bool = False, composition_logits: bool = False,
+                 graph: str = "all"):
         super().__init__()
+        self.neighbours = parse_graph(graph)
         self.config = DenoiserConfig(hidden_dim, num_layers, num_freqs, time_dim, coord_edge_head, crystal_summary,
-                                     composition_logits)
+                                     composition_logits, graph)
         H = hidden_dim
         self.register_buffer("freqs", 2 * math.pi * torch.arange(1, num_freqs + 1, dtype=torch.float32),
                              persistent=False)
@@ -192,13 +243,19 @@ class CrystalDenoiser(nn.Module):
         angles = delta[:, :, None] * self.freqs  # (E, 3, K)
         return torch.cat([angles.sin(), angles.cos()], dim=-1).flatten(1)
 
+    def graph_edges(self, noisy: CrystalBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(src, dst) of the message-passing graph: all pairs, or the K nearest (``graph="knn:K"``)."""
+        if self.neighbours is None:
+            return fully_connected_edges(noisy.num_atoms)
+        return nearest_neighbour_edges(noisy.frac_coords, noisy.lattice, noisy.num_atoms, self.neighbours)
+
     # ---------------------------------------------------------------- forward
     def forward(self, noisy: CrystalBatch, t: torch.Tensor, conditions: dict | None = None,
                 use_condition: torch.Tensor | None = None):
         num_atoms, lattice = noisy.num_atoms, noisy.lattice
         B, n_total = len(num_atoms), noisy.atom_types.shape[0]
         batch_idx = torch.repeat_interleave(torch.arange(B, device=num_atoms.device), num_atoms)
-        src, dst = fully_connected_edges(num_atoms)
+        src, dst = self.graph_edges(noisy)
 
         g, scale = self.lattice_features(lattice, num_atoms)
         phi = self.pair_features(noisy.frac_coords, src, dst)

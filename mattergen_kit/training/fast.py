@@ -38,19 +38,22 @@ from pathlib import Path
 
 import torch
 
+from mattergen_kit.data.cell_choice import random_equivalent_cells
 from mattergen_kit.data.crystal_batch import CrystalBatch
 
 PACK_FORMAT = "mattergen_kit.training_pack"
 
 
 # ---------------------------------------------------------------------------------------------- data pack
-def pack_bundled(out: str | Path, limit_train: int | None = None, limit_val: int | None = None) -> Path:
-    """Write the bundled train/val splits as a training pack (needs the package's data layer)."""
+def pack_bundled(out: str | Path, limit_train: int | None = None, limit_val: int | None = None,
+                 max_atoms: int = 20) -> Path:
+    """Write the bundled train/val splits as a training pack (needs the package's data layer); ``max_atoms=52``:
+    the mp-bundled-52 set (cells up to 52 atoms, data/bundled_large.py)."""
     from mattergen_kit.datasets import load_bundled
 
-    splits = {name: _split_tensors(load_bundled(name, progress=False), limit)[0]
+    splits = {name: _split_tensors(load_bundled(name, max_atoms=max_atoms, progress=False), limit)[0]
               for name, limit in (("train", limit_train), ("val", limit_val))}
-    return _write_pack(out, splits, name="mp-bundled-20")
+    return _write_pack(out, splits, name=f"mp-bundled-{max_atoms}", max_atoms=max_atoms)
 
 
 def _split_tensors(ds, limit: int | None) -> tuple[dict, CrystalBatch]:
@@ -68,7 +71,7 @@ def _write_pack(out: str | Path, splits: dict, **fields) -> Path:
     from mattergen_kit.datasets import num_atoms_histogram
 
     train = splits["train"]
-    hist = np.asarray(num_atoms_histogram("train"), dtype=float)
+    hist = np.asarray(num_atoms_histogram("train", max_atoms=fields.get("max_atoms", 20)), dtype=float)
     density = float((train["num_atoms"].double() / torch.linalg.det(train["lattice"].double()).abs()).mean())
     pack = {"format": PACK_FORMAT, "version": 1, "splits": splits, "num_atoms_histogram": [float(p) for p in hist],
             "density": density, **fields}
@@ -218,6 +221,9 @@ class FastConfig:
     device: str = "cuda"
     bf16: bool = True
     max_steps: int | None = None  # a step budget: the schedule then follows steps, not time (``minutes`` still caps)
+    graph: str = "all"  # "all" pairs or "knn:K" (model/denoiser.py); overrides init_from's (the weights fit both)
+    weight_decay: float = 0.01  # AdamW's (torch's default, the shipped recipe's)
+    cell_augment: float = 0.0  # probability of showing a crystal in a random equivalent cell (data/cell_choice.py)
     weights_dtype: str = "float32"  # storage of OUT/model.pt ("float16": half the size; load upcasts)
 
 
@@ -247,6 +253,8 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
         model_config = dict(init["model_config"])
         diffusion_config = dict(init.get("diffusion_config") or diffusion_config)
         diffusion = diffusion_from_config(diffusion_config)
+    if cfg.graph != "all":
+        model_config["graph"] = cfg.graph
     torch.manual_seed(cfg.seed)
     model = CrystalDenoiser(**model_config)
     if init is not None:
@@ -259,7 +267,7 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
     model = model.to(device)
     dropout, dropout_mode = pack.get("condition_dropout", 0.0), pack.get("condition_dropout_mode", "subsets")
     ema = copy.deepcopy(model).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     state_path, best_path = out / "state.pt", out / "model.pt"
@@ -318,6 +326,8 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
             group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, progress, cfg.min_lr_ratio)
         idx = torch.randint(0, len(train), (cfg.batch_size,), device=device, generator=gen)
         batch = train.batch(idx)
+        if cfg.cell_augment > 0:
+            batch = random_equivalent_cells(batch, cfg.cell_augment, generator=gen)
         conditions = train.labels(idx, dropout, dropout_mode, gen)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
             losses = diffusion.training_losses(model, batch, generator=gen, conditions=conditions)
@@ -353,6 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--out", required=True)
     pk.add_argument("--limit-train", type=int)
     pk.add_argument("--limit-val", type=int)
+    pk.add_argument("--max-atoms", type=int, default=20, choices=(20, 52),
+                    help="20: mp-bundled-20 (default); 52: mp-bundled-52, cells up to 52 atoms")
     pk.add_argument("--conditioned", metavar="CONFIG", nargs="?", const="configs/conditioned_cpu.yaml",
                     help="also pack the labels of this conditioned config (default configs/conditioned_cpu.yaml)")
     tr = sub.add_parser("train", help="train from a pack (rerun the same command to resume)")
@@ -370,7 +382,8 @@ def main(argv: list[str] | None = None) -> int:
     command = args.pop("command")
     if command == "pack":
         path = (pack_conditioned(args["out"], args["conditioned"], args["limit_train"], args["limit_val"])
-                if args["conditioned"] else pack_bundled(args["out"], args["limit_train"], args["limit_val"]))
+                if args["conditioned"] else pack_bundled(args["out"], args["limit_train"], args["limit_val"],
+                                                         args["max_atoms"]))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return 0
     try:

@@ -212,8 +212,9 @@ def _load_main_datasets(config: TrainConfig):
     from mattergen_kit import datasets
 
     kind = config.dataset
-    if kind == "bundled":
-        return datasets.load_bundled("train"), datasets.load_bundled("val")
+    if kind == "bundled":  # max_atoms 20: mp-bundled-20; 52: mp-bundled-52 (cells up to 52 atoms)
+        return (datasets.load_bundled("train", max_atoms=config.max_atoms),
+                datasets.load_bundled("val", max_atoms=config.max_atoms))
     if kind == "mp20":  # verified CSVs under the data root; `mattergen-kit fetch-data mp20` downloads them
         return datasets.load_mp20("train", root=config.data_path), datasets.load_mp20("val", root=config.data_path)
     if kind == "alexandria":
