@@ -64,7 +64,12 @@ def test_the_device_tool_draws_what_generate_draws(tmp_path):
     spec.loader.exec_module(tool)
     plan = [dict(model=tool.BASE, num=3, seed=5, steps=4, conditions=None, guidance_scale=0.0, label="base")]
     (tmp_path / "plan.json").write_text(json.dumps(plan))
-    store = tool.draw(plan, tmp_path / "store.pt", "cpu", batch_size=2, log=lambda m: None)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # draw keeps torch's thread count (a device's); generate() samples with 1 thread: the
+    try:                      # same crystals need the same summation order
+        store = tool.draw(plan, tmp_path / "store.pt", "cpu", batch_size=2, log=lambda m: None)
+    finally:
+        torch.set_num_threads(threads)
     assert len(store["jobs"]) == 1
     served = PresampledModel(tmp_path / "store.pt", tool.BASE).generate(3, seed=5, steps=4)
     direct = mk.load_model().generate(3, seed=5, steps=4, batch_size=2, progress=False)
@@ -102,3 +107,24 @@ def test_plan_for_a_per_property_model_skips_what_a_store_holds(tmp_path):
     bad = subprocess.run([sys.executable, "tools/sample_on_device.py", "plan", "--out", str(tmp_path / "b.json"),
                           "--properties", "band_gapp"], cwd=root, capture_output=True, text=True)
     assert bad.returncode != 0 and "band_gapp" in bad.stderr
+
+
+def test_a_text_store_round_trips_exactly_and_a_bad_one_is_refused(tmp_path):
+    """The committed stores are text (*.json.gz): float32 coordinates and lattices come back bit for bit."""
+    from mattergen_kit.presampled import load_store, save_store
+    from mattergen_kit.datasets import load_bundled
+
+    batch = load_bundled("test", progress=False)[0]
+    for i in range(1, 5):
+        batch = type(batch).collate([batch, load_bundled("test", progress=False)[i]])
+    job = {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords.float(), "lattice": batch.lattice.float(),
+           "num_atoms": batch.num_atoms, "seconds": 1.5, "batch_size": 4, "device": "cpu", "label": "x"}
+    store = {"format": STORE_FORMAT, "jobs": {"k": job}}
+    save_store(store, tmp_path / "s.json.gz")
+    back = load_store(tmp_path / "s.json.gz")["jobs"]["k"]
+    for name in ("atom_types", "frac_coords", "lattice", "num_atoms"):
+        assert back[name].dtype == job[name].dtype and torch.equal(back[name], job[name])
+    assert back["label"] == "x" and back["seconds"] == 1.5
+    (tmp_path / "bad.json.gz").write_bytes(b"not gzip")
+    with pytest.raises(ValueError, match="not a readable store"):
+        load_store(tmp_path / "bad.json.gz")
