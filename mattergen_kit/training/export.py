@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from mattergen_kit.model.checkpoint import CheckpointError, save_checkpoint
 from mattergen_kit.training.config import TrainConfig
+from mattergen_kit.training.lightning_checkpoint import load_lightning_checkpoint
 
 
 def export_lightning_checkpoint(ckpt_path: str | Path, out_path: str | Path, meta: dict | None = None) -> Path:
-    """Turn a Lightning ``*.ckpt`` of :class:`DiffusionModule` (e.g. ``last.ckpt``) into a plain checkpoint."""
-    raw = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+    """Turn a Lightning ``*.ckpt`` of :class:`DiffusionModule` (e.g. ``last.ckpt``) into a plain checkpoint
+    (read with weights_only=True and the allow-list of training/lightning_checkpoint.py: no code from the file runs)."""
+    raw = load_lightning_checkpoint(ckpt_path)
     hp = raw.get("hyper_parameters", {}).get("config")
     if hp is None:
         raise CheckpointError(f"{ckpt_path} is not a DiffusionModule Lightning checkpoint")

@@ -21,10 +21,20 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from mattergen_kit.model.checkpoint import save_checkpoint
 from mattergen_kit.training.config import TrainConfig
+from mattergen_kit.training.lightning_checkpoint import check_lightning_checkpoint, load_lightning_checkpoint
 from mattergen_kit.training.module import CrystalDataModule, DiffusionModule, num_atoms_histogram
+
+
+class AllowListCheckpointIO(TorchCheckpointIO):
+    """Lightning's checkpoint IO, except that resume reads through load_lightning_checkpoint (weights_only=True and
+    the kit's allow-list; a planted last.ckpt is refused before unpickling). Travels with the strategy to workers."""
+
+    def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
+        return load_lightning_checkpoint(path, map_location="cpu" if map_location is None else map_location)
 
 
 def build_trainer(config: TrainConfig, callbacks=(), **overrides) -> L.Trainer:
@@ -41,7 +51,7 @@ def build_trainer(config: TrainConfig, callbacks=(), **overrides) -> L.Trainer:
         gradient_clip_algorithm=config.grad_clip_algorithm, log_every_n_steps=config.log_every_n_steps,
         callbacks=[last, best, LearningRateMonitor("step"), *callbacks],
         logger=CSVLogger(config.run_dir, name="logs"), default_root_dir=config.run_dir,
-        enable_progress_bar=config.progress_bar, enable_model_summary=False,
+        enable_progress_bar=config.progress_bar, enable_model_summary=False, plugins=[AllowListCheckpointIO()],
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
@@ -93,6 +103,9 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
 
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if last.exists():  # refused here, before any data is read, if it is torn or names code to run
+        check_lightning_checkpoint(last)
     datamodule = datamodule if datamodule is not None else CrystalDataModule(config)
     adapter = None
     if config.properties:  # normalisation stats of the training labels (conditioning/properties.py)
@@ -103,19 +116,17 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
             if name not in custom:
                 get_spec(name)  # ValueError naming the known properties, before any data is loaded
         datamodule.setup("fit")
-        last = run_dir / "checkpoints" / "last.ckpt"
         if last.exists():  # a resumed run keeps the normalisation it started with, even if the label tables grew
-            adapter = torch.load(last, map_location="cpu", weights_only=False)["hyper_parameters"].get("adapter")
+            adapter = load_lightning_checkpoint(last)["hyper_parameters"].get("adapter")
         if adapter is None:
             specs = fit_property_specs(config.properties, datamodule.train_set, custom)
             adapter = Adapter(specs, config.hidden_dim, config.num_layers, config.adapter_dim).config_dict()
     module = DiffusionModule(config, diffusion=diffusion, adapter=adapter)
     out = run_dir / "model.pt"
     trainer = build_trainer(config, [*callbacks, ExportOnTrainEnd(out, datamodule)], **trainer_overrides)
-    last = run_dir / "checkpoints" / "last.ckpt"
     if last.exists():
         print(f"resuming from {last}")
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if last.exists() else None, weights_only=True)
     return out
 
 
