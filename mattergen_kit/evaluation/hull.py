@@ -47,6 +47,12 @@ from typing import Iterable, Sequence
 
 import numpy as np
 import pandas as pd
+from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
+from pymatgen.core import Composition
+from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
+from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
+
+from mattergen_kit.evaluation.reference import DEFAULT_HULL, HullTable, hull_table
 
 __all__ = ["ElementalReferences", "ConvexHull", "fit_elemental_references", "mp2020_correction",
            "MaterialsProjectHull", "STABILITY_THRESHOLD", "references_file", "POTENTIALS"]
@@ -72,12 +78,6 @@ def mp2020_correction(composition, structure=None) -> float:
     GGA+U is assumed when the composition contains O or F together with one of Co, Cr, Fe, Mn, Mo, Ni, V, W
     (MP's rule). Oxide type (oxide / peroxide / superoxide) is detected from the structure when given.
     """
-    import warnings
-
-    from pymatgen.core import Composition
-    from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
-    from pymatgen.entries.computed_entries import ComputedEntry, ComputedStructureEntry
-
     comp = Composition(composition)
     els = {e.symbol for e in comp.elements}
     plus_u = bool(els & {"O", "F"}) and bool(els & set(_MP_U))
@@ -97,8 +97,6 @@ _COMPAT = None
 def _compat():
     global _COMPAT
     if _COMPAT is None:
-        from pymatgen.entries.compatibility import MaterialsProject2020Compatibility
-
         _COMPAT = MaterialsProject2020Compatibility(check_potcar=False)
     return _COMPAT
 
@@ -147,15 +145,11 @@ class ElementalReferences:
         return self
 
     def missing(self, composition) -> list[str]:
-        from pymatgen.core import Composition
-
         return [e.symbol for e in Composition(composition).elements if e.symbol not in self.mu]
 
     def formation_energy_per_atom(self, composition, energy: float, structure=None) -> float:
         """``E_f`` (eV/atom) from a CHGNet total energy ``energy`` (eV) of ``composition``; NaN if an element
         has no reference."""
-        from pymatgen.core import Composition
-
         comp = Composition(composition)
         if self.missing(comp) or not np.isfinite(energy):
             return float("nan")
@@ -168,8 +162,6 @@ def fit_elemental_references(compositions: Sequence, energies: Sequence[float], 
                              use_mp2020: bool = False, ridge: float = 1e-7, structures: Sequence | None = None,
                              meta: dict | None = None, potential: str = "chgnet") -> ElementalReferences:
     """Ridge fit of ``μ`` (module docstring) from ``potential``'s total energies and DFT formation energies per atom."""
-    from pymatgen.core import Composition
-
     comps = [Composition(c) for c in compositions]
     elements = sorted({e.symbol for c in comps for e in c.elements})
     col = {e: i for i, e in enumerate(elements)}
@@ -197,25 +189,36 @@ def fit_elemental_references(compositions: Sequence, energies: Sequence[float], 
 class ConvexHull:
     """Formation-energy convex hull of reference phases, one PhaseDiagram per chemical system (cached).
 
-    ``table`` has columns ``composition`` (dict el -> count), ``formation_energy_per_atom`` and ``material_id``
-    (default: :func:`~mattergen_kit.evaluation.reference.hull_reference_table`).
+    ``hull`` is a hull name (``"mp20+mpfe"``, the default, or ``"mp20"``: :func:`~.reference.hull_table`), a
+    :class:`~.reference.HullTable`, or a table with columns ``composition`` (dict el -> count),
+    ``formation_energy_per_atom`` and ``material_id`` (named ``"custom"``). ``name`` / ``meta()`` say which hull it
+    is — every report states it.
     """
 
-    def __init__(self, table: pd.DataFrame | None = None):
-        if table is None:
-            from mattergen_kit.evaluation.reference import hull_reference_table
-
-            table = hull_reference_table()
-        self.table = table.reset_index(drop=True)
+    def __init__(self, hull: "str | HullTable | pd.DataFrame | None" = None):
+        if hull is None or isinstance(hull, str):
+            hull = hull_table(hull or DEFAULT_HULL)
+        if isinstance(hull, pd.DataFrame):
+            counts = hull["source"].value_counts().to_dict() if "source" in hull else {"custom": len(hull)}
+            hull = HullTable("custom", hull, {str(k): int(v) for k, v in counts.items()})
+        self.hull = hull
+        self.name = hull.name
+        self.table = hull.table.reset_index(drop=True)
         self.by_system: dict[frozenset, list[int]] = defaultdict(list)
         for i, comp in enumerate(self.table["composition"]):
             self.by_system[frozenset(comp)].append(i)
         self._pd: dict[frozenset, object] = {}
 
-    def _entries(self, elements: frozenset, exclude: set | None = None):
-        from pymatgen.analysis.phase_diagram import PDEntry
-        from pymatgen.core import Composition
+    def meta(self) -> dict:
+        """``hull`` (name), ``hull_phases``, ``hull_sources`` (phases per source) and ``hull_description``."""
+        return self.hull.meta()
 
+    def n_phases(self, elements: Iterable[str]) -> int:
+        """How many reference phases lie in the chemical system of ``elements`` (its subsystems included)."""
+        key = frozenset(str(e) for e in elements)
+        return sum(len(ii) for sys_, ii in self.by_system.items() if sys_ <= key)
+
+    def _entries(self, elements: frozenset, exclude: set | None = None):
         idx = []
         if len(elements) <= 10:
             for k in range(1, len(elements) + 1):
@@ -237,8 +240,6 @@ class ConvexHull:
         return entries
 
     def phase_diagram(self, elements: Iterable[str], exclude: set | None = None):
-        from pymatgen.analysis.phase_diagram import PhaseDiagram
-
         key = frozenset(str(e) for e in elements)
         if exclude:
             return PhaseDiagram(self._entries(key, set(exclude)))
@@ -248,9 +249,6 @@ class ConvexHull:
 
     def e_above_hull(self, composition, e_form_per_atom: float, exclude: set | None = None) -> float:
         """``E_hull`` (eV/atom, may be negative) of a phase with this formation energy per atom."""
-        from pymatgen.analysis.phase_diagram import PDEntry
-        from pymatgen.core import Composition
-
         if e_form_per_atom is None or not np.isfinite(e_form_per_atom):
             return float("nan")
         comp = Composition(composition)
@@ -277,8 +275,6 @@ class MaterialsProjectHull:
         self._pd: dict[frozenset, object] = {}
 
     def phase_diagram(self, elements: Iterable[str]):
-        from pymatgen.analysis.phase_diagram import PhaseDiagram
-
         key = frozenset(elements)
         if key not in self._pd:
             try:
@@ -291,8 +287,6 @@ class MaterialsProjectHull:
         return self._pd[key]
 
     def e_above_hull_from_energy(self, structure, energy: float) -> float:
-        from pymatgen.entries.computed_entries import ComputedEntry
-
         entry = ComputedEntry(structure.composition, energy)
         pd_ = self.phase_diagram([e.symbol for e in structure.composition.elements])
         return float(pd_.get_e_above_hull(entry, allow_negative=True))

@@ -37,6 +37,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
+from pymatgen.core import Structure
+from tqdm.auto import tqdm
+
+from mattergen_kit.evaluation import chgnet_fast
+from mattergen_kit.evaluation.potentials import (CHGNET_MAX_Z, SEVENNET_VARIANT, _threads, empty_result,  # noqa: F401
+                                                 keep_freed_memory, limit_threads, load_potential, rmsd_angstrom)
+from mattergen_kit.evaluation.relax_batched import relax_batched, relax_chunk
 
 __all__ = ["RelaxSettings", "relax_structures", "relax_one", "rmsd_angstrom", "ResultStore", "structure_key",
            "load_potential", "chunk_size"]
@@ -51,30 +58,6 @@ class RelaxSettings(dict):
                          torch_threads=torch_threads)
 
 
-class _threads:
-    """Limit BLAS to one thread and torch to ``n`` threads (None: leave torch alone) inside the block."""
-
-    def __init__(self, n: int | None):
-        self.n = n
-
-    def __enter__(self):
-        import torch
-        from threadpoolctl import threadpool_limits
-
-        self._limits = threadpool_limits(limits=1, user_api="blas")
-        self._old = torch.get_num_threads()
-        if self.n:
-            torch.set_num_threads(int(self.n))
-        return self
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.set_num_threads(self._old)
-        self._limits.restore_original_limits()
-        return False
-
-
 def structure_key(structure, settings: dict) -> str:
     """Stable hash of a structure (lattice, species, fractional coordinates rounded to 1e-6) + settings."""
     lat = np.round(np.asarray(structure.lattice.matrix, float), 6).tolist()
@@ -83,38 +66,6 @@ def structure_key(structure, settings: dict) -> str:
     settings_part = {k: settings[k] for k in ("model", "fmax", "steps", "relax_cell")}
     blob = json.dumps([lat, sp, fc, settings_part], sort_keys=True, default=str)
     return hashlib.sha1(blob.encode()).hexdigest()[:20]
-
-
-# ------------------------------------------------------------------------------------------------ potentials
-_POTENTIALS: dict = {}
-# model="sevennet" is SevenNet-0 (``7net-0``, sevenn's bundled 11Jul2024 weights; Matbench Discovery F1 0.724 on
-# unique prototypes). 7net-l3i5 (F1 0.760) costs 2.3x its CPU time per single point on this CPU (1.8x wall time per
-# relaxation), see docs/evaluation_potentials.md. The variant is not part of ``structure_key``: after changing it,
-# delete stored model="sevennet" results (relaxed.jsonl) or they are reused as if computed with the new one.
-SEVENNET_VARIANT = "7net-0"
-
-
-def load_potential(model: str = "chgnet", device: str | None = None):
-    """The relaxer for ``model`` (memoised per process): CHGNet ``StructOptimizer`` or a SevenNet ASE calculator."""
-    key = (model, device)
-    if key in _POTENTIALS:
-        return _POTENTIALS[key]
-    if model == "chgnet":
-        from chgnet.model import CHGNet, StructOptimizer
-
-        net = CHGNet.load(verbose=False)  # weights ship inside the chgnet wheel: no download
-        obj = StructOptimizer(model=net, optimizer_class="FIRE", use_device=device, on_isolated_atoms="ignore")
-    elif model == "sevennet":
-        try:
-            from sevenn.calculator import SevenNetCalculator
-        except ImportError as exc:
-            raise RuntimeError("model='sevennet' needs the optional SevenNet package: pip install 'mattergen_kit[sevennet]' "
-                               "(or pip install sevenn). The default model='chgnet' needs nothing extra.") from exc
-        obj = SevenNetCalculator(SEVENNET_VARIANT, device=device or "auto")
-    else:
-        raise ValueError(f"unknown relaxation model {model!r}: use 'chgnet' (default) or 'sevennet'")
-    _POTENTIALS[key] = obj
-    return obj
 
 
 def _relax_ase(calc, structure, fmax, steps, relax_cell):
@@ -132,55 +83,9 @@ def _relax_ase(calc, structure, fmax, steps, relax_cell):
             float(np.linalg.norm(forces, axis=1).max()))
 
 
-CHGNET_MAX_Z = 94  # CHGNet's composition model has one input per element up to Pu
-
-
-def empty_result(index: int, key: str) -> dict:
-    """The result record of one structure before (or without) a successful relaxation."""
-    return {"index": int(index), "key": key, "ok": False, "error": "", "energy": None, "energy_per_atom": None,
-            "n_steps": 0, "max_force": None, "converged": False, "relaxed": None, "rmsd": None,
-            "rmsd_matched": False, "seconds": 0.0, "cpu_seconds": 0.0}
-
-
-_MALLOC_TUNED: bool | None = None     # None: not tried yet in this process
-
-
-def keep_freed_memory() -> bool:
-    """Ask glibc's allocator to keep freed memory for reuse in this process (once; no-op elsewhere). Returns whether
-    it was set.
-
-    A potential's forward and backward pass allocate and free the same large tensors at every FIRE step. Dask's
-    nanny starts workers with ``MALLOC_TRIM_THRESHOLD_=65536``, which also freezes glibc's mmap threshold at
-    128 KiB: every such tensor is then mmap-ed and unmapped, and the kernel zeroes its pages again each step.
-    Measured on 32 generated crystals with 1 thread (batched CHGNet, 40 FIRE steps; ``benchmarks/bench_worker_malloc.py``,
-    idle machine): 67.8 s wall of which 22.6 s system time, 16.2M page faults with that setting; 50.0 s, 0.5 s
-    system, 0.26M faults after ``mallopt(M_MMAP_THRESHOLD, 32 MiB); mallopt(M_TRIM_THRESHOLD, 256 MiB)`` (49.9 s with
-    glibc's defaults). ``MATTERGEN_KIT_MALLOC_TUNING=0`` leaves the allocator alone.
-    """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED is not None:       # tried once per process (relax_one calls this for every structure)
-        return _MALLOC_TUNED
-    if os.environ.get("MATTERGEN_KIT_MALLOC_TUNING", "1") == "0":
-        _MALLOC_TUNED = False
-        return False
-    try:
-        import ctypes
-        import ctypes.util
-
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        m_trim_threshold, m_mmap_threshold = -1, -3
-        ok = bool(libc.mallopt(m_mmap_threshold, 32 * 2**20)) and bool(libc.mallopt(m_trim_threshold, 256 * 2**20))
-    except (OSError, AttributeError):   # not glibc (macOS, musl without mallopt): nothing to tune
-        ok = False
-    _MALLOC_TUNED = ok
-    return ok
-
-
 def relax_one(item, settings: dict | None = None) -> dict:
     """Relax one structure. ``item = (index, key, structure_dict)``; returns a JSON-able result dict
     (never raises: failures come back with ``ok=False`` and ``error``)."""
-    from pymatgen.core import Structure
-
     keep_freed_memory()
 
     settings = dict(settings or RelaxSettings())
@@ -198,8 +103,6 @@ def relax_one(item, settings: dict | None = None) -> dict:
         with warnings.catch_warnings(), _threads(settings.get("torch_threads", 1)):
             warnings.simplefilter("ignore")
             if settings["model"] == "chgnet":
-                from mattergen_kit.evaluation import chgnet_fast
-
                 chgnet_fast.uninstall(pot.calculator.model)   # the one-at-a-time path is CHGNet's own code throughout
                 res = pot.relax(s, fmax=settings["fmax"], steps=settings["steps"], relax_cell=settings["relax_cell"],
                                 verbose=False)
@@ -226,23 +129,6 @@ def relax_one(item, settings: dict | None = None) -> dict:
     return out
 
 
-def rmsd_angstrom(generated, relaxed, max_rmsd: float = 0.5) -> tuple[float, bool]:
-    """``(rmsd_Å, matched)`` generated → relaxed (module docstring)."""
-    from pymatgen.analysis.structure_matcher import StructureMatcher
-
-    sm = StructureMatcher(ltol=0.5, stol=max_rmsd, angle_tol=10, primitive_cell=True, scale=False,
-                          attempt_supercell=True, allow_subset=False)
-    n = len(generated)
-    v = 0.5 * (generated.volume + relaxed.volume)
-    try:
-        res = sm.get_rms_dist(generated, relaxed)
-    except Exception:
-        res = None
-    matched = res is not None
-    r = float(res[0]) if matched else max_rmsd
-    return float(r * (v / n) ** (1 / 3)), matched
-
-
 # ------------------------------------------------------------------------------------------------ results file
 class ResultStore:
     """Append-only JSON-lines file of per-structure results keyed by ``key`` (see module docstring)."""
@@ -256,8 +142,6 @@ class ResultStore:
     def _read(self) -> None:
         """Load every complete record; a torn last line (an interrupted write) is cut off the file, so the
         next record starts on a line of its own. Unreadable complete lines are counted in a warning."""
-        import warnings
-
         data = self.path.read_bytes()
         end = data.rfind(b"\n") + 1
         if end < len(data):
@@ -310,8 +194,6 @@ def relax_structures(structures: Sequence, settings: dict | None = None, store: 
     (:mod:`.relax_batched`); with a ``map_fn`` each task then relaxes a chunk of at most ``batch_size`` structures
     (:func:`chunk_size`: small runs are split into at least 8 chunks, so that every worker gets some).
     The batch size is not part of the result key: the optimizer is the same, so stored results are reused."""
-    from tqdm.auto import tqdm
-
     settings = dict(settings or RelaxSettings())
     rs = ResultStore(store)
     keys: list[str | None] = []
@@ -333,8 +215,6 @@ def relax_structures(structures: Sequence, settings: dict | None = None, store: 
     if batch_size > 1 and settings["model"] != "chgnet":
         raise ValueError(f"batch_size > 1 is implemented for CHGNet, not {settings['model']!r}: use batch_size=1")
     if batch_size > 1:
-        from mattergen_kit.evaluation.relax_batched import relax_batched, relax_chunk
-
         if map_fn is None:
             stream = relax_batched(todo, settings, batch_size)
         else:

@@ -53,6 +53,14 @@ import warnings
 from typing import Iterable, Iterator
 
 import numpy as np
+from ase.filters import FrechetCellFilter
+from ase.optimize import FIRE
+from pymatgen.core import Structure
+from pymatgen.io.ase import AseAtomsAdaptor
+
+from mattergen_kit.evaluation import cell_matrix, chgnet_fast
+from mattergen_kit.evaluation.potentials import (CHGNET_MAX_Z, empty_result, keep_freed_memory, limit_threads,
+                                                 load_potential, rmsd_angstrom)
 
 __all__ = ["relax_batched", "relax_chunk"]
 
@@ -61,13 +69,6 @@ class _Job:
     """One relaxation in flight: its ASE atoms, filter, optimizer and the bookkeeping of ``relax_one``."""
 
     def __init__(self, item, settings: dict, calculator, reuse_gradient: bool = True):
-        from ase.filters import FrechetCellFilter
-        from ase.optimize import FIRE
-        from pymatgen.core import Structure
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        from mattergen_kit.evaluation.relax import CHGNET_MAX_Z, empty_result
-
         self.t0, self.c0 = time.perf_counter(), time.process_time()
         index, key, sdict = item
         self.out = empty_result(index, key)
@@ -82,7 +83,6 @@ class _Job:
         self.atoms.calc = _Prefilled(calculator)
         self.target = FrechetCellFilter(self.atoms) if settings["relax_cell"] else self.atoms
         if settings["relax_cell"] and reuse_gradient:
-            from mattergen_kit.evaluation import cell_matrix
 
             cell_matrix.install(self.target)         # 3×3 log/exp by eigendecomposition, not SciPy's general ones
         self.opt = FIRE(self.target, logfile=None)
@@ -122,10 +122,6 @@ class _Job:
 
     def result(self, settings: dict) -> dict:
         """The ``relax_one`` result dict of this job (never raises)."""
-        from pymatgen.io.ase import AseAtomsAdaptor
-
-        from mattergen_kit.evaluation.relax import _threads, rmsd_angstrom
-
         out = self.out
         try:
             if self.error:
@@ -135,7 +131,7 @@ class _Job:
                 raise FloatingPointError("non-finite energy")
             fmax_found = float(np.linalg.norm(self.atoms.get_forces(), axis=1).max())
             relaxed = AseAtomsAdaptor.get_structure(self.atoms)
-            with _threads(None):
+            with limit_threads(None):
                 rmsd, matched = rmsd_angstrom(self.structure, relaxed)
             out.update(ok=True, energy=energy, energy_per_atom=energy / len(relaxed), n_steps=self.nsteps + 2,
                        max_force=fmax_found, converged=bool(fmax_found <= settings["fmax"] + 1e-9),
@@ -217,8 +213,6 @@ def predict_efs(model, graphs: list) -> list[dict]:
 def _evaluate(jobs: list[_Job], calculator, one_backward: bool = True) -> None:
     """One batched CHGNet evaluation of every job's current state (a job whose graph or prediction fails gets an
     ``error`` and is finished by the caller). ``one_backward=False``: CHGNet's own ``predict_graph`` (benchmarks)."""
-    from pymatgen.io.ase import AseAtomsAdaptor
-
     model = calculator.model
     graphs, ok = [], []
     for job in jobs:
@@ -254,7 +248,6 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
     ``reference_path=True`` runs it as this module was first written — the potential through CHGNet's
     ``predict_graph`` instead of :func:`predict_efs`, the filter's forces evaluated twice per step by SciPy, CHGNet's
     own layers — the same numbers up to float round-off at ~2.7× the cost (kept for benchmarks/bench_relax_batched.py)."""
-    from mattergen_kit.evaluation.relax import _threads, empty_result, keep_freed_memory, load_potential
 
     keep_freed_memory()   # Dask workers would otherwise unmap and re-zero every large tensor at every step
     if settings["model"] != "chgnet":
@@ -262,7 +255,6 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1 (got {batch_size})")
     calculator = load_potential("chgnet", settings.get("device")).calculator
-    from mattergen_kit.evaluation import chgnet_fast
 
     if reference_path:
         chgnet_fast.uninstall(calculator.model)
@@ -273,7 +265,7 @@ def relax_batched(items: Iterable, settings: dict, batch_size: int = 32, referen
         chgnet_fast.install(calculator.model)   # first layers before the gathers: same function, 1.25x faster potential
     queue = iter(items)
     active: list[_Job] = []
-    with warnings.catch_warnings(), _threads(settings.get("torch_threads", 1)):
+    with warnings.catch_warnings(), limit_threads(settings.get("torch_threads", 1)):
         warnings.simplefilter("ignore")
         exhausted = False
         while True:
