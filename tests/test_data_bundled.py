@@ -245,3 +245,26 @@ def test_real_bundled_52_if_built():
     old = dict(zip(small.properties.material_id, small.properties.split))
     assert all(old[m] == s for m, s in zip(large.properties.material_id, large.properties.split) if m in old)
     assert int((large.num_atoms > 20).sum()) == 4763 + 1459
+
+
+def test_pack_and_train_on_bundled_52(mini52, tmp_path):
+    """fast.py on mp-bundled-52: the pack carries the 0..52 prior; two CPU steps with the k-nearest graph and the
+    cell-choice augmentation write a float16 model that load_model reads and that samples a 30-atom cell."""
+    import torch
+
+    from mattergen_kit.data.bundled import write_large_record
+    from mattergen_kit.generation import load_model
+    from mattergen_kit.training.fast import FastConfig, load_pack, pack_bundled, train_fast
+
+    write_large_record(workers=1, progress=False)
+    pack = load_pack(pack_bundled(tmp_path / "pack.pt", max_atoms=52))
+    train = datasets.load_bundled("train", max_atoms=52, progress=False)
+    assert pack["name"] == "mp-bundled-52" and len(pack["num_atoms_histogram"]) == 53
+    assert int(pack["splits"]["train"]["num_atoms"].max()) > 20 and len(pack["splits"]["train"]["num_atoms"]) == len(train)
+    cfg = FastConfig(pack=str(tmp_path / "pack.pt"), out=str(tmp_path / "run"), hidden=16, layers=1, batch_size=4,
+                     max_steps=2, minutes=1.0, val_every_s=1e9, device="cpu", bf16=False, graph="knn:8",
+                     cell_augment=0.5, weights_dtype="float16")
+    model = load_model(train_fast(cfg, log=lambda m: None))
+    assert model.denoiser.config.graph == "knn:8" and model.num_atoms_prior.max_atoms == 52
+    batch = model.sample(1, seed=0, steps=2, num_atoms=30, progress=False)
+    assert batch.num_atoms.tolist() == [30] and torch.isfinite(batch.frac_coords).all()
