@@ -95,6 +95,8 @@ def _generate(argv: list[str]) -> int:
 
 def _generate_argument_problem(args) -> str | None:
     """The first user mistake in the generate arguments (checked before loading anything), or None."""
+    from mattergen_kit.sampling.request import resolve_guidance_scale
+
     if args.num < 1:
         return f"--num must be at least 1, got {args.num}"
     if args.steps is not None and args.steps < 2:
@@ -111,8 +113,10 @@ def _generate_argument_problem(args) -> str | None:
         args.conditions = parse_conditions(args.condition)
     except ValueError as err:
         return str(err)
-    if args.guidance is not None and not args.guidance >= 0:
-        return f"--guidance must be >= 0, got {args.guidance}"
+    try:  # the request's γ rule (sampling/request.py), checked before a model is loaded
+        resolve_guidance_scale(args.guidance, args.conditions)
+    except (TypeError, ValueError) as err:
+        return f"--guidance: {err}"
     if args.remask_rate is not None and not args.remask_rate >= 0:
         return f"--remask-rate must be >= 0, got {args.remask_rate}"
     if args.num_atoms is not None and not 1 <= args.num_atoms <= 1000:
@@ -198,8 +202,10 @@ def _run_generation(args) -> int:
                                           overwrite=args.overwrite, resume=args.resume, picture=not args.no_picture,
                                           on_batch=on_batch)
         else:
-            written = generate_to_folder(model, args.out, request, overwrite=args.overwrite, resume=args.resume,
-                                         picture=not args.no_picture, on_batch=on_batch)
+            with warnings.catch_warnings():  # the request's warnings were printed above, once
+                warnings.simplefilter("ignore", UserWarning)
+                written = generate_to_folder(model, args.out, request, overwrite=args.overwrite, resume=args.resume,
+                                             picture=not args.no_picture, on_batch=on_batch)
     except KeyboardInterrupt:
         from mattergen_kit.outputs import RunManifest
 

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from mattergen_kit.data import CrystalBatch
-from mattergen_kit.sampling.request import SamplingRequest
+from mattergen_kit.sampling.request import SamplingRequest, resolve_guidance_scale
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "mattergen_kit.generation_run"
@@ -308,13 +308,14 @@ def generate_to_folder(model, out: str | Path, num: SamplingRequest | int, *, ov
 
 
 def complete_request(model, request: SamplingRequest, previous: "RunManifest | None") -> SamplingRequest:
-    """The request with the two values a run must record filled in: the seed (the interrupted run's, else a
-    fresh one) and the number of steps (the model's recommended number when not given)."""
+    """The request with the values a run must record filled in: the seed (the interrupted run's, else a fresh one),
+    the number of steps (the model's recommended number when not given) and γ (by the request's guidance rule)."""
     seed = request.seed
     if seed is None:
         seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
     steps = request.steps if request.steps is not None else int(model.meta.get("recommended_steps", 1000))
-    return replace(request, seed=seed, steps=steps)
+    return replace(request, seed=seed, steps=steps,
+                   guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions))
 
 
 def check_resumable(out: Path, previous: "RunManifest | None", settings: dict) -> None:
@@ -334,5 +335,6 @@ def run_settings(model, request: SamplingRequest, prefix: str = "crystal") -> di
     the model file and its digest, the file-name prefix and ``request.to_dict()``."""
     path = getattr(model, "path", None)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
+    request = replace(request, guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions))
     return {"model": Path(path).name if path else None, "model_sha256": digest, "prefix": prefix,
             **request.to_dict()}
