@@ -94,6 +94,6 @@ def test_every_entry_point_uses_the_same_gamma_rule(conditioned, tmp_path):
         generate_to_folder(conditioned, tmp_path / "run", 2, seed=0, steps=3, conditions={"band_gap": 3.0},
                            picture=False, progress=False)
     settings = RunManifest.load(tmp_path / "run").settings
-    assert settings["guidance_scale"] is None or settings["guidance_scale"] == 2.0
+    assert settings["guidance_scale"] == 2.0  # the manifest records the resolved gamma
     assert SamplingRequest(**{k: v for k, v in settings.items() if k not in ("model", "model_sha256", "prefix")}
                            ).resolve(conditioned).guidance_scale == 2.0
