@@ -48,6 +48,11 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "ode2m100_nocorr": (100, {"continuous_update": "ode2m", "n_corrector_steps": 0}),
     "ode2m_rho2_100_nocorr": (100, {"continuous_update": "ode2m", "grid_rho": 2.0, "n_corrector_steps": 0}),
     "conf100": (100, {"type_unmasking": "confidence"}),
+    "corr3_50": (50, {"n_corrector_steps": 3}),
+    "snr_up_100": (100, {"snr_coords": 0.6, "snr_lattice": 0.4}),
+    "corr3_rho2_50": (50, {"n_corrector_steps": 3, "grid_rho": 2.0}),
+    "snr_lat_100": (100, {"snr_lattice": 0.4}),
+    "ref100_bf16": (100, {"network_bfloat16": True}),
     "ode2m_conf100": (100, {"continuous_update": "ode2m", "type_unmasking": "confidence"}),
 }
 

@@ -135,7 +135,7 @@ def test_conditioned_finetune_starts_from_the_base_and_loads_with_its_adapter(sm
 def test_per_property_finetune_keeps_only_that_property_and_the_base_sampling_settings(small_pack, cond_pack,
                                                                                         tmp_path):
     import mattergen_kit as mk
-    from mattergen_kit.training.checkpoint import load_checkpoint, save_checkpoint
+    from mattergen_kit.model.checkpoint import load_checkpoint, save_checkpoint
 
     base_path = fast.train_fast(_config(small_pack, tmp_path / "base", max_steps=2), log=lambda m: None)
     base = load_checkpoint(base_path)

@@ -171,7 +171,7 @@ def test_conditioned_panel_builds_targets_from_the_model_and_steers(cond_model, 
 
     panel.guidance.value = 2.0
     panel.num.value, panel.steps.value, panel.batch_size.value, panel.seed.value = 2, STEPS, 2, "1"
-    assert panel.request()["conditions"] == {"chemical_system": "Li-O", "space_group": 225}
+    assert panel.request().conditions == {"chemical_system": "Li-O", "space_group": 225}
     panel.generate_button.click()
     assert panel.wait(300) and panel.error is None, panel.message.value
     assert len(panel.gallery.children) == 2

@@ -36,11 +36,13 @@ installed into ``sys.modules`` AFTER torch_geometric is imported (so PyG does no
 
 What it writes (``tests/data/mattergen_reference/``, ≤ 2 MB):
 
+* ``released_configs/<name>.yaml``: the nine released configs, unchanged (MIT licence beside them);
 * ``state_dict_keys.json``: for each of the nine released configs at FULL size, every key and shape of the
   Lightning module's state dict (what the released ``last.ckpt`` holds), from the instantiated reference;
 * ``<name>/config.yaml`` + ``<name>/checkpoints/last.ckpt``: six released configs at reduced width (hidden 8,
   see ``reduced_config``)
-  with random weights (N(0, 0.5²/fan-in), seed 1) in the released layout (and a marker file
+  with random weights (N(0, 0.5²/fan-in), seed 1; output heads ×20 / ×2000 so that σ·score is of order
+  0.1–1 as in a trained model) in the released layout (and a marker file
   ``RANDOM_WEIGHTS``); the checkpoint is a Lightning-style dict
   (``state_dict``, ``epoch``, ``global_step``, ``pytorch-lightning_version``, ``optimizer_states``,
   ``lr_schedulers``, ``callbacks``, ``loops``, ``hyper_parameters``);
@@ -74,6 +76,7 @@ FIXTURE_MODELS = ["mattergen_base", "space_group", "chemical_system", "dft_band_
                   "chemical_system_energy_above_hull"]
 WIDTH = 8
 WEIGHT_GAIN = 0.5
+FORCE_HEAD_GAIN, LATTICE_HEAD_GAIN = 20.0, 2000.0
 TIMES = [0.01, 0.5, 0.99]
 GUIDANCE = 2.0
 # the condition values per crystal (4 crystals) and the scaler statistics set on the random models
@@ -254,6 +257,87 @@ def reduced_config(cfg):
     return cfg
 
 
+# ------------------------------------------------------------------------------------------------ sampler step
+STEP_MODEL = "dft_band_gap"
+STEP_INDEX = 500            # grid index i of t_i = linspace(1, 1e-3, 1000)[i]
+
+
+def predictor_corrector_step(out: Path, chemgraph_batch) -> dict:
+    """One step (index STEP_INDEX of N = 1000) of MatterGen's guided predictor–corrector sampler, configured
+    as ``sampling_conf/default.yaml`` (pos: WrappedLangevinCorrector snr 0.4 + WrappedAncestralSamplingPredictor;
+    cell: LatticeLangevinDiffCorrector snr 0.2 + LatticeAncestralSamplingPredictor; atomic_numbers:
+    D3PMAncestralSamplingPredictor(predict_x0=True); max_step_size 1e6; one corrector step; γ = 2;
+    ``element_mask_func = mask_disallowed_elements`` as scripts/generate.py sets it), from the fixed batch with
+    every atom masked. Every Gaussian draw (``torch.randn_like``) is recorded in order, and the posterior
+    logits of the atom-type step; the loop runs step STEP_INDEX only (its ``tqdm`` iterator is replaced)."""
+    from functools import partial
+
+    import yaml
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    import mattergen.diffusion.sampling.pc_sampler as pc_sampler
+    from mattergen.common.diffusion.predictors_correctors import (LatticeAncestralSamplingPredictor,
+                                                                  LatticeLangevinDiffCorrector)
+    from mattergen.denoiser import mask_disallowed_elements
+    from mattergen.diffusion.d3pm.d3pm_predictors_correctors import D3PMAncestralSamplingPredictor
+    from mattergen.diffusion.sampling.classifier_free_guidance import GuidedPredictorCorrector
+    from mattergen.diffusion.wrapped.wrapped_predictors_correctors import (WrappedAncestralSamplingPredictor,
+                                                                           WrappedLangevinCorrector)
+    from mattergen.property_embeddings import SetConditionalEmbeddingType, SetUnconditionalEmbeddingType
+
+    cfg = yaml.safe_load((out / STEP_MODEL / "config.yaml").read_text())
+    module = instantiate(OmegaConf.create(cfg["lightning_module"]))
+    ckpt = torch.load(out / STEP_MODEL / "checkpoints" / "last.ckpt", weights_only=True)
+    module.load_state_dict(ckpt["state_dict"])
+    module.eval()
+    diffusion = module.diffusion_module
+    diffusion.model.element_mask_func = mask_disallowed_elements
+    sampler = GuidedPredictorCorrector(
+        guidance_scale=GUIDANCE, remove_conditioning_fn=SetUnconditionalEmbeddingType(),
+        keep_conditioning_fn=SetConditionalEmbeddingType(), diffusion_module=diffusion, device=torch.device("cpu"),
+        predictor_partials={"pos": partial(WrappedAncestralSamplingPredictor),
+                            "cell": partial(LatticeAncestralSamplingPredictor),
+                            "atomic_numbers": partial(D3PMAncestralSamplingPredictor, predict_x0=True)},
+        corrector_partials={"pos": partial(WrappedLangevinCorrector, snr=0.4, max_step_size=1e6),
+                            "cell": partial(LatticeLangevinDiffCorrector, snr=0.2, max_step_size=1e6)},
+        n_steps_corrector=1, N=1000, eps_t=1e-3)
+    x = chemgraph_batch()
+    x = x.replace(atomic_numbers=torch.full_like(x["atomic_numbers"], 101),
+                  **{"dft_band_gap": torch.tensor(CONDITIONS["dft_band_gap"]).reshape(-1, 1)})
+
+    noises, posterior_logits = [], []
+    randn_like = torch.randn_like
+
+    def recording_randn_like(tensor, *args, **kwargs):
+        draw = randn_like(tensor, *args, **kwargs)
+        noises.append(draw.clone())
+        return draw
+
+    categorical = torch.distributions.Categorical
+
+    class RecordingCategorical(categorical):
+        def __init__(self, probs=None, logits=None, validate_args=None):
+            posterior_logits.append(logits.detach().clone())
+            super().__init__(probs=probs, logits=logits, validate_args=validate_args)
+
+    torch.manual_seed(3)
+    torch.randn_like, torch.distributions.Categorical = recording_randn_like, RecordingCategorical
+    pc_sampler.tqdm = lambda iterable, **kw: [STEP_INDEX]
+    try:
+        batch, mean_batch, _ = sampler._denoise(batch=x, mask={})
+    finally:
+        torch.randn_like, torch.distributions.Categorical = randn_like, categorical
+    arrays = {f"step/noise_{i}": z.numpy() for i, z in enumerate(noises)}
+    arrays["step/posterior_probs"] = torch.softmax(posterior_logits[-1].double(), dim=-1).numpy()
+    for field in ("pos", "cell", "atomic_numbers"):
+        arrays[f"step/sample_{field}"] = batch[field].numpy()
+        arrays[f"step/mean_{field}"] = mean_batch[field].numpy()
+    arrays["step/index"] = np.asarray(STEP_INDEX)
+    print(f"predictor-corrector step {STEP_INDEX}: {len(noises)} Gaussian draws recorded")
+    return arrays
+
+
 # ------------------------------------------------------------------------------------------------ main
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -299,6 +383,10 @@ def main() -> None:
     compact = {"common": base, "models": {name: {"extra": {k: v for k, v in entry.items() if k not in base},
                                                  "missing": sorted(k for k in base if k not in entry)}
                                           for name, entry in keys.items()}}
+    (out / "released_configs").mkdir(exist_ok=True)
+    for name in NAMES:
+        shutil.copy(RELEASE / name / "config.yaml", out / "released_configs" / f"{name}.yaml")
+    shutil.copy(RELEASE / "LICENSE-MIT.txt", out / "released_configs" / "LICENSE-MIT.txt")
     (out / "state_dict_keys.json").write_text(json.dumps(compact, separators=(",", ":"), sort_keys=True) + "\n")
 
     # 2. reduced-width random models in the released layout, and their outputs
@@ -326,6 +414,10 @@ def main() -> None:
                 if "scale_factor" not in key:
                     fan_in = p.numel() // p.shape[0] if p.ndim > 1 else 1
                     p.copy_(torch.randn(p.shape, generator=gen) * WEIGHT_GAIN / fan_in ** 0.5)
+                    # output heads scaled so that σ·score is of order 0.1–1, as in a trained model (a tiny
+                    # score makes the Langevin corrector's step 2(snr‖z‖/‖s‖)² explode the lattice)
+                    if key.endswith("out_forces.linear.weight"):
+                        p.mul_(LATTICE_HEAD_GAIN if ".lattice_out_blocks." in key else FORCE_HEAD_GAIN)
             for key, buf in module.named_buffers():
                 for prop, (mean, std) in SCALER_STATS.items():
                     if f"property_embeddings_adapt.{prop}.scaler.means" in key:
@@ -394,6 +486,7 @@ def main() -> None:
                     for field in ("pos", "cell", "atomic_numbers"):
                         arrays[f"{tag}/guided_{field}"] = guided[field].numpy()
         print(name, "written")
+    arrays.update(predictor_corrector_step(out, chemgraph_batch))
     np.savez_compressed(out / "reference.npz", **arrays)
     (out / "cases.json").write_text(json.dumps({"width": WIDTH, "times": TIMES, "guidance_scale": GUIDANCE,
                                                 "scaler_stats": SCALER_STATS, "cases": cases}, indent=1) + "\n")

@@ -32,6 +32,7 @@ import pandas as pd
 
 from mattergen_kit.data.dataset import CrystalDataset
 from mattergen_kit.data.paths import cache_root
+from mattergen_kit.data.safe_json import structure_from_dict
 
 __all__ = ["load_materials_project", "MPAccessError", "MP_FIELDS", "DEFAULT_ENDPOINT"]
 
@@ -138,15 +139,14 @@ def _num(v) -> float:
 
 
 def _docs_to_dataset(docs: list[dict], name: str, workers: int, progress: bool) -> CrystalDataset:
-    from pymatgen.core import Structure
-
     structures, rows = [], []
     bad = []
     for i, d in enumerate(docs):
         try:
-            s = Structure.from_dict(d["structure"])
+            s = structure_from_dict(d["structure"], f"MP document {i}")  # no monty class dispatch
         except Exception as exc:  # reported as a skip below
-            bad.append((i, str(d.get("material_id")), f"invalid structure in MP document ({type(exc).__name__})"))
+            bad.append((i, str(d.get("material_id")),
+                        f"invalid structure in MP document ({type(exc).__name__}: {str(exc)[:300]})"))
             continue
         sym = d.get("symmetry") or {}
         bm = d.get("bulk_modulus") or {}

@@ -42,6 +42,7 @@ import numpy as np
 #: Elements MatterGen leaves out of its training data (noble gases, Tc, Pm, and Z ≥ 84): re-exported from constants.
 from mattergen_kit.constants import EXCLUDED_ELEMENTS, EXCLUDED_MIN_Z, NOBLE_GASES  # noqa: F401
 from mattergen_kit.data.crystal_batch import MAX_ATOMIC_NUM, canonicalize_structure
+from mattergen_kit.data.safe_json import structure_from_dict
 
 DEFAULT_MIN_DISTANCE = 0.5  # Å
 DEFAULT_MIN_VOLUME = 0.1  # Å^3 per atom
@@ -201,7 +202,7 @@ def to_structure(obj, fmt: str = "cif"):
         return obj
     if isinstance(obj, dict):
         try:
-            return Structure.from_dict(obj)
+            return structure_from_dict(obj, "structure dict")  # no monty class dispatch (data/safe_json.py)
         except Exception as exc:
             raise StructureError(f"invalid structure dict ({type(exc).__name__}: {str(exc)[:200]})") from None
     if fmt == "cif":

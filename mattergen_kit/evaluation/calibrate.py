@@ -26,6 +26,13 @@ import warnings
 import numpy as np
 import pandas as pd
 
+from mattergen_kit.data.paths import data_root
+from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
+from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences, fit_elemental_references
+from mattergen_kit.evaluation.potentials import SEVENNET_VARIANT, limit_threads, load_potential
+from mattergen_kit.evaluation.reference import bundled, cache_dir
+from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
+
 __all__ = ["static_energies", "fit", "measure"]
 
 
@@ -34,14 +41,12 @@ def static_energies(structures, batch_size: int = 32, progress: bool = True, dev
     """Total energies (eV) of structures as given: CHGNet batched single points, or SevenNet one by one."""
     from tqdm.auto import tqdm
 
-    from mattergen_kit.evaluation.relax import _threads, load_potential
-
     if model == "sevennet":
         from pymatgen.io.ase import AseAtomsAdaptor
 
         calc = load_potential("sevennet", device)
         out = []
-        with warnings.catch_warnings(), _threads(1):
+        with warnings.catch_warnings(), limit_threads(1):
             warnings.simplefilter("ignore")
             for s in tqdm(structures, desc="SevenNet single points", disable=not progress):
                 atoms = AseAtomsAdaptor.get_atoms(s)
@@ -89,14 +94,11 @@ def fit(n_fit: int = 3000, use_mp2020: bool | None = None, ridge: float = 1e-7, 
         save: bool = True, model: str = "chgnet"):
     if use_mp2020 is None:
         use_mp2020 = MP2020_BY_DEFAULT[model]
-    from mattergen_kit.evaluation.hull import fit_elemental_references
-    from mattergen_kit.evaluation.reference import bundled, cache_dir
 
     ds = bundled("train")
     idx = _select_covering(ds, n_fit)
     structs = [ds.structures[i] for i in idx]
     props = ds.properties.iloc[idx].reset_index(drop=True)
-    from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
 
     cache = cache_dir() / f"{model}-static-train-{len(idx)}.npz"
     stored = load_arrays(cache)
@@ -122,9 +124,6 @@ def _unstable_set(n: int, seed: int = 0):
     """MPTS-52 structures with MP E_hull > 0.1 eV/atom, ≤ 20 atoms, not in the bundled set."""
     from pymatgen.core import Structure
 
-    from mattergen_kit.data.paths import data_root
-    from mattergen_kit.evaluation.reference import bundled
-
     known = set(bundled("all").properties["material_id"].astype(str))
     df = pd.concat([pd.read_csv(data_root() / f"mpts_52/{s}.csv.gz") for s in ("val", "test")], ignore_index=True)
     df = df[(df["energy_above_hull"] > 0.1) & ~df["material_id"].isin(known)]
@@ -146,8 +145,6 @@ def _unstable_set(n: int, seed: int = 0):
 
 def _potential_name(model: str) -> str:
     if model == "sevennet":
-        from mattergen_kit.evaluation.relax import SEVENNET_VARIANT
-
         return f"SevenNet {SEVENNET_VARIANT} (sevenn {_version('sevenn')})"
     return f"CHGNet 0.3.0 (chgnet {_version('chgnet')})"
 
@@ -165,9 +162,6 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
             save: bool = True, model: str = "chgnet", store=None) -> dict:
     """Calibration of ``model`` on ``n`` stable + ``n`` unstable held-out crystals (module docstring). Relaxations
     are appended to ``store`` (default: the cache's ``calibration-relaxed.jsonl``) and reused from it."""
-    from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences
-    from mattergen_kit.evaluation.reference import bundled, cache_dir
-    from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
 
     refs = ElementalReferences.load(potential=model)
     te = bundled("test")
@@ -180,7 +174,6 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
     props = pd.concat([stable_p, unst_p], ignore_index=True)
     props["set"] = ["bundled-test"] * len(stable_s) + ["mpts52-unstable"] * len(unst_s)
     if relax:  # load the potential first: its start-up time is not part of a relaxation
-        from mattergen_kit.evaluation.relax import load_potential
 
         load_potential(model)
     t = time.perf_counter()

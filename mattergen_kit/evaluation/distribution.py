@@ -27,6 +27,10 @@ from typing import Sequence
 
 import numpy as np
 
+from mattergen_kit.data.precomputed import find_precomputed
+from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
+from mattergen_kit.evaluation.reference import cache_dir
+
 __all__ = ["structure_fingerprint", "composition_fingerprint", "fingerprints", "coverage", "wasserstein_metrics",
            "reference_fingerprints", "STRUCT_CUTOFF", "COMP_CUTOFF"]
 
@@ -151,8 +155,6 @@ def reference_fingerprints(structures: Sequence, name: str, max_n: int | None = 
                            progress: bool = True):
     """Fingerprints of (a deterministic subsample of at most ``max_n``) reference structures, cached on disk
     under ``datasets/cache/evaluation/`` by the reference's name and content hash."""
-    from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
-    from mattergen_kit.evaluation.reference import cache_dir
 
     n = len(structures)
     idx = np.arange(n)
@@ -166,7 +168,6 @@ def reference_fingerprints(structures: Sequence, name: str, max_n: int | None = 
     path = cache_dir() / f"fp-{safe}-{len(idx)}-{h.hexdigest()[:12]}.npz"
     z = load_arrays(path)
     if z is None:  # the default reference's fingerprints ship precomputed (mattergen_kit.data.precomputed)
-        from mattergen_kit.data.precomputed import find_precomputed
 
         shipped = find_precomputed(path.name)
         z = load_arrays(shipped) if shipped is not None else None

@@ -17,6 +17,7 @@ from pymatgen.io.ase import AseAtomsAdaptor
 from pymatgen.io.cif import CifParser
 
 from mattergen_kit.data.files import iter_structure_files
+from mattergen_kit.data.safe_json import structure_from_dict
 from mattergen_kit.outputs import CIF_ZIP, EXTXYZ, MANIFEST
 
 __all__ = ["load_structures", "read_inputs", "as_structure", "STRUCTURE_SUFFIXES"]
@@ -84,7 +85,7 @@ def _read_file(f: Path) -> list[tuple[Any, str | None]]:
         return [(AseAtomsAdaptor.get_structure(a), str(a.info["file"]) if "file" in a.info else None)
                 for a in read(str(f), index=":")]
     if suf == ".json":
-        return [(Structure.from_dict(json.loads(f.read_text())), None)]
+        return [(structure_from_dict(json.loads(f.read_text()), str(f)), None)]  # no monty class dispatch
     return [(Structure.from_file(str(f)), None)]
 
 

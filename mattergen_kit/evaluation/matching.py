@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections import defaultdict
 from typing import Sequence
 
+from mattergen_kit.evaluation.reference import load_phases_table
+
 __all__ = ["default_matcher", "unique_mask", "novel_mask", "ReferenceIndex", "mp20_formulas", "reduced_formula"]
 
 
@@ -137,7 +139,5 @@ def mp20_formulas() -> set[str]:
     """Reduced formulas of the 35k MP-20 phases (from ``species_at_sites``; bundled parquet)."""
     global _MP20_FORMULAS
     if _MP20_FORMULAS is None:
-        from mattergen_kit.evaluation.reference import load_phases_table
-
         _MP20_FORMULAS = set(load_phases_table()["reduced_formula"])
     return _MP20_FORMULAS

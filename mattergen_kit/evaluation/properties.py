@@ -18,6 +18,11 @@ from typing import Sequence
 
 import numpy as np
 
+from mattergen_kit.data.precomputed import find_precomputed
+from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
+from mattergen_kit.evaluation.distribution import composition_fingerprint
+from mattergen_kit.evaluation.reference import bundled, cache_dir
+
 __all__ = ["hhi", "spacegroup", "BandGapPredictor", "band_gap_predictor"]
 
 
@@ -45,8 +50,6 @@ def spacegroup(structure, symprec: float = 0.1, angle_tolerance: float = 5.0) ->
 
 
 def _features(compositions: Sequence) -> np.ndarray:
-    from mattergen_kit.evaluation.distribution import composition_fingerprint
-
     rows = []
     for c in compositions:
         v = composition_fingerprint(c)
@@ -86,8 +89,6 @@ class BandGapPredictor:
 
 def _training_data() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Magpie features and DFT band gaps of the bundled train and test splits, cached as .npz (no pickle)."""
-    from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
-    from mattergen_kit.evaluation.reference import bundled, cache_dir
 
     tr, te = bundled("train"), bundled("test")
     path = cache_dir() / f"bandgap-features-{len(tr)}-{len(te)}.npz"
@@ -147,8 +148,6 @@ class ShippedTrees:
         return out
 
     def save(self, path, metrics: dict) -> None:
-        from mattergen_kit.evaluation.cache import save_arrays
-
         save_arrays(path, metrics=np.array(json.dumps(metrics)), **self.a)
 
     @classmethod
@@ -163,7 +162,6 @@ def shipped_model_name(n_train: int, n_test: int) -> str:
 
 def export_trees(predictor: BandGapPredictor, path) -> ShippedTrees:
     """Write ``predictor``'s fitted trees to ``path`` after checking they predict what scikit-learn predicts."""
-    from mattergen_kit.evaluation.reference import bundled
 
     trees = ShippedTrees.from_sklearn(predictor.model)
     X = _features([s.composition for s in bundled("test").structures])
@@ -190,10 +188,7 @@ def band_gap_predictor(retrain: bool = False) -> BandGapPredictor:
         return _PREDICTOR
     from threadpoolctl import threadpool_limits
 
-    from mattergen_kit.evaluation.reference import bundled, cache_dir
-
     if not retrain:  # the shipped trees of the model fitted on these splits (mattergen_kit.data.precomputed)
-        from mattergen_kit.data.precomputed import find_precomputed
 
         shipped = find_precomputed(shipped_model_name(len(bundled("train")), len(bundled("test"))))
         if shipped is not None:

@@ -83,7 +83,6 @@ class _Job:
         self.atoms.calc = _Prefilled(calculator)
         self.target = FrechetCellFilter(self.atoms) if settings["relax_cell"] else self.atoms
         if settings["relax_cell"] and reuse_gradient:
-
             cell_matrix.install(self.target)         # 3×3 log/exp by eigendecomposition, not SciPy's general ones
         self.opt = FIRE(self.target, logfile=None)
         self.opt.fmax = settings["fmax"]

@@ -28,8 +28,9 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
-from pymatgen.core import Composition, Structure
+from pymatgen.core import Composition
 
+from mattergen_kit.data.safe_json import structure_from_dict
 from mattergen_kit.evaluation import matching
 from mattergen_kit.evaluation.cluster import dask_cluster_map
 from mattergen_kit.evaluation.distribution import (coverage, fingerprints, reference_fingerprints,
@@ -200,7 +201,7 @@ def relaxation_stage(rows, inputs, valid, settings: EvaluationSettings) -> list:
                        relax_converged=r["converged"], relax_seconds=r["seconds"], energy=r["energy"],
                        energy_per_atom=r["energy_per_atom"], rmsd=r["rmsd"], rmsd_matched=r["rmsd_matched"])
         if r["ok"]:
-            final[i] = Structure.from_dict(r["relaxed"])
+            final[i] = structure_from_dict(r["relaxed"], "relaxed.jsonl")
             ok, _ = safe(lambda: structural_validity(final[i]), (False, "?"))
             rows[i]["relaxed_structural_valid"] = ok
     return final
@@ -345,7 +346,7 @@ def second_opinion_stage(rows, final, settings: EvaluationSettings, meta: dict) 
         if r is None or not r["ok"]:
             rows[i]["second_opinion_error"] = (r or {}).get("error", "not relaxed")
             continue
-        s = Structure.from_dict(r["relaxed"])
+        s = structure_from_dict(r["relaxed"], "relaxed.jsonl")
         ef = refs.formation_energy_per_atom(s.composition, r["energy"], s)
         eh = safe(lambda: chull.e_above_hull(s.composition, ef), float("nan"))
         seconds.append(r["seconds"])

@@ -341,7 +341,7 @@ class RBFBasedLatticeUpdateBlockFrac(nn.Module):
     def forward(self, edge_emb, edge_index, distance_vec, batch, rbf, num_crystals: int):
         phi = self.out_forces(self.mlp(edge_emb) * self.dense_rbf_F(rbf))[:, 0]       # (E,)
         batch_edge = batch[edge_index[0]]
-        edges_per_crystal = scatter_sum(torch.ones_like(distance_vec[:, 0]), batch_edge, int(batch_edge.max()) + 1)
+        edges_per_crystal = scatter_sum(torch.ones_like(distance_vec[:, 0]), batch_edge, num_crystals)
         phi = phi / edges_per_crystal[batch_edge]
         unit = distance_vec / distance_vec.norm(dim=-1, keepdim=True)
         outer = phi[:, None, None] * (unit[:, :, None] @ unit[:, None, :])

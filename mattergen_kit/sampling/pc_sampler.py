@@ -139,6 +139,9 @@ class PredictorCorrectorSampler:
     continuous_update: how the predictor moves coordinates and lattice: "ancestral" (the reference SDE step),
         "ode" (probability-flow / DDIM step, deterministic) or "ode2m" (DPM-Solver++(2M): second order from the
         previous step's Tweedie estimate, same one call per step). Every variant ends on Tweedie's x̂_0.
+    network_bfloat16: run the network under ``torch.autocast(bfloat16)`` (its matrix products in bfloat16; the
+        shipped model was trained under bf16 autocast); outputs are cast back to float32. About 2× faster per call
+        on a CPU with AVX512-BF16 (measured at batch 32), relative output error ~0.5 %. False = float32, the reference.
     type_unmasking: "random" (the reference: every masked atom revealed independently) or "confidence"
         (MaskGIT: as many atoms per crystal as the reference would reveal, the most confident ones). Not with
         remasking or symmetry templates.
@@ -148,7 +151,8 @@ class PredictorCorrectorSampler:
                  snr_lattice: float = 0.2, n_corrector_steps: int = 1, eps_t: float = 1e-3,
                  type_temperature: float = 1.0, coherence_bias=None, remask_rate: float = 0.0,
                  remask_window: tuple[float, float] = (0.05, 0.55), grid_rho: float = 1.0,
-                 corrector_t_max: float = 1.0, continuous_update: str = "ancestral", type_unmasking: str = "random"):
+                 corrector_t_max: float = 1.0, continuous_update: str = "ancestral", type_unmasking: str = "random",
+                 network_bfloat16: bool = False):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
@@ -179,6 +183,7 @@ class PredictorCorrectorSampler:
         if type_unmasking == "confidence" and remask_rate:
             raise ValueError("type_unmasking='confidence' cannot be combined with remask_rate > 0")
         self.type_unmasking = type_unmasking
+        self.network_bfloat16 = bool(network_bfloat16)
         self.diffusion = diffusion
         self.num_steps = num_steps
         self.snr_coords = snr_coords
@@ -193,7 +198,8 @@ class PredictorCorrectorSampler:
                 f"snr_lattice={self.snr_lattice}, n_corrector_steps={self.n_corrector_steps}, "
                 f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate}, "
                 f"grid_rho={self.grid_rho}, corrector_t_max={self.corrector_t_max}, "
-                f"continuous_update={self.continuous_update!r}, type_unmasking={self.type_unmasking!r})")
+                f"continuous_update={self.continuous_update!r}, type_unmasking={self.type_unmasking!r}, "
+                f"network_bfloat16={self.network_bfloat16})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
@@ -351,7 +357,7 @@ class PredictorCorrectorSampler:
                  allowed: torch.Tensor | None) -> DenoiserOutput:
         """Guided network output with inference-time logit masking (one model call)."""
         B, device = noisy.num_crystals, noisy.device
-        with torch.no_grad():
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.network_bfloat16):
             if scale == 0.0 or scale == 1.0:
                 use = torch.full((B,), scale == 1.0, dtype=torch.bool, device=device)
                 out = model(noisy, t, conditions=conditions, use_condition=use)
@@ -365,6 +371,8 @@ class PredictorCorrectorSampler:
                 u = DenoiserOutput(out2.type_logits[:n], out2.coord_score[:n], out2.lattice_score[:B])
                 c = DenoiserOutput(out2.type_logits[n:], out2.coord_score[n:], out2.lattice_score[B:])
                 out = combine_guidance(u, c, scale)
+        if self.network_bfloat16:                                      # back to float32 for the sampler's arithmetic
+            out = DenoiserOutput(out.type_logits.float(), out.coord_score.float(), out.lattice_score.float())
         if allowed is not None and allowed.ndim == 2:
             allowed = allowed[noisy.batch_idx]                         # per crystal → per atom
         return DenoiserOutput(mask_logits(out.type_logits, allowed), out.coord_score, out.lattice_score)
