@@ -240,6 +240,7 @@ def test_one_predictor_corrector_step_equals_the_reference(reference, monkeypatc
                          progress=False)
     monkeypatch.undo()
     assert not queue, "the kit drew fewer Gaussian noises than MatterGen"
+    assert float((out.lattice - cell).abs().max()) > 1e-3 and float((out.frac_coords - pos).abs().max()) > 1e-3
     _assert_close(out.frac_coords, reference["step/mean_pos"], "coordinates after the step")
     _assert_close(out.lattice, reference["step/mean_cell"], "lattice after the step")
     assert len(seen_probs) == 1
