@@ -8,7 +8,7 @@ shipped base model, seed 0, in batches of 64 exactly as ``GenerativeModel.iter_b
 atoms and per-batch seeds; the model's type temperature and coherence bias), one torch thread. ``ref1000`` is not
 re-sampled on this CPU (2,000 network calls per crystal): its crystals are the 1000-step samples drawn with the same
 model and seed on a lent GPU (``benchmarks/results/device_samples_h200.json.gz``, job ``base_1000x1000``; its wall time is
-the GPU's). Rows, as ``bench_base_quality.py``: SMACT (compositional validity), structural validity, uniqueness,
+the GPU's; ``ref100_gpu`` likewise the stored 100-step job ``base_1000x100``). Rows, as ``bench_base_quality.py``: SMACT (compositional validity), structural validity, uniqueness,
 novelty (bundled train split), mean number of elements and the share with ≥ 5, W(density), W(#elements) to the
 bundled test split; with ``--proxy-n K`` the CHGNet force RMS of the first K generated crystals (one batched
 single-point call; a cheap stand-in for the distance to the relaxed cell); with ``--relax-n K`` the first K are relaxed
@@ -36,6 +36,7 @@ STORE = HERE / "results" / "device_samples_h200.json.gz"
 CONFIGS: dict[str, tuple[int, dict]] = {
     "ref1000": (1000, {}),
     "ref100": (100, {}),
+    "ref100_gpu": (100, {}),
     "ref50": (50, {}),
     # screening: probability-flow predictor, grids, corrector placement
     "ode100": (100, {"continuous_update": "ode"}),
@@ -53,6 +54,9 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "corr3_rho2_50": (50, {"n_corrector_steps": 3, "grid_rho": 2.0}),
     "snr_lat_100": (100, {"snr_lattice": 0.4}),
     "ref100_bf16": (100, {"network_bfloat16": True}),
+    "ode2m_corr3_50": (50, {"continuous_update": "ode2m", "n_corrector_steps": 3}),
+    "ode2m100_bf16": (100, {"continuous_update": "ode2m", "network_bfloat16": True}),
+    "ode2m_snr_up_100": (100, {"continuous_update": "ode2m", "snr_coords": 0.6, "snr_lattice": 0.4}),
     "ode2m_conf100": (100, {"continuous_update": "ode2m", "type_unmasking": "confidence"}),
 }
 
@@ -93,14 +97,18 @@ def sample_config(name: str, num: int, seed: int, folder: Path) -> tuple[list, f
     return structures[:num], float(sum(seconds.values())), sampler.network_calls()
 
 
-def stored_reference(num: int, seed: int) -> tuple[list, float, int]:
-    """The 1000-step samples drawn on the GPU (first ``num``), their GPU seconds, NFE 2,000."""
+#: configurations served from the GPU store instead of being sampled here: name -> the store's job label
+STORED = {"ref1000": "base_1000x1000", "ref100_gpu": "base_1000x100"}
+
+
+def stored_reference(name: str, num: int, seed: int) -> tuple[list, float, int]:
+    """The reference sampler's samples drawn on the GPU (first ``num``), their GPU seconds, NFE 2 × steps."""
     from mattergen_kit.presampled import job_batch, job_by_label
 
     if seed != 0 or num > 1000:
-        raise SystemExit("ref1000 comes from the stored GPU samples: 1,000 crystals of seed 0")
-    _, job = job_by_label(STORE, "base_1000x1000")
-    return job_batch(job).to_structures()[:num], float(job["seconds"]) * num / 1000, 2000
+        raise SystemExit(f"{name} comes from the stored GPU samples: 1,000 crystals of seed 0")
+    _, job = job_by_label(STORE, STORED[name])
+    return job_batch(job).to_structures()[:num], float(job["seconds"]) * num / 1000, 2 * CONFIGS[name][0]
 
 
 def force_rms(structures: list) -> tuple[float, float]:
@@ -176,13 +184,13 @@ def main(argv=None) -> int:
     rows = json.loads(result_path.read_text())["rows"] if result_path.exists() else {}
     for name in args.configs:
         folder = HERE / "results" / "samples_few_step" / f"{name}_n{args.num}"
-        if name == "ref1000":
-            structures, seconds, nfe = stored_reference(args.num, args.seed)
+        if name in STORED:
+            structures, seconds, nfe = stored_reference(name, args.num, args.seed)
         else:
             structures, seconds, nfe = sample_config(name, args.num, args.seed, folder)
         row = {"config": name, "steps": CONFIGS[name][0], "options": CONFIGS[name][1], "num": args.num,
                "seed": args.seed, "nfe": nfe, "sample_seconds": seconds,
-               "sampled_on": "H200 (stored)" if name == "ref1000" else "CPU, 1 thread, batches of 64"}
+               "sampled_on": "H200 (stored), batches of 1024" if name in STORED else "CPU, 1 thread, batches of 64"}
         row.update(judge(structures, args.relax_n, args.proxy_n, folder / "relaxation" if args.relax_n else None))
         rows[name] = row
         result_path.write_text(json.dumps({"num": args.num, "seed": args.seed, "rows": rows}, indent=1))

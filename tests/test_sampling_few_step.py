@@ -121,7 +121,8 @@ def test_final_step_is_tweedie_on_a_point_mass():
 
 @pytest.mark.parametrize("options", [dict(continuous_update="ode"),
                                      dict(continuous_update="ode2m", grid_rho=2.0),
-                                     dict(continuous_update="ode2m", grid_rho=2.0, n_corrector_steps=0)])
+                                     dict(continuous_update="ode2m", grid_rho=2.0, n_corrector_steps=0),
+                                     dict(continuous_update="ode2m", type_unmasking="confidence")])
 def test_probability_flow_samplers_recover_a_two_crystal_mixture(options):
     """Exact scores of NaCl rock salt vs ZnS zinc blende: every sample has the geometry of one of the two crystals
     (coordinates and lattice), ≥ 90 % also its atom types (atoms revealed in the same step are drawn independently,
@@ -166,3 +167,25 @@ def test_confidence_unmasking_reveals_the_reference_count_most_confident_first()
     # the last step (k' = 0) reveals every atom
     sample, _ = confidence_reveal_step(types_model, x_k, logits, torch.tensor(5), torch.tensor(0), bidx, 1, g)
     assert not bool((sample == types_model.mask_class).any())
+
+
+def test_bfloat16_network_calls_stay_close_to_float32():
+    """The shipped model called under bf16 autocast: float32 outputs within a few % of the float32 call."""
+    import mattergen_kit as mk
+
+    model = mk.load_model()
+    num_atoms = torch.tensor([4, 8, 12])
+    g = torch.Generator().manual_seed(0)
+    diff = model.diffusion
+    noisy = CrystalBatch(torch.full((24,), MASK_Z), diff.coords.sample_prior(num_atoms, g),
+                         diff.lattice.sample_prior(num_atoms, g), num_atoms)
+    t = torch.full((3,), 0.3)
+    outs = [PredictorCorrectorSampler(diff, network_bfloat16=bf16)._denoise(model.denoiser, noisy, t, None, 0.0, None)
+            for bf16 in (False, True)]
+    for field in ("coord_score", "lattice_score", "type_logits"):
+        a, b = getattr(outs[0], field), getattr(outs[1], field)
+        assert b.dtype == torch.float32
+        if field == "type_logits":                                       # masked classes are −1e10 in both
+            keep = a > -1e9
+            a, b = a[keep], b[keep]
+        assert float((a - b).norm() / a.norm()) < 0.05, field
