@@ -268,3 +268,37 @@ def test_pack_and_train_on_bundled_52(mini52, tmp_path):
     assert model.denoiser.config.graph == "knn:8" and model.num_atoms_prior.max_atoms == 52
     batch = model.sample(1, seed=0, steps=2, num_atoms=30, progress=False)
     assert batch.num_atoms.tolist() == [30] and torch.isfinite(batch.frac_coords).all()
+
+
+def test_conventional_cells_in_the_pack(mini52, tmp_path):
+    """pack --conventional: every stored conventional cell is its crystal (StructureMatcher, same volume per atom)
+    with more atoms; DeviceCrystals swaps exactly the crystals that have one; two CPU steps train with it."""
+    import torch
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    from mattergen_kit.data.bundled import write_large_record
+    from mattergen_kit.training.fast import DeviceCrystals, FastConfig, load_pack, pack_bundled, train_fast
+
+    write_large_record(workers=1, progress=False)
+    pack = load_pack(pack_bundled(tmp_path / "pack.pt", max_atoms=52, conventional=True))
+    train = datasets.load_bundled("train", max_atoms=52, progress=False)
+    conv = pack["splits"]["train"]["conventional"]
+    assert len(conv["source"]) >= 3 and int(conv["num_atoms"].max()) <= 52
+    from mattergen_kit.data.crystal_batch import CrystalBatch
+
+    cells = CrystalBatch(conv["atom_types"], conv["frac_coords"], conv["lattice"], conv["num_atoms"]).to_structures()
+    matcher = StructureMatcher()
+    for source, cell in zip(conv["source"].tolist(), cells):
+        original = train.structures[source]
+        assert len(cell) > len(original) and matcher.fit(cell, original)
+        assert abs(cell.volume / len(cell) - original.volume / len(original)) < 1e-3 * original.volume / len(original)
+    crystals = DeviceCrystals(pack["splits"]["train"], torch.device("cpu"))
+    assert len(crystals) == len(train)
+    idx = torch.arange(len(train))
+    swapped = crystals.conventional(idx, 1.0)
+    assert torch.equal(swapped != idx, torch.isin(idx, conv["source"]))
+    batch = crystals.batch(swapped[conv["source"][:1]])
+    assert torch.equal(batch.atom_types, conv["atom_types"][: int(conv["num_atoms"][0])])
+    cfg = FastConfig(pack=str(tmp_path / "pack.pt"), out=str(tmp_path / "run"), hidden=16, layers=1, batch_size=4,
+                     max_steps=2, minutes=1.0, val_every_s=1e9, device="cpu", bf16=False, conventional=0.5)
+    assert train_fast(cfg, log=lambda m: None).exists()

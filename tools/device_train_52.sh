@@ -7,13 +7,16 @@
 # Run on the device (run tool, carry ["runs/carry52"], timeout_s 600; the command limit is 10 min):
 #     bash tools/device_train_52.sh
 # Recipe (defaults; every one an environment variable): a warm start from the shipped base (INIT, 4.4M parameters,
-# trained on ≤ 20 atoms; its weights fit any graph), MINUTES=6 of training at batch 1,024, lr 5e-4 (warm-up 200, cosine
+# trained on ≤ 20 atoms; its weights fit any graph), MINUTES=5 of training at batch 1,024, lr 5e-4 (warm-up 200, cosine
 # to 0.02·lr), all-pairs graph (GRAPH=knn:24 halves the edges of a 52-atom cell), CELL_AUGMENT=0 (probability of a
-# random equivalent cell, data/cell_choice.py), WEIGHT_DECAY=0.01, then three draws at 1,000 steps, seed 0:
-#     base52_1000x1000   1,000 crystals, N from the new model's prior (the mp-bundled-52 train split)
-#     le20_1000x1000     1,000 crystals, N from mp-bundled-20's prior: the old ≤ 20-atom quality rows, side by side
+# random equivalent cell, data/cell_choice.py), WEIGHT_DECAY=0.01, then three draws at 1,000 steps, seed 0, in this
+# order, within what is left of BUDGET_S=570 s (a draw cut short keeps the jobs before it):
 #     large_256x1000     256 crystals, N drawn from the train split's cells with 21–52 atoms
-# (the old base took 41.6 s for 1,000 x 1,000 on the H200; the 52-atom cells cost ~10x per crystal.)
+#     le20_1000x1000     1,000 crystals, N from mp-bundled-20's prior: the old ≤ 20-atom quality rows, side by side
+#     base52_1000x1000   1,000 crystals, N from the new model's prior (the mp-bundled-52 train split)
+# Time: the old base drew 1,000 x 1,000 in 41.6 s on the H200; mp-bundled-52 has E[N²] = 390 against 133 (all-pairs
+# edges per crystal), so expect ~2 min for base52, ~45 s for le20 and ~1.5 min for the 256 large cells.
+# Memory: ~10.7 MB of fp32 activations per crystal on the 52 mix (benchmarks/bench_large_cells.py), ~11 GB at 1,024.
 # Judge here (pymatgen, CHGNet):
 #     python tools/sample_on_device.py quality --store STORE --job le20_1000x1000 --tag gpu52_le20
 #     python benchmarks/bench_base_quality.py ... (see tools/sample_on_device.py)
@@ -25,10 +28,12 @@ if [ "${SMOKE:-0}" = 1 ]; then   # the whole path on a CPU with tiny settings: i
   NUM=${NUM:-4}; LARGE_NUM=${LARGE_NUM:-2}; STEPS=${STEPS:-3}; LIMIT_VAL=${LIMIT_VAL:-64}
 fi
 CARRY=${CARRY:-runs/carry52}; DEVICE=${DEVICE:-cuda}; WORK=${WORK:-/tmp/train52}
-INIT=${INIT:-mattergen_kit/checkpoints/mp_bundled_20.pt}; MINUTES=${MINUTES:-6}; BATCH=${BATCH:-1024}
+INIT=${INIT:-mattergen_kit/checkpoints/mp_bundled_20.pt}; MINUTES=${MINUTES:-5}; BATCH=${BATCH:-1024}
 LR=${LR:-5e-4}; WARMUP=${WARMUP:-200}; GRAPH=${GRAPH:-all}; CELL_AUGMENT=${CELL_AUGMENT:-0}
 WEIGHT_DECAY=${WEIGHT_DECAY:-0.01}; VAL_EVERY=${VAL_EVERY:-30}; SEED=${SEED:-0}; LIMIT_VAL=${LIMIT_VAL:-0}
 NUM=${NUM:-1000}; LARGE_NUM=${LARGE_NUM:-256}; STEPS=${STEPS:-1000}; SAMPLE_BATCH=${SAMPLE_BATCH:-500}
+BUDGET_S=${BUDGET_S:-570}   # the whole script ends by then (the run tool kills a command at 600 s)
+START=$(date +%s)
 mkdir -p "$WORK" "$OUT"
 log() { sed -u "s/^/[$1] /" | tee -a "$OUT/log.txt"; }
 gunzip -c "$CARRY/pack52.pt.gz" > "$WORK/pack52.pt" || { echo "no $CARRY/pack52.pt.gz: make it first (header)"; exit 1; }
@@ -50,9 +55,11 @@ python -m mattergen_kit.training.fast train --pack "$WORK/pack52.pt" --out "$WOR
   --device "$DEVICE" --weights-dtype float16 2>&1 | log train
 cp "$WORK/base52/model.pt" "$OUT/mp_bundled_52.pt" || { echo "training wrote no model"; exit 1; }
 
-python - "$OUT" "$DEVICE" "$NUM" "$LARGE_NUM" "$STEPS" "$SAMPLE_BATCH" "$WORK/pack52.pt" "$INIT" <<'EOF' 2>&1 | log draw
-"""Draw the three benchmark sets with the new model; a store (presampled format, one job per set, written after each
-job) and summary.json with torch-only checks (N bands, shortest interatomic distance ≥ 0.5 Å under the minimum image)."""
+LEFT=$((BUDGET_S - $(date +%s) + START)); echo "drawing with ${LEFT} s left" | log draw
+timeout "$LEFT" python - "$OUT" "$DEVICE" "$NUM" "$LARGE_NUM" "$STEPS" "$SAMPLE_BATCH" "$WORK/pack52.pt" "$INIT" <<'EOF' 2>&1 | log draw
+"""Draw the three benchmark sets with the new model, the new targets first (large, le20, base52); after each job the
+store (presampled format) and summary.json (torch-only checks: N bands, shortest interatomic distance ≥ 0.5 Å under
+the minimum image) are rewritten, so a run stopped at the time limit keeps what it drew."""
 import json, os, sys, time
 import torch
 from mattergen_kit.generation import load_model
@@ -71,8 +78,8 @@ else:
     p20 = p52[:21].clone()
 large = p52.clone(); large[:21] = 0
 gen = torch.Generator().manual_seed(0)
-jobs = [("base52", num, None), ("le20", num, torch.multinomial(p20 / p20.sum(), num, True, generator=gen)),
-        ("large", large_num, torch.multinomial(large / large.sum(), large_num, True, generator=gen))]
+jobs = [("large", large_num, torch.multinomial(large / large.sum(), large_num, True, generator=gen)),
+        ("le20", num, torch.multinomial(p20 / p20.sum(), num, True, generator=gen)), ("base52", num, None)]
 
 def min_distance(batch):
     """Shortest distance between two atoms of each crystal (minimum image over the 27 neighbouring cells), Å."""
@@ -91,6 +98,10 @@ def min_distance(batch):
     return torch.tensor(out)
 
 store, summary = {"format": STORE_FORMAT, "jobs": {}}, {"model": model_path, "device": device, "jobs": {}}
+ckpt = load_checkpoint(model_path)
+summary["train"] = {k: ckpt["meta"].get(k) for k in ("global_step", "val_metrics", "wall_minutes", "device", "pack")}
+summary["train"]["config"] = {k: ckpt["meta"]["train_config"].get(k) for k in
+                              ("init_from", "minutes", "batch_size", "lr", "graph", "cell_augment", "weight_decay")}
 for label, n, sizes in jobs:
     start = time.perf_counter()
     batch = model.sample(n, seed=0, steps=steps, batch_size=batch_size, num_atoms=None if sizes is None else sizes.tolist(),
@@ -112,12 +123,8 @@ for label, n, sizes in jobs:
                              "share_min_distance_ge_0.5A": float((dmin >= 0.5).float().mean()),
                              "median_volume_per_atom": float(vol.median())}
     print(f"{full}: {json.dumps(summary['jobs'][full])}", flush=True)
-ckpt = load_checkpoint(model_path)
-summary["train"] = {k: ckpt["meta"].get(k) for k in ("global_step", "val_metrics", "wall_minutes", "device", "pack")}
-summary["train"]["config"] = {k: ckpt["meta"]["train_config"].get(k) for k in
-                              ("init_from", "minutes", "batch_size", "lr", "graph", "cell_augment", "weight_decay")}
-with open(os.path.join(out, "summary.json"), "w") as fh:
-    json.dump(summary, fh, indent=1)
+    with open(os.path.join(out, "summary.json"), "w") as fh:
+        json.dump(summary, fh, indent=1)
 print("done: summary.json, samples52.pt", flush=True)
 EOF
 echo "done"; grep -h "done:\|FAILED\|Error\|error" "$OUT/log.txt"; ls -la "$OUT"

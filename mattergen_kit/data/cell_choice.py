@@ -14,8 +14,13 @@ For a crystal (L, f) with lattice vectors as the rows of L and Cartesian positio
     L''    = (L' L'ᵀ)^½                the symmetric polar factor, as every canonical cell: L' = L'' Q, Q a rotation
                                        (Q rotates the crystal, which changes nothing the network sees)
 
-The number of atoms stays N. Switching between primitive and conventional cells (which changes N) needs spglib
-at packing time and is not done here.
+The number of atoms stays N.
+
+Primitive vs conventional cell (this changes N): :func:`conventional_alternatives` finds, at packing time (spglib
+through pymatgen), each crystal's conventional standard cell where it holds more atoms than the stored primitive
+cell and at most ``max_atoms``, canonicalised without the primitive step (Niggli → symmetric polar factor). A
+training pack stores them beside the primitive cells (``training/fast.py pack --conventional``) and the training
+loop shows a crystal in its conventional cell with a chosen probability (``--conventional P``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ import torch
 
 from mattergen_kit.data.crystal_batch import CrystalBatch
 
-__all__ = ["random_unimodular", "symmetric_polar", "random_equivalent_cells"]
+__all__ = ["random_unimodular", "symmetric_polar", "random_equivalent_cells", "conventional_alternatives"]
 
 
 def random_unimodular(n: int, shears: int = 2, generator: torch.Generator | None = None,
@@ -71,3 +76,27 @@ def random_equivalent_cells(batch: CrystalBatch, probability: float = 0.5, shear
     lattice = torch.where(keep[:, None, None], batch.lattice, lattice)
     frac = torch.where(keep.index_select(0, batch_idx)[:, None], batch.frac_coords, frac)
     return CrystalBatch(batch.atom_types, frac, lattice, batch.num_atoms, batch.properties)
+
+
+def conventional_alternatives(structures, max_atoms: int = 52, symprec: float = 0.1) -> tuple[list[int], CrystalBatch]:
+    """``(index, cells)``: for each structure whose conventional standard cell (spglib, ``symprec`` Å) holds more
+    atoms than the structure and at most ``max_atoms``, its index and that cell (canonical without the primitive
+    step: Niggli → (L Lᵀ)^½), as one CrystalBatch in index order. Structures spglib cannot read are left out."""
+    import warnings
+
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    from mattergen_kit.data.crystal_batch import canonicalize_structure
+
+    index, cells = [], []
+    for i, s in enumerate(structures):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                conventional = SpacegroupAnalyzer(s, symprec=symprec).get_conventional_standard_structure()
+        except Exception:  # noqa: BLE001 - spglib fails on a few cells: they keep their primitive cell only
+            continue
+        if len(s) < len(conventional) <= max_atoms:
+            index.append(i)
+            cells.append(canonicalize_structure(conventional, primitive=False))
+    return index, CrystalBatch.from_structures(cells) if cells else None

@@ -46,13 +46,24 @@ PACK_FORMAT = "mattergen_kit.training_pack"
 
 # ---------------------------------------------------------------------------------------------- data pack
 def pack_bundled(out: str | Path, limit_train: int | None = None, limit_val: int | None = None,
-                 max_atoms: int = 20) -> Path:
+                 max_atoms: int = 20, conventional: bool = False) -> Path:
     """Write the bundled train/val splits as a training pack (needs the package's data layer); ``max_atoms=52``:
-    the mp-bundled-52 set (cells up to 52 atoms, data/bundled_large.py)."""
+    the mp-bundled-52 set (cells up to 52 atoms, data/bundled_large.py). ``conventional``: also the train crystals'
+    conventional cells with more atoms than the primitive one and ≤ max_atoms (data/cell_choice.py), as
+    ``splits["train"]["conventional"]`` (flat tensors + ``source``, the index of the crystal each belongs to)."""
+    from mattergen_kit.data.cell_choice import conventional_alternatives
     from mattergen_kit.datasets import load_bundled
 
-    splits = {name: _split_tensors(load_bundled(name, max_atoms=max_atoms, progress=False), limit)[0]
+    data = {name: load_bundled(name, max_atoms=max_atoms, progress=False) for name in ("train", "val")}
+    splits = {name: _split_tensors(data[name], limit)[0]
               for name, limit in (("train", limit_train), ("val", limit_val))}
+    if conventional:
+        n_train = len(splits["train"]["num_atoms"])
+        index, cells = conventional_alternatives(data["train"].structures[:n_train], max_atoms=max_atoms)
+        if cells is not None:
+            splits["train"]["conventional"] = {"atom_types": cells.atom_types, "frac_coords": cells.frac_coords,
+                                               "lattice": cells.lattice, "num_atoms": cells.num_atoms,
+                                               "source": torch.tensor(index, dtype=torch.long)}
     return _write_pack(out, splits, name=f"mp-bundled-{max_atoms}", max_atoms=max_atoms)
 
 
@@ -156,16 +167,28 @@ class DeviceCrystals:
     """One split of a pack held on the device; ``batch(indices)`` gathers crystals into a CrystalBatch."""
 
     def __init__(self, split: dict, device: torch.device):
-        self.atom_types = split["atom_types"].to(device)
-        self.frac_coords = split["frac_coords"].to(device)
-        self.lattice = split["lattice"].to(device)
-        self.num_atoms = split["num_atoms"].to(device)
+        self.size = len(split["num_atoms"])
+        alt = split.get("conventional")  # conventional cells stored after the primitive ones (pack --conventional)
+        parts = [split] + ([alt] if alt is not None else [])
+        self.atom_types = torch.cat([p["atom_types"] for p in parts]).to(device)
+        self.frac_coords = torch.cat([p["frac_coords"] for p in parts]).to(device)
+        self.lattice = torch.cat([p["lattice"] for p in parts]).to(device)
+        self.num_atoms = torch.cat([p["num_atoms"] for p in parts]).to(device)
         self.first_atom = torch.cumsum(self.num_atoms, 0) - self.num_atoms
+        self.alternative = torch.full((self.size,), -1, dtype=torch.long, device=device)  # index of its conventional
+        if alt is not None:
+            self.alternative[alt["source"].to(device)] = self.size + torch.arange(len(alt["num_atoms"]), device=device)
         self.conditions = {k: v.to(device) for k, v in split.get("conditions", {}).items()}
         self.device = device
 
     def __len__(self) -> int:
-        return len(self.num_atoms)
+        return self.size
+
+    def conventional(self, idx: torch.Tensor, probability: float, generator: torch.Generator | None = None):
+        """``idx`` with each crystal that has a conventional cell swapped to it with probability ``probability``."""
+        alt = self.alternative[idx]
+        swap = (torch.rand(len(idx), device=idx.device, generator=generator) < probability) & (alt >= 0)
+        return torch.where(swap, alt, idx)
 
     def batch(self, idx: torch.Tensor) -> CrystalBatch:
         n = self.num_atoms[idx]
@@ -224,6 +247,7 @@ class FastConfig:
     graph: str = "all"  # "all" pairs or "knn:K" (model/denoiser.py); overrides init_from's (the weights fit both)
     weight_decay: float = 0.01  # AdamW's (torch's default, the shipped recipe's)
     cell_augment: float = 0.0  # probability of showing a crystal in a random equivalent cell (data/cell_choice.py)
+    conventional: float = 0.0  # probability of showing it in its conventional cell (a pack made with --conventional)
     weights_dtype: str = "float32"  # storage of OUT/model.pt ("float16": half the size; load upcasts)
 
 
@@ -325,7 +349,7 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
         for group in opt.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(step, cfg.warmup_steps, progress, cfg.min_lr_ratio)
         idx = torch.randint(0, len(train), (cfg.batch_size,), device=device, generator=gen)
-        batch = train.batch(idx)
+        batch = train.batch(train.conventional(idx, cfg.conventional, gen) if cfg.conventional > 0 else idx)
         if cfg.cell_augment > 0:
             batch = random_equivalent_cells(batch, cfg.cell_augment, generator=gen)
         conditions = train.labels(idx, dropout, dropout_mode, gen)
@@ -365,6 +389,8 @@ def main(argv: list[str] | None = None) -> int:
     pk.add_argument("--limit-val", type=int)
     pk.add_argument("--max-atoms", type=int, default=20, choices=(20, 52),
                     help="20: mp-bundled-20 (default); 52: mp-bundled-52, cells up to 52 atoms")
+    pk.add_argument("--conventional", action="store_true",
+                    help="also store the train crystals' conventional cells (for train --conventional P)")
     pk.add_argument("--conditioned", metavar="CONFIG", nargs="?", const="configs/conditioned_cpu.yaml",
                     help="also pack the labels of this conditioned config (default configs/conditioned_cpu.yaml)")
     tr = sub.add_parser("train", help="train from a pack (rerun the same command to resume)")
@@ -383,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     if command == "pack":
         path = (pack_conditioned(args["out"], args["conditioned"], args["limit_train"], args["limit_val"])
                 if args["conditioned"] else pack_bundled(args["out"], args["limit_train"], args["limit_val"],
-                                                         args["max_atoms"]))
+                                                         args["max_atoms"], args["conventional"]))
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return 0
     try:
