@@ -14,12 +14,14 @@ from __future__ import annotations
 import gzip
 import json
 import os
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from mattergen_kit.data import CrystalBatch
+from mattergen_kit.sampling.request import SamplingRequest, resolve_guidance_scale
 
 STORE_FORMAT = "mattergen_kit.presampled"
 _ARRAYS = {"atom_types": torch.int64, "frac_coords": torch.float32, "lattice": torch.float32, "num_atoms": torch.int64}
@@ -109,8 +111,25 @@ class PresampledModel:
             raise KeyError(f"the store holds no samples for {key}; draw them with tools/sample_on_device.py")
         return job_batch(self.store["jobs"][key])
 
-    def generate(self, num: int, seed: int = 0, steps: int = 1000, conditions: dict | None = None,
-                 guidance_scale: float = 0.0, enforce_symmetry: bool = False, **_ignored):
-        if enforce_symmetry:
+    def generate(self, num: SamplingRequest | int, **fields):
+        """The stored crystals of a request (a :class:`SamplingRequest` or ``num`` with its fields), by the kit's
+        rules: γ defaults to 2.0 with conditions, steps to 1000 (the device draws' default). A field the store cannot
+        honour (a formula, templates, an element restriction ...) is an error, never silently dropped; batch_size,
+        progress and threads do not select stored samples."""
+        request = SamplingRequest.from_kwargs(num, **fields)
+        unsupported = [f.name for f in dataclass_fields(SamplingRequest)
+                       if f.name not in _STORE_FIELDS and getattr(request, f.name) != f.default]
+        if request.enforce_symmetry:
             raise ValueError("templated samples (enforce_symmetry) are drawn here, not on the device")
-        return self.batch(num, seed, steps, conditions, guidance_scale).to_structures()
+        if unsupported:
+            raise ValueError(f"a store of samples drawn elsewhere cannot honour {', '.join(unsupported)}; sample "
+                             "with the model itself")
+        gamma = resolve_guidance_scale(request.guidance_scale, request.conditions)
+        steps = request.steps if request.steps is not None else 1000
+        return self.batch(request.num, request.seed if request.seed is not None else 0, steps, request.conditions,
+                          gamma).to_structures()
+
+
+#: the request fields that select stored samples (the rest must keep their defaults; batch_size, progress and
+#: threads change nothing a store holds)
+_STORE_FIELDS = ("num", "seed", "steps", "conditions", "guidance_scale", "batch_size", "progress", "threads")

@@ -127,7 +127,7 @@ def test_novelty_rate_counts_train_crystals_as_not_novel():
 def test_current_rows_keep_each_points_largest_run():
     from mattergen_kit.studies.adherence import current_rows, read_rows
 
-    rows = read_rows("benchmarks/results/studies/adherence.jsonl")   # the committed proof, re-measured points
+    rows = read_rows("benchmarks/results/conditioning/adherence.jsonl")   # the committed proof, re-measured points
     current = current_rows(rows)
     key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
     assert len({key(r) for r in current}) == len(current)                 # one row per point

@@ -335,7 +335,7 @@ The kinds of figure in the MatterGen paper that show conditioning at work, from 
 against the guidance scale γ, chemical systems, property distributions shifted toward a target, and what steering
 costs in validity, uniqueness and stability. γ = 0 is the unconditional model.
 
-* Full settings: the committed proof `benchmarks/results/studies/adherence.jsonl` (seed 0; space group at
+* Full settings: the committed proof `benchmarks/results/conditioning/adherence.jsonl` (seed 0; space group at
   200 sampler steps, the rest at 100; sample counts on every figure): the guidance-only space-group and
   chemical-system rows and the band gap, HHI and magnetic density rows (256 samples each) were drawn on a lent H200
   (`python tools/sample_on_device.py`) and judged here; the bulk modulus (16 per point) and the Wyckoff-template rows
