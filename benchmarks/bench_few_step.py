@@ -57,6 +57,13 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "ode2m_corr3_50": (50, {"continuous_update": "ode2m", "n_corrector_steps": 3}),
     "ode2m100_bf16": (100, {"continuous_update": "ode2m", "network_bfloat16": True}),
     "ode2m_snr_up_100": (100, {"continuous_update": "ode2m", "snr_coords": 0.6, "snr_lattice": 0.4}),
+    "eta07_100": (100, {"noise_scale": 0.7}),
+    "ode2m_eta07_100": (100, {"continuous_update": "ode2m", "noise_scale": 0.7}),
+    "eta05_100": (100, {"noise_scale": 0.5}),
+    "ode2m_eta07_100_bf16": (100, {"continuous_update": "ode2m", "noise_scale": 0.7, "network_bfloat16": True}),
+    "eta07_100_bf16": (100, {"noise_scale": 0.7, "network_bfloat16": True}),
+    "ode2m_eta05_100_bf16": (100, {"continuous_update": "ode2m", "noise_scale": 0.5, "network_bfloat16": True}),
+    "corr3_50_bf16": (50, {"n_corrector_steps": 3, "network_bfloat16": True}),
     "ode2m_conf100": (100, {"continuous_update": "ode2m", "type_unmasking": "confidence"}),
 }
 

@@ -189,3 +189,46 @@ def test_bfloat16_network_calls_stay_close_to_float32():
             keep = a > -1e9
             a, b = a[keep], b[keep]
         assert float((a - b).norm() / a.norm()) < 0.05, field
+
+
+def test_noise_scale_one_is_the_reference_step_and_zero_keeps_only_the_drift():
+    from mattergen_kit.sampling.few_step import (coords_corrector_scaled, coords_predictor_scaled,
+                                                 lattice_corrector_scaled, lattice_predictor_scaled)
+
+    diff = CrystalDiffusion()
+    batch = CrystalBatch.from_structures([rocksalt(5.64), zincblende(5.41)])
+    num_atoms, bidx = batch.num_atoms, batch.batch_idx
+    t, s = torch.full((2,), 0.4), torch.full((2,), 0.35)
+    sig_t, sig_s = diff.coords.sigma(t, num_atoms)[bidx], diff.coords.sigma(s, num_atoms)[bidx]
+    g = torch.Generator().manual_seed(0)
+    score_f = torch.randn(batch.frac_coords.shape, generator=g)
+    score_L = torch.randn(batch.lattice.shape, generator=g)
+    score_L = score_L + score_L.transpose(1, 2)
+    f, L = batch.frac_coords, batch.lattice
+
+    def pair(ref, new):
+        a = ref(torch.Generator().manual_seed(5))
+        b = new(torch.Generator().manual_seed(5))
+        return a, b
+
+    a, b = pair(lambda g: diff.coords.predictor_step(f, score_f, sig_t, sig_s, g),
+                lambda g: coords_predictor_scaled(f, score_f, sig_t, sig_s, 1.0, g))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    a, b = pair(lambda g: diff.coords.corrector_step(f, score_f, bidx, 2, 0.4, g),
+                lambda g: coords_corrector_scaled(f, score_f, bidx, 2, 0.4, 1.0, g))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    a, b = pair(lambda g: diff.lattice.predictor_step(L, score_L, t, s, num_atoms, g),
+                lambda g: lattice_predictor_scaled(diff.lattice, L, score_L, t, s, num_atoms, 1.0, g))
+    torch.testing.assert_close(a[0], b[0], rtol=0, atol=1e-6)          # mean + 1·(sample − mean): round-off only
+    assert torch.equal(a[1], b[1])
+    a, b = pair(lambda g: diff.lattice.corrector_step(L, score_L, t, -0.05, 0.2, g),
+                lambda g: lattice_corrector_scaled(diff.lattice, L, score_L, t, -0.05, 0.2, 1.0, g))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    # η = 0: the sample is the step's mean (no random term)
+    for sample, mean in (coords_predictor_scaled(f, score_f, sig_t, sig_s, 0.0, g),
+                         coords_corrector_scaled(f, score_f, bidx, 2, 0.4, 0.0, g),
+                         lattice_predictor_scaled(diff.lattice, L, score_L, t, s, num_atoms, 0.0, g),
+                         lattice_corrector_scaled(diff.lattice, L, score_L, t, -0.05, 0.2, 0.0, g)):
+        torch.testing.assert_close(sample, mean, rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="noise_scale"):
+        PredictorCorrectorSampler(diff, noise_scale=1.5)

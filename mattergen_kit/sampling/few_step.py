@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import torch
 
-from mattergen_kit.diffusion.coords import wrap
+from mattergen_kit.data import symmetric_polar_factor
+from mattergen_kit.diffusion.coords import langevin_step_size, wrap
+from mattergen_kit.diffusion.lattice import symmetric_noise
 
 
 def rho_time_grid(num_steps: int, eps_t: float = 1e-3, rho: float = 1.0) -> torch.Tensor:
@@ -124,3 +126,49 @@ def confidence_reveal_step(types_model, x_k: torch.Tensor, x0_logits: torch.Tens
     reveal = rank < count[crystal]
     sample[todo[reveal]] = cls[reveal]
     return sample, mean
+
+
+# ---------------------------------------------------------------------------------------------- reduced noise
+# Reduced-noise steps (``noise_scale`` η ≤ 1; η = 1 is the reference step, drawing the same random numbers):
+# the stochastic term of the ancestral predictor and of the Langevin corrector is multiplied by η, i.e. the sampler
+# runs at a lower temperature (η² for the corrector's stationary law; as FrameDiff / RFdiffusion's "noise scale"):
+#
+#     coordinates:  predictor  f_s = wrap(f + σ²_{t|s} s + η sqrt(σ²_{t|s}) σ_s/σ_t z)
+#                   corrector  f ← wrap(f + ε s + η sqrt(2ε) z)
+#     lattice:      predictor  L_s = mean + η sqrt(σ²_{t|s}) σ_s/σ_t Z_sym          (mean as in lattice.py)
+#                   corrector  L ← polar(L + ε s + η sqrt(2ε) Z_sym)
+# with ε the reference's Langevin step size (computed from the same z), so only the noise's size changes.
+
+
+def coords_predictor_scaled(x, score, sigma_t, sigma_s, eta: float, generator=None):
+    """Ancestral VE step with its noise × η (see above). Returns (wrapped sample, wrapped mean)."""
+    var_ts = (sigma_t.pow(2) - sigma_s.pow(2))[:, None]                       # σ²_{t|s}
+    mean = x + var_ts * score
+    noise_std = var_ts.clamp_min(0).sqrt() * (sigma_s / sigma_t)[:, None]
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    return wrap(mean + eta * noise_std * z), wrap(mean)
+
+
+def coords_corrector_scaled(x, score, batch_idx, num_crystals, snr, eta: float, generator=None):
+    """Langevin corrector on the torus with its noise × η. Returns (wrapped sample, wrapped mean)."""
+    z = torch.randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)
+    step = langevin_step_size(score, z, batch_idx, num_crystals, snr, alpha=1.0)   # ε from the reference's z
+    mean = x + step * score
+    return wrap(mean + eta * torch.sqrt(2 * step) * z), wrap(mean)
+
+
+def lattice_predictor_scaled(lattice_sde, lattice, score, t, s, num_atoms, eta: float, generator=None):
+    """Ancestral lattice VP step with its noise × η: the reference step's mean plus η times its noise."""
+    sample, mean = lattice_sde.predictor_step(lattice, score, t, s, num_atoms, generator)
+    return mean + eta * (sample - mean), mean
+
+
+def lattice_corrector_scaled(lattice_sde, lattice, score, t, dt, snr, eta: float, generator=None):
+    """Langevin lattice step with its noise × η, then the polar re-symmetrisation (as lattice.py)."""
+    B = lattice.shape[0]
+    z = symmetric_noise(lattice.shape, generator, lattice.device, lattice.dtype)
+    t0 = t[0] if t.ndim else t
+    alpha_c = lattice_sde.alpha(t0).pow(2) / lattice_sde.alpha((t0 + dt).clamp_min(0.0)).pow(2)
+    step = langevin_step_size(score, z, torch.arange(B, device=lattice.device), B, snr, alpha_c)
+    mean = lattice + step * score
+    return symmetric_polar_factor(mean + eta * torch.sqrt(2 * step) * z), symmetric_polar_factor(mean)

@@ -51,7 +51,9 @@ import torch
 from mattergen_kit.data import MASK_Z, CrystalBatch
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_to_discrete, mask_logits
 from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
-from mattergen_kit.sampling.few_step import coords_ode_step, confidence_reveal_step, lattice_ode_step, rho_time_grid
+from mattergen_kit.sampling.few_step import (confidence_reveal_step, coords_corrector_scaled, coords_ode_step,
+                                             coords_predictor_scaled, lattice_corrector_scaled, lattice_ode_step,
+                                             lattice_predictor_scaled, rho_time_grid)
 from mattergen_kit.sampling.guidance import combine_guidance
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 
@@ -142,6 +144,8 @@ class PredictorCorrectorSampler:
     network_bfloat16: run the network under ``torch.autocast(bfloat16)`` (its matrix products in bfloat16; the
         shipped model was trained under bf16 autocast); outputs are cast back to float32. About 2× faster per call
         on a CPU with AVX512-BF16 (measured at batch 32), relative output error ~0.5 %. False = float32, the reference.
+    noise_scale: η, the factor on the random term of the ancestral predictor and of the Langevin corrector of
+        coordinates and lattice (1 = the reference; η < 1 samples at a lower temperature, few_step.py).
     type_unmasking: "random" (the reference: every masked atom revealed independently) or "confidence"
         (MaskGIT: as many atoms per crystal as the reference would reveal, the most confident ones). Not with
         remasking or symmetry templates.
@@ -152,7 +156,7 @@ class PredictorCorrectorSampler:
                  type_temperature: float = 1.0, coherence_bias=None, remask_rate: float = 0.0,
                  remask_window: tuple[float, float] = (0.05, 0.55), grid_rho: float = 1.0,
                  corrector_t_max: float = 1.0, continuous_update: str = "ancestral", type_unmasking: str = "random",
-                 network_bfloat16: bool = False):
+                 network_bfloat16: bool = False, noise_scale: float = 1.0):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
@@ -184,6 +188,9 @@ class PredictorCorrectorSampler:
             raise ValueError("type_unmasking='confidence' cannot be combined with remask_rate > 0")
         self.type_unmasking = type_unmasking
         self.network_bfloat16 = bool(network_bfloat16)
+        if not 0.0 <= noise_scale <= 1.0:
+            raise ValueError(f"noise_scale must be in [0, 1], got {noise_scale}")
+        self.noise_scale = float(noise_scale)
         self.diffusion = diffusion
         self.num_steps = num_steps
         self.snr_coords = snr_coords
@@ -199,7 +206,7 @@ class PredictorCorrectorSampler:
                 f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate}, "
                 f"grid_rho={self.grid_rho}, corrector_t_max={self.corrector_t_max}, "
                 f"continuous_update={self.continuous_update!r}, type_unmasking={self.type_unmasking!r}, "
-                f"network_bfloat16={self.network_bfloat16})")
+                f"network_bfloat16={self.network_bfloat16}, noise_scale={self.noise_scale})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
@@ -458,11 +465,20 @@ class PredictorCorrectorSampler:
             for _ in range(self.n_corrector_steps if t_i <= self.corrector_t_max else 0):  # corrector (ref §6.5)
                 out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)
                 _check_finite(i + 1, self.num_steps, t_i, "corrector network call", coords, lattice, out)
-                coords, _ = diff.coords.corrector_step(coords, out.coord_score / sigma_t[:, None], bidx, B,
-                                                       self.snr_coords, generator)
+                eta = self.noise_scale
+                if eta == 1.0:
+                    coords, _ = diff.coords.corrector_step(coords, out.coord_score / sigma_t[:, None], bidx, B,
+                                                           self.snr_coords, generator)
+                else:                                                             # noise × η (few_step.py)
+                    coords, _ = coords_corrector_scaled(coords, out.coord_score / sigma_t[:, None], bidx, B,
+                                                        self.snr_coords, eta, generator)
                 try:                                                              # polar factor (SVD) of L
-                    lattice, _ = diff.lattice.corrector_step(lattice, out.lattice_score / std_t, t, dt,
-                                                             self.snr_lattice, generator)
+                    if eta == 1.0:
+                        lattice, _ = diff.lattice.corrector_step(lattice, out.lattice_score / std_t, t, dt,
+                                                                 self.snr_lattice, generator)
+                    else:
+                        lattice, _ = lattice_corrector_scaled(diff.lattice, lattice, out.lattice_score / std_t, t,
+                                                              dt, self.snr_lattice, eta, generator)
                 except torch.linalg.LinAlgError:                                  # finite score, overflowing step
                     raise NonFiniteSampleError(i + 1, self.num_steps, t_i, "sampled lattice",
                                                "corrector step") from None
@@ -478,11 +494,16 @@ class PredictorCorrectorSampler:
                 coords, lattice, (x0_prev, y0_prev, h_prev) = self._ode_step(
                     coords, lattice, out, t, s_vec, sigma_t, sigma_s, std_t, num_atoms, x0_prev, y0_prev, h_prev)
                 coords_mean, lattice_mean = coords, lattice
-            else:
+            elif self.noise_scale == 1.0:
                 coords, coords_mean = diff.coords.predictor_step(coords, out.coord_score / sigma_t[:, None],
                                                                  sigma_t, sigma_s, generator)
                 lattice, lattice_mean = diff.lattice.predictor_step(lattice, out.lattice_score / std_t, t, s_vec,
                                                                     num_atoms, generator)
+            else:                                                                 # noise × η (few_step.py)
+                coords, coords_mean = coords_predictor_scaled(coords, out.coord_score / sigma_t[:, None], sigma_t,
+                                                              sigma_s, self.noise_scale, generator)
+                lattice, lattice_mean = lattice_predictor_scaled(diff.lattice, lattice, out.lattice_score / std_t, t,
+                                                                 s_vec, num_atoms, self.noise_scale, generator)
             if update_types:                                                      # p(x_0) = softmax(logits / τ)
                 logits = out.type_logits if self.type_temperature == 1.0 else out.type_logits / self.type_temperature
                 if self.coherence_bias is not None:                              # + β(t) on the cell's own elements
