@@ -128,3 +128,15 @@ def test_a_text_store_round_trips_exactly_and_a_bad_one_is_refused(tmp_path):
     (tmp_path / "bad.json.gz").write_bytes(b"not gzip")
     with pytest.raises(ValueError, match="not a readable store"):
         load_store(tmp_path / "bad.json.gz")
+
+
+def test_a_store_follows_the_guidance_rule_and_refuses_what_it_cannot_honour(store):
+    data, ds = store
+    model = PresampledModel(data, "mp_bundled_20_conditioned.pt")
+    # conditions without guidance_scale are the γ = 2 request, as for a model
+    got = model.generate(24, seed=0, steps=100, conditions={"space_group": 225})
+    assert [s.composition.reduced_formula for s in got] == [s.composition.reduced_formula for s in ds.structures]
+    with pytest.raises(ValueError, match="cannot honour formula"):
+        model.generate(24, seed=0, steps=100, conditions={"space_group": 225}, formula="Li2O")
+    with pytest.raises(TypeError, match="unknown sampling option"):
+        model.generate(24, seed=0, steps=100, conditions={"space_group": 225}, guidance=2.0)
