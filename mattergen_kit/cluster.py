@@ -27,8 +27,9 @@ import torch
 
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.generation import load_model
-from mattergen_kit.outputs import (MANIFEST, RunManifest, _batch_path, check_resumable, cif_names, complete_request,
-                                   prepare_out_dir, read_batches, run_settings, write_batch, write_collection)
+from mattergen_kit.outputs import (MANIFEST, RunLock, RunManifest, _batch_path, check_out_dir, check_resumable,
+                                   cif_names, complete_request, prepare_out_dir, read_batches, run_settings,
+                                   write_batch, write_collection)
 from mattergen_kit.sampling.request import SamplingRequest
 
 __all__ = ["connect", "generate_on_cluster"]
@@ -121,37 +122,39 @@ def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: SamplingReque
     request = SamplingRequest.from_kwargs(num, **request_fields)
     model_path = str(model) if model is not None else None
     local_model = load_model(model_path)  # settings of the run (and a clear error for a bad path) before any task
+    check_out_dir(out, overwrite=overwrite, resume=resume)  # changes nothing: a busy or non-empty folder fails here
     client, owned = connect(cluster)  # an unreachable scheduler fails before the output folder is touched
-    try:
-        out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-        previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
-        request = complete_request(local_model, request, previous)
-        resolved = request.resolve(local_model)  # checked here once; a bad request never reaches a worker
-        settings = run_settings(local_model, request, prefix)
-        check_resumable(out, previous, settings)
-        manifest = previous or RunManifest(settings=settings)
-        names = cif_names(request.num, prefix)
-        done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
-        manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
-        todo = [s for s in resolved.starts() if s not in done]
-        wire = {**request.to_dict(), "progress": False, "threads": request.threads}
-        run_id = uuid.uuid4().hex[:8]  # task keys of two runs never collide
-        futures = [client.submit(_sample_batch, model_path, wire, s, key=f"sample-{s}-{run_id}", pure=False)
-                   for s in todo]
-        for fut in as_completed(futures, loop=client.loop):
-            arrays = fut.result()
-            start = todo[futures.index(fut)]
-            batch = CrystalBatch(**{k: torch.from_numpy(v) for k, v in arrays.items()})
-            stop = start + batch.num_crystals
-            write_batch(out, manifest, start, batch, names[start:stop])
-            fut.release()
-            if on_batch is not None:
-                on_batch(start, stop, request.num)
-    finally:
-        if owned:
-            client.close()
-    structures = read_batches(out, manifest).to_structures()
-    written = write_collection(out, structures, names, picture=picture)
-    manifest.complete = True
-    manifest.save(out)
+    with RunLock(out):  # one run per folder (outputs.RunLock), from before it is cleared to its last file
+        try:
+            out = prepare_out_dir(out, overwrite=overwrite, resume=resume, locked=True)
+            previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
+            request = complete_request(local_model, request, previous)
+            resolved = request.resolve(local_model)  # checked here once; a bad request never reaches a worker
+            settings = run_settings(local_model, request, prefix)
+            check_resumable(out, previous, settings)
+            manifest = previous or RunManifest(settings=settings)
+            names = cif_names(request.num, prefix)
+            done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
+            manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+            todo = [s for s in resolved.starts() if s not in done]
+            wire = {**request.to_dict(), "progress": False, "threads": request.threads}
+            run_id = uuid.uuid4().hex[:8]  # task keys of two runs never collide
+            futures = [client.submit(_sample_batch, model_path, wire, s, key=f"sample-{s}-{run_id}", pure=False)
+                       for s in todo]
+            for fut in as_completed(futures, loop=client.loop):
+                arrays = fut.result()
+                start = todo[futures.index(fut)]
+                batch = CrystalBatch(**{k: torch.from_numpy(v) for k, v in arrays.items()})
+                stop = start + batch.num_crystals
+                write_batch(out, manifest, start, batch, names[start:stop])
+                fut.release()
+                if on_batch is not None:
+                    on_batch(start, stop, request.num)
+        finally:
+            if owned:
+                client.close()
+        structures = read_batches(out, manifest).to_structures()
+        written = write_collection(out, structures, names, picture=picture)
+        manifest.complete = True
+        manifest.save(out)
     return {**written, "manifest": out / MANIFEST, "seed": request.seed, "resumed_batches": sorted(done)}

@@ -13,15 +13,22 @@ A run folder holds, for ``num`` crystals:
 Every file is written to a temporary name and renamed into place (``os.replace`` is atomic), so an
 interrupted run leaves whole files only. :func:`prepare_out_dir` refuses a non-empty folder unless the
 caller asks to overwrite it (it is cleared) or to resume it (finished batches are kept and not redone).
+
+One run at a time per folder: a run holds :class:`RunLock` (``out/.lock``, ``fcntl.flock``) from before the folder
+is cleared or read until its last file is written; a second run into the same folder is refused with the first
+one's pid. The kernel drops the lock when its process ends (a killed run can be resumed at once; the stale file is
+not counted as content); a run that ends normally removes the file.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import io
 import json
 import os
 import shutil
+import socket
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -29,6 +36,11 @@ from typing import Any
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; runs into one folder are then not guarded (RunLock says so once)
+    fcntl = None
 
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.sampling.request import SamplingRequest, resolve_guidance_scale
@@ -39,6 +51,7 @@ MANIFEST_VERSION = 1
 BATCH_DIR = ".batches"
 EXTXYZ = "generated_crystals.extxyz"
 CIF_ZIP = "generated_crystals_cif.zip"
+LOCK = ".lock"
 
 
 class OutputError(ValueError):
@@ -61,6 +74,84 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
+# ------------------------------------------------------------------------------------------ one run per folder
+def _busy(out: Path, holder: bytes) -> OutputError:
+    who = holder.decode("utf-8", "replace").strip() or "a process that is just starting"
+    return OutputError(f"output folder {out} is in use by another run ({who}); wait for it to finish or give "
+                       "another --out (two runs into one folder would overwrite each other's crystals)")
+
+
+class RunLock:
+    """``with RunLock(out):`` holds ``out/.lock`` exclusively (``fcntl.flock``; the folder is created) or raises
+    :class:`OutputError` naming the holder (its pid, host and start time are written into the file)."""
+
+    def __init__(self, out: str | Path):
+        self.out, self.fd = Path(out), None
+
+    def __enter__(self) -> "RunLock":
+        if fcntl is None:
+            return self
+        path = self.out / LOCK
+        for _ in range(3):
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            except OSError as exc:
+                raise OutputError(f"cannot write to output folder {self.out}: {exc.strerror or exc}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:  # BlockingIOError: another run holds it
+                holder = os.read(fd, 300)
+                os.close(fd)
+                raise _busy(self.out, holder) from None
+            try:  # the file we locked is still the one at the path (a finishing run unlinks it: then take the new one)
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            os.close(fd)
+        else:
+            raise OutputError(f"output folder {self.out}: could not take {LOCK} (runs starting and finishing there "
+                              "at the same moment); try again")
+        started = datetime.datetime.now().isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, started {started}\n".encode())
+        self.fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.fd is not None:  # unlink first, then unlock: a waiter that got the old file sees it is gone
+            try:
+                os.unlink(self.out / LOCK)
+            except OSError:
+                pass
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+            os.close(self.fd)
+            self.fd = None
+
+
+def check_not_in_use(out: Path) -> None:
+    """:class:`OutputError` if a run holds ``out/.lock`` now (a shared probe lock, released at once)."""
+    if fcntl is None or not (out / LOCK).is_file():
+        return
+    try:
+        fd = os.open(out / LOCK, os.O_RDONLY)
+    except OSError:
+        return  # unreadable: RunLock will say so when the run starts
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    except OSError:
+        raise _busy(out, os.read(fd, 300)) from None
+    finally:
+        os.close(fd)
+
+
+def _has_content(out: Path) -> bool:
+    return any(p.name != LOCK for p in out.iterdir())
+
+
 # ------------------------------------------------------------------------------------------ the folder
 def _is_protected(out: Path) -> bool:
     """Folders never cleared by ``overwrite``: the filesystem root, the home folder, the working folder and
@@ -70,18 +161,21 @@ def _is_protected(out: Path) -> bool:
     return out == Path(out.anchor) or out == Path.home().resolve() or out == cwd or out in cwd.parents
 
 
-def check_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+def check_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False, locked: bool = False) -> Path:
     """Check an output folder without changing anything (to fail before long work); raise :class:`OutputError`.
 
     The rules are those of :func:`prepare_out_dir`; a folder that does not exist yet must be creatable
-    (its nearest existing parent is a writable folder).
+    (its nearest existing parent is a writable folder). A folder another run holds (:class:`RunLock`) is refused,
+    unless ``locked``: the caller holds that lock itself.
     """
     if overwrite and resume:
         raise OutputError("choose either overwrite (start again) or resume (continue), not both")
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise OutputError(f"output path {out} is a file, not a folder; give a folder")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and not locked:
+        check_not_in_use(out)
+    if out.is_dir() and _has_content(out):
         if overwrite and _is_protected(out):
             raise OutputError(f"refusing to clear {out} (the working folder, home or one of their parents); "
                               "give a dedicated output folder")
@@ -100,16 +194,18 @@ def check_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = Fa
     return out
 
 
-def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False) -> Path:
+def prepare_out_dir(out: str | Path, *, overwrite: bool = False, resume: bool = False, locked: bool = False) -> Path:
     """Check and create an output folder; raise :class:`OutputError` with the reason.
 
     A folder that is not empty is refused unless ``overwrite`` (its contents are deleted) or ``resume``
-    (it must hold a run manifest, or be empty) is given. The folder must be writable.
+    (it must hold a run manifest, or be empty) is given. The folder must be writable. ``locked``: the caller holds
+    its :class:`RunLock` (otherwise a folder another run holds is refused).
     """
-    out = check_out_dir(out, overwrite=overwrite, resume=resume)
+    out = check_out_dir(out, overwrite=overwrite, resume=resume, locked=locked)
     if overwrite and out.is_dir():
         for child in out.iterdir():
-            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+            if child.name != LOCK:  # held by this run (RunLock)
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
     try:
         out.mkdir(parents=True, exist_ok=True)
         probe = out / f".write-test{os.getpid()}"
@@ -242,7 +338,7 @@ def _only_earlier_output(out: Path) -> bool:
         manifest = RunManifest.load(out)
     except OutputError:
         return False
-    known = {MANIFEST, BATCH_DIR, "summary.csv", EXTXYZ, CIF_ZIP, "grid.png"}
+    known = {MANIFEST, BATCH_DIR, "summary.csv", EXTXYZ, CIF_ZIP, "grid.png", LOCK}
     for names in manifest.batches.values():
         known.update(names)
     return all(p.name in known for p in out.iterdir())
@@ -257,17 +353,19 @@ def write_samples(structures: list, out_dir: str | Path, picture: bool = True, p
     (never mixed); a folder holding anything else is refused unless ``overwrite=True`` (it is cleared).
     """
     out = Path(out_dir)
-    if out.is_dir() and any(out.iterdir()) and not overwrite and _only_earlier_output(out):
+    if out.is_dir() and _has_content(out) and not overwrite and _only_earlier_output(out):
         overwrite = True
-    out = prepare_out_dir(out, overwrite=overwrite)
-    names = cif_names(len(structures), prefix)
-    from pymatgen.io.cif import CifWriter
+    check_out_dir(out, overwrite=overwrite)
+    with RunLock(out):
+        out = prepare_out_dir(out, overwrite=overwrite, locked=True)
+        names = cif_names(len(structures), prefix)
+        from pymatgen.io.cif import CifWriter
 
-    for name, s in zip(names, structures):
-        atomic_write_text(out / name, str(CifWriter(s)))
-    written = write_collection(out, structures, names, picture=picture)
-    RunManifest(settings={"source": "write_samples", "num": len(structures), "prefix": prefix},
-                batches={"0": names}, complete=True).save(out)
+        for name, s in zip(names, structures):
+            atomic_write_text(out / name, str(CifWriter(s)))
+        written = write_collection(out, structures, names, picture=picture)
+        RunManifest(settings={"source": "write_samples", "num": len(structures), "prefix": prefix},
+                    batches={"0": names}, complete=True).save(out)
     return written
 
 
@@ -285,25 +383,27 @@ def generate_to_folder(model, out: str | Path, num: SamplingRequest | int, *, ov
     when ``seed`` is None).
     """
     request = SamplingRequest.from_kwargs(num, **request_fields)
-    out = prepare_out_dir(out, overwrite=overwrite, resume=resume)
-    previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
-    request = complete_request(model, request, previous)
-    resolved = request.resolve(model)  # checked once, before anything is written
-    settings = run_settings(model, request, prefix)
-    check_resumable(out, previous, settings)
-    manifest = previous or RunManifest(settings=settings)
-    names = cif_names(request.num, prefix)
-    done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
-    manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
-    for part in model.iter_batches(resolved, skip=done):
-        stop = part.start + part.batch.num_crystals
-        write_batch(out, manifest, part.start, part.batch, names[part.start:stop])
-        if on_batch is not None:
-            on_batch(part.start, stop, request.num)
-    structures = read_batches(out, manifest).to_structures()
-    written = write_collection(out, structures, names, picture=picture)
-    manifest.complete = True
-    manifest.save(out)
+    check_out_dir(out, overwrite=overwrite, resume=resume)  # before anything changes
+    with RunLock(out):  # one run per folder, from before it is cleared until its last file is written
+        out = prepare_out_dir(out, overwrite=overwrite, resume=resume, locked=True)
+        previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
+        request = complete_request(model, request, previous)
+        resolved = request.resolve(model)  # checked once, before anything is written
+        settings = run_settings(model, request, prefix)
+        check_resumable(out, previous, settings)
+        manifest = previous or RunManifest(settings=settings)
+        names = cif_names(request.num, prefix)
+        done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
+        manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+        for part in model.iter_batches(resolved, skip=done):
+            stop = part.start + part.batch.num_crystals
+            write_batch(out, manifest, part.start, part.batch, names[part.start:stop])
+            if on_batch is not None:
+                on_batch(part.start, stop, request.num)
+        structures = read_batches(out, manifest).to_structures()
+        written = write_collection(out, structures, names, picture=picture)
+        manifest.complete = True
+        manifest.save(out)
     return {**written, "manifest": out / MANIFEST, "seed": request.seed, "resumed_batches": sorted(done)}
 
 
