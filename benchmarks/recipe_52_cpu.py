@@ -61,13 +61,14 @@ def main() -> None:
     path = train_fast(cfg, log=log)
     train_s = time.perf_counter() - start
     models = {"trained": path} | ({"init_from (no 52-atom training)": args.init_from} if args.init_from else {})
-    cells, sample_s = {}, {}
+    cells, sample_s, prior_len = {}, {}, {}
     for name, model_path in models.items():
         model = load_model(model_path, device="cpu")
         start = time.perf_counter()
         batch = model.sample(args.num, seed=0, steps=args.steps, num_atoms=args.num_atoms, batch_size=args.num,
                              progress=False)
         sample_s[name] = time.perf_counter() - start
+        prior_len[name] = int(model.num_atoms_prior.probs.numel())
         cells[name] = []
         for s in batch.to_structures():
             dist = s.distance_matrix + np.eye(len(s)) * 1e9
@@ -77,7 +78,7 @@ def main() -> None:
     result = {"pack": pack.get("name"), "train_crystals": int(len(pack["splits"]["train"]["num_atoms"])),
               "prior_p_N_gt_20": float(hist[21:].sum()), "prior_max_N": int(np.nonzero(hist)[0].max()),
               "config": {k: v for k, v in vars(cfg).items() if k != "pack"}, "train_seconds": train_s,
-              "model_prior_len": int(model.num_atoms_prior.probs.numel()), "sample_steps": args.steps,
+              "model_prior_len": prior_len, "sample_steps": args.steps,
               "sample_seconds": sample_s, "cells": cells, "log": log_lines}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps({k: v for k, v in result.items() if k != "log"}, indent=1))

@@ -2,14 +2,15 @@
 # One lent-GPU call (issue 22): train the base on mp-bundled-52 (every bundled crystal with ≤ 52 atoms: 21,447 train /
 # 2,621 val) and draw its benchmark samples. Everything comes back under $OUT: the float16 checkpoint, one sample
 # store, the training log and summary.json (text). Made here first (3.6 MB, within the 64 MiB a call carries):
-#     python -m mattergen_kit.training.fast pack --max-atoms 52 --out runs/pack/mp-bundled-52.pt
+#     python -m mattergen_kit.training.fast pack --max-atoms 52 --conventional --out runs/pack/mp-bundled-52.pt
 #     mkdir -p runs/carry52 && gzip -c runs/pack/mp-bundled-52.pt > runs/carry52/pack52.pt.gz
 # Run on the device (run tool, carry ["runs/carry52"], timeout_s 600; the command limit is 10 min):
 #     bash tools/device_train_52.sh
 # Recipe (defaults; every one an environment variable): a warm start from the shipped base (INIT, 4.4M parameters,
 # trained on ≤ 20 atoms; its weights fit any graph), MINUTES=5 of training at batch 1,024, lr 5e-4 (warm-up 200, cosine
 # to 0.02·lr), all-pairs graph (GRAPH=knn:24 halves the edges of a 52-atom cell), CELL_AUGMENT=0 (probability of a
-# random equivalent cell, data/cell_choice.py), WEIGHT_DECAY=0.01, then three draws at 1,000 steps, seed 0, in this
+# random equivalent cell, data/cell_choice.py), CONVENTIONAL=0 (probability of the crystal's conventional cell, where
+# it has more atoms; the pack must be made with --conventional), WEIGHT_DECAY=0.01, then three draws at 1,000 steps, seed 0, in this
 # order, within what is left of BUDGET_S=570 s (a draw cut short keeps the jobs before it):
 #     large_256x1000     256 crystals, N drawn from the train split's cells with 21–52 atoms
 #     le20_1000x1000     1,000 crystals, N from mp-bundled-20's prior: the old ≤ 20-atom quality rows, side by side
@@ -29,7 +30,7 @@ if [ "${SMOKE:-0}" = 1 ]; then   # the whole path on a CPU with tiny settings: i
 fi
 CARRY=${CARRY:-runs/carry52}; DEVICE=${DEVICE:-cuda}; WORK=${WORK:-/tmp/train52}
 INIT=${INIT:-mattergen_kit/checkpoints/mp_bundled_20.pt}; MINUTES=${MINUTES:-5}; BATCH=${BATCH:-1024}
-LR=${LR:-5e-4}; WARMUP=${WARMUP:-200}; GRAPH=${GRAPH:-all}; CELL_AUGMENT=${CELL_AUGMENT:-0}
+LR=${LR:-5e-4}; WARMUP=${WARMUP:-200}; GRAPH=${GRAPH:-all}; CELL_AUGMENT=${CELL_AUGMENT:-0}; CONVENTIONAL=${CONVENTIONAL:-0}
 WEIGHT_DECAY=${WEIGHT_DECAY:-0.01}; VAL_EVERY=${VAL_EVERY:-30}; SEED=${SEED:-0}; LIMIT_VAL=${LIMIT_VAL:-0}
 NUM=${NUM:-1000}; LARGE_NUM=${LARGE_NUM:-256}; STEPS=${STEPS:-1000}; SAMPLE_BATCH=${SAMPLE_BATCH:-500}
 BUDGET_S=${BUDGET_S:-570}   # the whole script ends by then (the run tool kills a command at 600 s)
@@ -51,7 +52,7 @@ fi
 INIT_ARGS=(); [ "$INIT" != none ] && INIT_ARGS=(--init-from "$INIT")
 python -m mattergen_kit.training.fast train --pack "$WORK/pack52.pt" --out "$WORK/base52" "${INIT_ARGS[@]}" \
   --minutes "$MINUTES" --batch-size "$BATCH" --lr "$LR" --warmup-steps "$WARMUP" --graph "$GRAPH" \
-  --cell-augment "$CELL_AUGMENT" --weight-decay "$WEIGHT_DECAY" --val-every-s "$VAL_EVERY" --seed "$SEED" \
+  --cell-augment "$CELL_AUGMENT" --conventional "$CONVENTIONAL" --weight-decay "$WEIGHT_DECAY" --val-every-s "$VAL_EVERY" --seed "$SEED" \
   --device "$DEVICE" --weights-dtype float16 2>&1 | log train
 cp "$WORK/base52/model.pt" "$OUT/mp_bundled_52.pt" || { echo "training wrote no model"; exit 1; }
 
@@ -101,7 +102,8 @@ store, summary = {"format": STORE_FORMAT, "jobs": {}}, {"model": model_path, "de
 ckpt = load_checkpoint(model_path)
 summary["train"] = {k: ckpt["meta"].get(k) for k in ("global_step", "val_metrics", "wall_minutes", "device", "pack")}
 summary["train"]["config"] = {k: ckpt["meta"]["train_config"].get(k) for k in
-                              ("init_from", "minutes", "batch_size", "lr", "graph", "cell_augment", "weight_decay")}
+                              ("init_from", "minutes", "batch_size", "lr", "graph", "cell_augment", "conventional",
+                               "weight_decay")}
 for label, n, sizes in jobs:
     start = time.perf_counter()
     batch = model.sample(n, seed=0, steps=steps, batch_size=batch_size, num_atoms=None if sizes is None else sizes.tolist(),
