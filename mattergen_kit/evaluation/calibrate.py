@@ -25,12 +25,13 @@ import warnings
 
 import numpy as np
 import pandas as pd
+from pymatgen.core import Structure
 
 from mattergen_kit.data.paths import data_root
 from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
 from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences, fit_elemental_references
 from mattergen_kit.evaluation.potentials import SEVENNET_VARIANT, limit_threads, load_potential
-from mattergen_kit.evaluation.reference import bundled, cache_dir
+from mattergen_kit.evaluation.reference import DEFAULT_HULL, HULL_NAMES, bundled, cache_dir
 from mattergen_kit.evaluation.relax import RelaxSettings, relax_structures
 
 __all__ = ["static_energies", "fit", "measure"]
@@ -120,20 +121,21 @@ def fit(n_fit: int = 3000, use_mp2020: bool | None = None, ridge: float = 1e-7, 
     return refs
 
 
-def _unstable_set(n: int, seed: int = 0):
-    """MPTS-52 structures with MP E_hull > 0.1 eV/atom, ≤ 20 atoms, not in the bundled set."""
-    from pymatgen.core import Structure
-
+def _unstable_set(n: int, seed: int = 0, atoms: tuple[int, int] = (1, 20), unstable_only: bool = True):
+    """MPTS-52 structures not in the bundled set with ``atoms[0]..atoms[1]`` atoms: those MP places above the hull
+    (E_hull > 0.1 eV/atom) when ``unstable_only``, else any (the large-cell set: 21–52 atoms, stable or not)."""
     known = set(bundled("all").properties["material_id"].astype(str))
     df = pd.concat([pd.read_csv(data_root() / f"mpts_52/{s}.csv.gz") for s in ("val", "test")], ignore_index=True)
-    df = df[(df["energy_above_hull"] > 0.1) & ~df["material_id"].isin(known)]
+    df = df[~df["material_id"].isin(known)]
+    if unstable_only:
+        df = df[df["energy_above_hull"] > 0.1]
     df = df.sample(frac=1.0, random_state=seed)
     rows, structs = [], []
     for _, r in df.iterrows():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             s = Structure.from_str(r["cif"], fmt="cif")
-        if len(s) > 20:
+        if not atoms[0] <= len(s) <= atoms[1]:
             continue
         structs.append(s)
         rows.append({"material_id": r["material_id"], "formation_energy_per_atom": r["formation_energy_per_atom"],
@@ -159,9 +161,10 @@ def _version(pkg: str) -> str:
 
 
 def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, progress: bool = True,
-            save: bool = True, model: str = "chgnet", store=None) -> dict:
-    """Calibration of ``model`` on ``n`` stable + ``n`` unstable held-out crystals (module docstring). Relaxations
-    are appended to ``store`` (default: the cache's ``calibration-relaxed.jsonl``) and reused from it."""
+            save: bool = True, model: str = "chgnet", store=None, n_large: int = 0, hull: str = DEFAULT_HULL) -> dict:
+    """Calibration of ``model`` on ``n`` stable + ``n`` unstable held-out crystals and ``n_large`` MPTS-52 crystals
+    with 21–52 atoms (module docstring), judged on the named ``hull``. Relaxations are appended to ``store``
+    (default: the cache's ``calibration-relaxed.jsonl``) and reused from it."""
 
     refs = ElementalReferences.load(potential=model)
     te = bundled("test")
@@ -170,9 +173,11 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
     stable_s = [te.structures[i] for i in idx]
     stable_p = te.properties.iloc[idx][["material_id", "formation_energy_per_atom", "e_above_hull"]]
     unst_s, unst_p = _unstable_set(n, seed)
-    structs = stable_s + unst_s
-    props = pd.concat([stable_p, unst_p], ignore_index=True)
-    props["set"] = ["bundled-test"] * len(stable_s) + ["mpts52-unstable"] * len(unst_s)
+    large_s, large_p = _unstable_set(n_large, seed, atoms=(21, 52), unstable_only=False) if n_large else ([], None)
+    structs = stable_s + unst_s + large_s
+    props = pd.concat([stable_p, unst_p] + ([large_p] if n_large else []), ignore_index=True)
+    props["set"] = (["bundled-test"] * len(stable_s) + ["mpts52-unstable"] * len(unst_s)
+                    + ["mpts52-large-cell"] * len(large_s))
     if relax:  # load the potential first: its start-up time is not part of a relaxation
 
         load_potential(model)
@@ -180,16 +185,15 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
     res = None
     if relax:
         res = relax_structures(structs, RelaxSettings(model=model, steps=steps),
-                               store=store or cache_dir() / "calibration-relaxed.jsonl", progress=progress)
+                               store=store or cache_dir() / "calibration-relaxed.jsonl", progress=progress,
+                               batch_size=32 if model == "chgnet" else 1)
         energies = np.array([r["energy"] if r and r["ok"] else np.nan for r in res], float)
-        from pymatgen.core import Structure
-
         finals = [Structure.from_dict(r["relaxed"]) if r and r["ok"] else s for r, s in zip(res, structs)]
     else:
         energies = static_energies(structs, progress=progress, model=model)
         finals = structs
     seconds = time.perf_counter() - t
-    hull = ConvexHull()
+    hull = ConvexHull(hull)
     ef_ml, eh_ml, eh_dft = [], [], []
     for s, (_, p), e in zip(finals, props.iterrows(), energies):
         ef = refs.formation_energy_per_atom(s.composition, e, s)
@@ -201,6 +205,7 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
     props[col_ef] = ef_ml
     props[col_eh] = eh_ml
     props["e_hull_dft_on_bundled_hull"] = eh_dft
+    props["n_atoms"] = [len(s) for s in structs]
     ok = props[col_ef].notna()
     err = (props[col_ef] - props["formation_energy_per_atom"])[ok]
     truth01 = props["e_above_hull"] <= 0.1
@@ -210,7 +215,8 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
         m = pred.notna()
         return float(((pred[m] <= thr) == truth[m]).mean()) if m.any() else None
 
-    out = {"model": _potential_name(model), "n_stable_set": len(stable_s), "n_unstable_set": len(unst_s),
+    out = {"model": _potential_name(model), "hull": hull.name, "hull_sources": hull.meta()["hull_sources"],
+           "n_stable_set": len(stable_s), "n_unstable_set": len(unst_s), "n_large_cell_set": len(large_s),
            "n_with_energy": int(ok.sum()), "relaxed": relax, "seconds_per_structure": seconds / max(1, len(structs)),
            "e_form_mae_eV_per_atom": float(err.abs().mean()),
            "e_form_mean_error_eV_per_atom": float(err.mean()),
@@ -226,6 +232,11 @@ def measure(n: int = 40, relax: bool = True, steps: int = 300, seed: int = 0, pr
         "true_unstable_pred_stable": int((~truth01 & pred01 & m).sum()),
         "true_unstable_pred_unstable": int((~truth01 & ~pred01 & m).sum())}
     out["e_hull_mae_vs_mp_eV_per_atom"] = float((props[col_eh] - props["e_above_hull"])[m].abs().mean())
+    out["by_set"] = {name: {"n": int(len(g)), "accuracy_stable_at_0.1": acc(g[col_eh], truth01[g.index], 0.1),
+                            "accuracy_stable_at_0.1_dft": acc(g["e_hull_dft_on_bundled_hull"], truth01[g.index], 0.1),
+                            "e_hull_mae_vs_mp_eV_per_atom": float((g[col_eh] - g["e_above_hull"]).abs().mean()),
+                            "n_below_-0.1": int((g[col_eh] < -0.1).sum())}
+                     for name, g in props.groupby("set")}
     if res is not None:  # per relaxation, from the stored results (a resumed run reuses them: its wall time is ~0)
         done = [r for r in res if r and r["ok"]]
         secs = np.array([r["seconds"] for r in done], float)
@@ -253,6 +264,8 @@ def main(argv=None) -> int:
                         "sevennet, which is trained on uncorrected energies)")
     p.add_argument("--measure", action="store_true")
     p.add_argument("--n", type=int, default=40, help="structures per class for --measure")
+    p.add_argument("--n-large", type=int, default=0, help="MPTS-52 crystals with 21-52 atoms added to --measure")
+    p.add_argument("--hull", default=DEFAULT_HULL, choices=list(HULL_NAMES), help="the hull to judge against")
     p.add_argument("--no-relax", action="store_true")
     p.add_argument("--steps", type=int, default=300)
     p.add_argument("--no-save", action="store_true",
@@ -268,7 +281,8 @@ def main(argv=None) -> int:
         print(json.dumps({k: v for k, v in refs.meta.items() if k != "structures_per_element"}, indent=1), flush=True)
     if a.measure:
         with contextlib.redirect_stdout(sys.stderr):
-            out = measure(a.n, relax=not a.no_relax, steps=a.steps, model=a.model, save=not a.no_save, store=a.store)
+            out = measure(a.n, relax=not a.no_relax, steps=a.steps, model=a.model, save=not a.no_save, store=a.store,
+                          n_large=a.n_large, hull=a.hull)
         print(json.dumps(out, indent=1))
     return 0
 

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections import defaultdict
 from itertools import combinations
 from pathlib import Path
