@@ -59,6 +59,9 @@ def measure(threads: int, batch_size: int, repeats: int, sampler_steps: int, dev
     batch = real_batch(batch_size).to(device)
     t = torch.full((batch_size,), 0.1, device=device)
     with torch.no_grad():
+        cart = torch.einsum("bi,bij->bj", batch.frac_coords, batch.lattice[batch.batch_idx])
+        edge_index, _, _, _, id3_ba, _, _ = net.gemnet.interaction_graph(cart, batch.lattice, batch.num_atoms)
+        graph = {"edges": int(edge_index.shape[1]), "triplets": int(id3_ba.numel())}
         denoiser(batch, t)                                  # warm-up
         if device.startswith("cuda"):
             torch.cuda.synchronize()
@@ -77,7 +80,7 @@ def measure(threads: int, batch_size: int, repeats: int, sampler_steps: int, dev
         torch.cuda.synchronize()
     t_step = (time.perf_counter() - start) / (sampler_steps + 1)
     out = {"threads": threads, "batch_size": batch_size, "device": device, "parameters": params,
-           "atoms": int(batch.num_atoms.sum()), "seconds_per_call": t_call, "seconds_per_sampler_step": t_step,
+           "atoms": int(batch.num_atoms.sum()), **graph, "seconds_per_call": t_call, "seconds_per_sampler_step": t_step,
            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
     if device.startswith("cuda"):
         out["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2 ** 20
@@ -109,7 +112,8 @@ def main() -> None:
                               env={**__import__("os").environ, "OMP_NUM_THREADS": str(threads)})
         row = json.loads(done.stdout.strip().splitlines()[-1])
         rows.append(row)
-        print(f"{args.device}, {threads} thread(s), batch {row['batch_size']} ({row['atoms']} atoms), "
+        print(f"{args.device}, {threads} thread(s), batch {row['batch_size']} ({row['atoms']} atoms, {row['edges']} edges, "
+              f"{row['triplets']} triplets), "
               f"{row['parameters'] / 1e6:.1f}M parameters: {row['seconds_per_call']:.3f} s per network call, "
               f"{row['seconds_per_sampler_step']:.3f} s per sampler step (measured), peak RSS "
               f"{row['peak_rss_mb']:.0f} MB" + (f", peak CUDA {row['peak_cuda_mb']:.0f} MB" if "peak_cuda_mb" in row else ""))

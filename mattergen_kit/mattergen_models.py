@@ -256,3 +256,45 @@ def fetch_model(name: str, dest: str | Path | None = None, base_url: str | None 
         checkpoint.rename(checkpoint.with_name(checkpoint.name + ".bad"))
         raise ModelFetchError(f"{exc} (kept as {checkpoint.name}.bad); {manual_hint(name, folder)}") from None
     return folder
+
+
+def is_mattergen_reference(path_or_name) -> bool:
+    """True for what :func:`resolve_model` reads: ``mattergen:NAME``, a released model's name, or a folder with
+    ``config.yaml`` (MatterGen's layout). A file (the kit's own checkpoints) is never one."""
+    text = str(path_or_name)
+    if text.startswith("mattergen:"):
+        return True
+    path = Path(text).expanduser()
+    if path.is_file():
+        return False
+    return is_model_dir(path) or (not path.exists() and text in KNOWN_CHECKPOINTS)
+
+
+def fetch_model_cli(argv=None) -> int:
+    """``mattergen-kit fetch-model NAME [--dest DIR] [--base-url URL] [--timeout S]``; returns the exit code."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="mattergen-kit fetch-model",
+                                description=f"Download one of MatterGen's released models from huggingface.co/{HF_REPO} "
+                                            "and verify its published size and sha256.")
+    p.add_argument("name", help=f"one of: {', '.join(KNOWN_CHECKPOINTS)}")
+    p.add_argument("--dest", default=None, help="model folder (default: the kit's cache, <cache>/<name>)")
+    p.add_argument("--base-url", default=None, help="mirror of .../microsoft/mattergen/resolve/main")
+    p.add_argument("--timeout", type=float, default=CONNECT_TIMEOUT_S,
+                   help=f"seconds to wait for a connection or for the next bytes (default {CONNECT_TIMEOUT_S:g})")
+    args = p.parse_args(argv)
+    if args.name not in KNOWN_CHECKPOINTS:
+        print(f"error: unknown MatterGen model {args.name!r}; choose from {', '.join(KNOWN_CHECKPOINTS)}",
+              file=sys.stderr)
+        return 2
+    if not args.timeout > 0:
+        print(f"error: --timeout must be > 0 seconds, got {args.timeout}", file=sys.stderr)
+        return 2
+    try:
+        folder = fetch_model(args.name, dest=args.dest, base_url=args.base_url, timeout=args.timeout)
+    except (ModelFetchError, OSError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"verified {args.name}: {folder} (use it as --model mattergen:{args.name} or mk.load_model({args.name!r}))")
+    return 0
