@@ -15,8 +15,8 @@ What is converted, and how (docs/mattergen_compat.md):
 * the diffusion: the config's corruption block is read and must equal the kit's processes exactly (D3PM
   absorbing, 101 classes, 1000 steps; wrapped VE σ ∈ [0.01, 5] scaled by N^{-1/3}; lattice VP β ∈ [0.1, 20],
   density, variance scale); any other value is refused, naming the field;
-* the number-of-atoms prior: MatterGen's Alex-MP-20 histogram (``NumAtomsPrior.alex_mp_20``; the kit has no
-  MP-20 histogram of MatterGen's, so mp_20_base also uses it — pass ``num_atoms`` to choose N);
+* the number-of-atoms prior: MatterGen's Alex-MP-20 histogram (``NumAtomsPrior.alex_mp_20``), the only one
+  MatterGen 1.0.3's generator has (it uses it for mp_20_base too) — pass ``num_atoms`` to choose N;
 * the sampler: the kit's predictor–corrector sampler with MatterGen's settings (1000 steps, snr 0.4/0.2, one
   corrector step, τ = 1, no coherence bias, no remasking) and guidance u + γ(c − u) on the three outputs;
 * property names: MatterGen's (``dft_band_gap``, ``ml_bulk_modulus``, …) and the kit's (``band_gap``,
