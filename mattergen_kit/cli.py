@@ -231,15 +231,19 @@ def _fetch_data(argv: list[str]) -> int:
     p.add_argument("name", choices=["mp20"], help="mp20: CDVAE's MP-20 CSVs (train/val/test)")
     p.add_argument("--root", default=None, help="destination folder (default: datasets/mp20 in the data root)")
     p.add_argument("--base-url", default=None, help="mirror to download from")
-    p.add_argument("--timeout", type=float, default=1800.0,
-                   help="give up when the whole download has not finished after this many seconds (default 1800)")
+    p.add_argument("--timeout", type=float, default=600.0,
+                   help="give up when the whole download has not finished after this many seconds (default 600)")
+    p.add_argument("--idle-timeout", type=float, default=30.0,
+                   help="give up when the mirror sends no byte for this many seconds (default 30)")
     args = p.parse_args(argv)
     if not args.timeout > 0:
         return _fail(f"--timeout must be > 0 seconds, got {args.timeout}")
+    if not args.idle_timeout > 0:
+        return _fail(f"--idle-timeout must be > 0 seconds, got {args.idle_timeout}")
     from mattergen_kit.datasets import DataIntegrityError, fetch_mp20
 
     try:
-        paths = fetch_mp20(root=args.root, base_url=args.base_url, timeout=min(60.0, args.timeout),
+        paths = fetch_mp20(root=args.root, base_url=args.base_url, timeout=min(args.idle_timeout, args.timeout),
                            total_timeout=args.timeout)
     except (OSError, ValueError, DataIntegrityError) as err:
         print(f"error: {err}", file=sys.stderr)

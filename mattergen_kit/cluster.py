@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+import time
 import uuid
 from typing import Any
 
@@ -53,6 +55,37 @@ def _start_hint(address: str) -> str:
             "that no firewall blocks it")
 
 
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """ConnectionError unless a Dask scheduler greets at a ``tcp://`` address within ``timeout`` seconds.
+
+    distributed's ``connect`` bounds the TCP connect but then waits for the peer's handshake without a limit, so a
+    peer that accepts and never answers hung ``Client(address, timeout=10)`` for ever. A scheduler writes its
+    handshake as soon as it accepts (``Listener.on_connection``): one byte within the timeout tells it is alive."""
+    from distributed.comm.addressing import parse_address, parse_host_port
+
+    try:
+        scheme, location = parse_address(address)
+        host, port = parse_host_port(location, default_port=8786)
+    except ValueError:
+        return  # let distributed word its own error for an address it cannot parse
+    if scheme != "tcp":
+        return  # tls://, inproc://, ucx://: no plain-socket probe
+    deadline = time.monotonic() + timeout
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.settimeout(max(0.1, deadline - time.monotonic()))
+            first = sock.recv(1)
+    except TimeoutError:
+        raise ConnectionError(f"the peer at {address!r} did not answer within {timeout:g} s (a Dask scheduler "
+                              f"greets at once): is it a Dask scheduler? {_start_hint(address)}") from None
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Dask scheduler at {address!r} within {timeout:g} s "
+                              f"({type(exc).__name__}: {str(exc)[:200]}): {_start_hint(address)}") from None
+    if not first:
+        raise ConnectionError(f"the peer at {address!r} closed the connection without a Dask handshake: is it a "
+                              f"Dask scheduler? {_start_hint(address)}")
+
+
 def connect(cluster: Any, timeout: float = CONNECT_TIMEOUT_S, wait_for_workers: float = WORKER_WAIT_S):
     """``(client, owned)`` for a ``cluster`` spec (module docstring); ``owned``: we opened it and must close it.
 
@@ -72,6 +105,7 @@ def connect(cluster: Any, timeout: float = CONNECT_TIMEOUT_S, wait_for_workers: 
         raise TypeError(f"cluster must be a scheduler address ('tcp://host:8786'), a distributed.Client or a "
                         f"cluster object with .scheduler_address (LocalCluster, SLURMCluster ...), "
                         f"not {type(cluster).__name__}")
+    _probe_scheduler(address, timeout)
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
     except (OSError, TimeoutError, ValueError) as exc:

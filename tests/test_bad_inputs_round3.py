@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import http.server
 import os
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -97,3 +100,106 @@ def test_two_generate_processes_started_together_into_one_folder(tmp_path):
     assert "Traceback" not in loser_err and ("in use by another run (pid" in loser_err or "not empty" in loser_err)
     manifest = RunManifest.load(out)
     assert manifest.complete and manifest.settings["seed"] == winner and len(list(out.glob("*.cif"))) == 8
+
+
+# ------------------------------------------------------------------------------------------ hangs
+class SlowDrip(http.server.BaseHTTPRequestHandler):
+    """200 with a big Content-Length, one byte, then one byte every 3 s (the issue's mirror dripped every 5 s)."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "1000000")
+        self.end_headers()
+        try:
+            while not self.server.stopping.is_set():
+                self.wfile.write(b"x")
+                self.wfile.flush()
+                self.server.stopping.wait(3.0)
+        except OSError:
+            pass
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def slow_drip_server():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), SlowDrip)
+    server.daemon_threads = True
+    server.stopping = threading.Event()
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}/"
+    server.stopping.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_fetch_data_gives_up_when_the_mirror_goes_quiet(tmp_path, capsys, slow_drip_server):
+    start = time.perf_counter()
+    code = cli.main(["fetch-data", "mp20", "--root", str(tmp_path), "--base-url", slow_drip_server,
+                     "--idle-timeout", "1"])
+    seconds = time.perf_counter() - start
+    one_error_line(capsys, code, "no data from", "for 1 s after 1 bytes", "stalled")
+    assert seconds < 8, seconds            # 1 s of silence, not the 600 s deadline (before: 60 s reads, 1800 s total)
+    assert not list(tmp_path.rglob("*.csv*")) and not list(tmp_path.rglob(".*part*"))  # nothing half-written kept
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_fetch_data_idle_timeout_must_be_positive(tmp_path, capsys, value):
+    code = cli.main(["fetch-data", "mp20", "--root", str(tmp_path), "--idle-timeout", value])
+    one_error_line(capsys, code, "--idle-timeout must be > 0")
+
+
+def test_fetch_data_defaults_bound_an_interactive_command():
+    import inspect
+
+    from mattergen_kit.data.mp20 import fetch_mp20
+
+    defaults = {k: v.default for k, v in inspect.signature(fetch_mp20).parameters.items()}
+    assert defaults["timeout"] <= 30 and defaults["total_timeout"] <= 600
+    with pytest.raises(ValueError, match="idle timeout"):
+        fetch_mp20(timeout=0)
+
+
+@pytest.fixture
+def silent_peer():
+    """A TCP server that accepts every connection and never sends a byte."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    accepted = []
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(srv.accept()[0])
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    yield f"tcp://127.0.0.1:{srv.getsockname()[1]}", accepted
+    stop.set()
+    for conn in accepted:
+        conn.close()
+    srv.close()
+
+
+def test_connect_to_a_peer_that_accepts_and_never_answers_fails_within_its_timeout(silent_peer):
+    from mattergen_kit.cluster import CONNECT_TIMEOUT_S, connect
+
+    address, accepted = silent_peer
+    start = time.perf_counter()
+    with pytest.raises(ConnectionError, match=r"did not answer within 10 s .*is it a Dask scheduler"):
+        connect(address)   # before: distributed waited for the handshake for ever
+    seconds = time.perf_counter() - start
+    assert accepted and CONNECT_TIMEOUT_S <= seconds < 15, seconds
+
+
+def test_generate_dask_scheduler_at_a_silent_peer_is_one_error_line(silent_peer, tmp_path, capsys):
+    address, _ = silent_peer
+    code = cli.main(["generate", "--out", str(tmp_path / "o"), "--num", "2", "--steps", "2", "--dask-scheduler",
+                     address, "--no-picture"])
+    one_error_line(capsys, code, "did not answer within 10 s")
+    assert not (tmp_path / "o").exists()

@@ -29,6 +29,8 @@ MP20_BLOB_IDS = {"train": "b1c9d498565ac2fd8d075a51ff2ef5e51ba6c21f",
                  "val": "7efe4d7ebeb4f460ceaad35e5326c42111d9c9a1",
                  "test": "5dc643041df53f5ce4970a79930ad262b4f07acd"}
 SPLITS = ("train", "val", "test")
+IDLE_TIMEOUT_S = 30.0     # no byte for this long: the mirror stalled
+DEADLINE_S = 600.0        # the whole fetch (three CSVs, ~100 MB): 10 minutes is ~170 kB/s
 
 
 def mp20_root(root: str | os.PathLike | None = None) -> Path:
@@ -64,6 +66,10 @@ def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline
                     size += len(block)
             if length is not None and int(length) != size:
                 raise DataIntegrityError(f"download of {url} is partial: {size} of {length} bytes")
+        except TimeoutError:  # socket timeout on a read (urlopen's connect timeout arrives as a URLError)
+            raise DataIntegrityError(f"no data from {url} for {timeout:g} s after {size} bytes (the mirror stalled); "
+                                     "nothing was saved: try again, another --base-url, or a longer --idle-timeout"
+                                     ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise DataIntegrityError(f"could not download {url}: {type(exc).__name__}: {exc}") from None
         got = git_blob_id(tmp)
@@ -78,15 +84,17 @@ def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline
 
 
 def fetch_mp20(root: str | os.PathLike | None = None, base_url: str | None = None,
-               splits: Iterable[str] = SPLITS, timeout: float = 60.0, force: bool = False,
-               total_timeout: float | None = 1800.0) -> dict[str, Path]:
+               splits: Iterable[str] = SPLITS, timeout: float = IDLE_TIMEOUT_S, force: bool = False,
+               total_timeout: float | None = DEADLINE_S) -> dict[str, Path]:
     """Download and verify CDVAE's MP-20 CSVs into ``root`` (default ``<data root>/mp20``); returns {split: path}.
 
     ``base_url`` (default the raw GitHub folder of txie-93/cdvae ``data/mp_20/``) can point at a mirror;
     files already present with the right blob id are kept (``force=True`` re-downloads). ``timeout``: the
-    longest a single read may wait (s); ``total_timeout``: the deadline for the whole fetch (s; None: none),
-    so a server that drips bytes cannot keep it running forever.
+    longest a single read may wait for a byte (s; the idle timeout); ``total_timeout``: the deadline for the whole
+    fetch (s; None: none), so a server that drips bytes cannot keep it running forever.
     """
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout (the idle timeout) must be > 0 seconds (got {timeout!r})")
     if total_timeout is not None and not total_timeout > 0:
         raise ValueError(f"total_timeout must be > 0 seconds (got {total_timeout})")
     deadline = None if total_timeout is None else time.monotonic() + total_timeout
