@@ -92,8 +92,7 @@ class MatterGenKitDenoiser(nn.Module):
             key = resolve_property_name(name, self.net.property_names)
             kind = next(p.kind for p in self.net.config.properties if p.name == key)
             if kind == "chemical_system":
-                systems = [value] * num if isinstance(value, str) else list(value)
-                hot, present = chemical_system_multi_hot(systems, num, device)
+                hot, present = chemical_system_multi_hot(value, num, device)
                 values[key], use[key] = hot, present & wanted
             else:
                 v = torch.as_tensor(value, dtype=torch.float32, device=device).reshape(-1)

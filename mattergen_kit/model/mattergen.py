@@ -35,6 +35,7 @@ import torch
 import yaml
 from torch import nn
 
+from mattergen_kit.constants import atomic_number
 from mattergen_kit.model.gemnet import AtomEmbedding, GemNetT
 
 MAX_ATOMIC_NUM = 100
@@ -391,23 +392,21 @@ def resolve_property_name(name: str, model_properties: list[str]) -> str:
 
 
 def chemical_system_multi_hot(systems, num: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, 101) multi-hot (slot Z) and (B,) presence for "Li-Fe-O" strings, element lists or None/"" (absent)."""
-    from pymatgen.core import Element
-
-    if isinstance(systems, (str, list)) and (isinstance(systems, str) or not systems
-                                             or isinstance(systems[0], str) and "-" not in systems[0]
-                                             and len(systems) != num):
+    """(B, 101) multi-hot (slot Z) and (B,) presence. ``systems``: one "Li-Fe-O" string for all crystals, or one
+    entry per crystal ("Li-Fe-O", a list of symbols, or None / "" for absent)."""
+    if systems is None or isinstance(systems, str):
         systems = [systems] * num
+    systems = list(systems)
     if len(systems) != num:
         raise ValueError(f"chemical_system has {len(systems)} values for {num} crystals")
     hot = torch.zeros(num, MAX_ATOMIC_NUM + 1, device=device)
     present = torch.zeros(num, dtype=torch.bool, device=device)
     for b, system in enumerate(systems):
-        if system is None or system == "" or system == []:
+        if not system:
             continue
         symbols = system.split("-") if isinstance(system, str) else list(system)
         for symbol in symbols:
-            hot[b, Element(symbol).Z] = 1.0
+            hot[b, atomic_number(symbol)] = 1.0
         present[b] = True
     return hot, present
 
