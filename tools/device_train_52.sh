@@ -17,7 +17,8 @@
 #     base52_1000x1000   1,000 crystals, N from the new model's prior (the mp-bundled-52 train split)
 # Time: the old base drew 1,000 x 1,000 in 41.6 s on the H200; mp-bundled-52 has E[N²] = 390 against 133 (all-pairs
 # edges per crystal), so expect ~2 min for base52, ~45 s for le20 and ~1.5 min for the 256 large cells.
-# Memory: ~10.7 MB of fp32 activations per crystal on the 52 mix (benchmarks/bench_large_cells.py), ~11 GB at 1,024.
+# Memory (benchmarks/results/large_cells_cpu.json): ~5 MB of bf16-autocast activations per crystal on the 52 mix,
+# ~6 GB at batch 1,024 (all pairs; 52-atom cells alone 37.5 MB each): far inside the H200.
 # Judge here (pymatgen, CHGNet):
 #     python tools/sample_on_device.py quality --store STORE --job le20_1000x1000 --tag gpu52_le20
 #     python benchmarks/bench_base_quality.py ... (see tools/sample_on_device.py)
