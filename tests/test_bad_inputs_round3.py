@@ -203,3 +203,81 @@ def test_generate_dask_scheduler_at_a_silent_peer_is_one_error_line(silent_peer,
                      address, "--no-picture"])
     one_error_line(capsys, code, "did not answer within 10 s")
     assert not (tmp_path / "o").exists()
+
+
+# ------------------------------------------------------------------------------------------ silent wrong results
+@pytest.fixture
+def label_table(tmp_path, monkeypatch):
+    """40 real bundled rows (CDVAE CSV) with user columns: all-inf, numbers with 3 text cells, a real category."""
+    import numpy as np
+    import pandas as pd
+
+    monkeypatch.setenv("MATTERGEN_KIT_CACHE", str(tmp_path / "cache"))
+    rows = pd.read_csv(REPO / "datasets" / "mp20_biternary" / "val.csv.gz", nrows=40)
+    rows["all_inf"] = np.inf
+    rows["gap_typed"] = rows["band_gap"].astype(object)
+    rows.loc[[7, 11, 14], "gap_typed"] = ["high", "tbd", "~2"]          # three typing mistakes among numbers
+    rows["has_oxygen"] = ["yes" if "'O'" in e else "no" for e in rows["elements"]]
+    path = tmp_path / "labels.csv"
+    rows.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "-0.2", "nan"])
+def test_finetune_val_fraction_outside_0_1_is_refused(label_table, tmp_path, capsys, value):
+    code = cli.main(["finetune", "--table", str(label_table), "--property", "has_oxygen", "--out",
+                     str(tmp_path / "ft"), f"--val-fraction={value}", "--no-progress"])
+    one_error_line(capsys, code, "val_fraction must be a number in (0, 1)")
+    assert not (tmp_path / "ft").exists()
+
+
+def test_finetune_all_inf_column_is_refused_not_counted_as_labelled(label_table, tmp_path, capsys):
+    code = cli.main(["finetune", "--table", str(label_table), "--property", "all_inf", "--out", str(tmp_path / "ft"),
+                     "--no-progress"])
+    one_error_line(capsys, code, "all_inf: ", "labels are infinite", "a label must be a finite number")
+    assert not (tmp_path / "ft").exists()
+
+
+def test_finetune_numbers_with_a_few_text_cells_are_refused_not_made_categorical(label_table, tmp_path, capsys):
+    code = cli.main(["finetune", "--table", str(label_table), "--property", "gap_typed", "--out",
+                     str(tmp_path / "ft"), "--no-progress"])
+    one_error_line(capsys, code, "gap_typed: 3 of 34 labels are not numbers (e.g. 'high', 'tbd', '~2')",
+                   "--kind categorical")
+    assert not (tmp_path / "ft").exists()
+
+
+def test_label_kinds_that_are_meant_still_work(label_table):
+    """A real category column is still inferred categorical; --kind categorical accepts the mixed column."""
+    from mattergen_kit.datasets import load_csv
+    from mattergen_kit.training.finetune import property_spec
+
+    props = load_csv(label_table, exclude_elements=True, progress=False).properties
+    assert property_spec("has_oxygen", props["has_oxygen"]).categories == ["no", "yes"]
+    mixed = property_spec("gap_typed", props["gap_typed"], kind="categorical")
+    assert mixed.kind == "categorical" and {"high", "tbd", "~2"} <= set(mixed.categories)
+
+
+def test_evaluate_reports_a_partial_occupancy_cif_as_invalid_not_unique_or_novel(tmp_path, real_rows):
+    """It used to be counted valid, unique and novel, and its relaxation was skipped without a reason."""
+    import json
+    import shutil
+    import warnings
+
+    import pandas as pd
+
+    from mattergen_kit.evaluation import evaluate_cli
+
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(REPO / "tests" / "data" / "bad" / "partial_occupancy.cif", folder / "partial.cif")
+    (folder / "ordered.cif").write_text(real_rows["cif"][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        rc = evaluate_cli([str(folder), "--out", str(tmp_path / "out"), "--no-relax", "--reference", "none",
+                           "--no-distribution"])
+    assert rc == 0
+    df = pd.read_csv(tmp_path / "out" / "per_structure.csv").set_index("name")
+    assert not df.loc["partial.cif", "structural_valid"] and df.loc["ordered.cif", "structural_valid"]
+    assert "partial occupancy (Mg0.5 on one site)" in df.loc["partial.cif", "validity_reason"]
+    assert df.loc["partial.cif", "unique"] in (False, 0) or pd.isna(df.loc["partial.cif", "unique"])
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["structural_validity"] == 0.5

@@ -54,6 +54,10 @@ def structural_validity(structure, cutoff: float = MIN_DISTANCE, min_volume: flo
     bad = _finite_structure(structure)
     if bad:
         return False, bad
+    if not structure.is_ordered:  # a site shared by several species / partly empty: no crystal to relax or match
+        site = next(s for s in structure if not s.is_ordered)
+        return False, (f"partial occupancy ({site.species.formula} on one site): evaluate needs ordered crystals; "
+                       "order it first (e.g. pymatgen's OrderDisorderedStructureTransformation)")
     vol = abs(float(np.linalg.det(structure.lattice.matrix)))
     if not vol >= min_volume:
         return False, f"volume {vol:.3g} Å³ < {min_volume}"

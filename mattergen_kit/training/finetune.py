@@ -33,10 +33,38 @@ import pandas as pd
 from mattergen_kit.conditioning.properties import PROPERTIES, PropertySpec
 
 
+def _examples(values: pd.Series, mask, limit: int = 3) -> str:
+    return "e.g. " + ", ".join(repr(v) for v in list(values[mask])[:limit])
+
+
+def check_labels(name: str, values: pd.Series, kind: str | None) -> None:
+    """ValueError for labels that would train silently wrong: infinite numbers (an all-inf column used to count as
+    fully labelled), and a column of numbers with a few text cells (it used to become a categorical property with
+    one class per distinct number). Missing cells (empty, NaN, 'n/a') are fine: those crystals are unlabelled."""
+    present = values.dropna()
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        infinite = np.isinf(values.to_numpy(dtype=float))
+        if infinite.any():
+            raise ValueError(f"{name}: {int(infinite.sum())} of {len(values)} labels are infinite "
+                             f"({_examples(values, infinite)}); a label must be a finite number: fix those cells or "
+                             "leave them empty (unlabelled)")
+        return
+    if kind == "categorical" or len(present) == 0:
+        return
+    as_numbers = pd.to_numeric(present, errors="coerce")
+    text = as_numbers.isna()
+    if (~text).sum() > text.sum():  # mostly numbers: the text cells are mistakes, not categories
+        raise ValueError(f"{name}: {int(text.sum())} of {len(present)} labels are not numbers "
+                         f"({_examples(present, text.to_numpy())}) in a column of numbers; fix or empty those "
+                         "cells, or pass kind='categorical' (--kind categorical) if the values are categories")
+
+
 def property_spec(name: str, values: pd.Series, kind: str | None = None) -> PropertySpec:
-    """The spec of property ``name`` for the training labels ``values`` (normalisation is fitted later)."""
+    """The spec of property ``name`` for the training labels ``values`` (normalisation is fitted later);
+    ValueError for labels :func:`check_labels` refuses."""
     if kind not in (None, "scalar", "categorical"):
         raise ValueError(f"kind must be 'scalar' or 'categorical', got {kind!r}")
+    check_labels(name, values, kind)
     if name in PROPERTIES:
         spec = PROPERTIES[name]
         registry_kind = "categorical" if spec.kind == "chemical_system" else spec.kind
@@ -97,6 +125,9 @@ def finetune(table, properties: str | list[str], base: str | Path = "bundled", k
     names = [properties] if isinstance(properties, str) else list(properties)
     if not names:
         raise ValueError("name at least one property to fine-tune on")
+    if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
+        raise ValueError(f"val_fraction must be a number in (0, 1), the share of crystals held out for validation "
+                         f"(e.g. 0.1), got {val_fraction!r}")
     base_path = _resolve_base(base)
     from mattergen_kit.training import load_checkpoint
 
