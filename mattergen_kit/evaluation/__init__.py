@@ -7,10 +7,14 @@ Public API::
     report.summary        # n, structural_validity, compositional_validity, uniqueness, novelty, stability, sun, rmsd, ...
     report.per_structure  # one row per submitted structure
     report.plot()
+    report.table          # the verdicts per crystal: E_hull (default and old hull), suspect, novelties, S.U.N.
+    report.suspects()     # more than 0.1 eV/atom below the hull: listed apart, not counted as stable
 
-Building blocks: :mod:`.validity` (structural / SMACT / bond sanity), :mod:`.matching` (uniqueness, novelty),
-:mod:`.relax` (CHGNet relaxation, RMSD, resumable results), :mod:`.relax_batched` (many structures per CHGNet
-call), :mod:`.cluster` (relaxations on a Dask cluster), :mod:`.hull` (formation energies and E_hull),
+``evaluate`` itself (:mod:`.evaluate`) runs the stages of :mod:`.stages` on what :mod:`.inputs` read and hands the rows
+to :mod:`.report`. Building blocks: :mod:`.validity` (structural / SMACT / bond sanity), :mod:`.matching` (uniqueness,
+novelty), :mod:`.relax` (CHGNet relaxation, RMSD, resumable results), :mod:`.relax_batched` (many structures per CHGNet
+call), :mod:`.potentials` (what both share), :mod:`.cluster` (relaxations on a Dask cluster), :mod:`.reference` (the
+named hulls ``mp20+mpfe`` / ``mp20``, known compositions), :mod:`.hull` (formation energies and E_hull),
 :mod:`.distribution` (coverage, Wasserstein), :mod:`.properties` (HHI, space group, band-gap predictor),
 :mod:`.calibrate` (CHGNet-vs-DFT calibration).
 """

@@ -30,7 +30,9 @@ Its error on held-out bundled **test** structures is what :func:`calibration` me
 
 Hull
 ----
-For a sample with elements S, the PhaseDiagram (pymatgen) of all reference entries whose elements are a
+The reference entries are a named table (:func:`~mattergen_kit.evaluation.reference.hull_table`): ``"mp20+mpfe"``
+(default: MP-20 phases + bundled structures + Materials Project formation energies, 53,387 phases) or ``"mp20"`` (the
+old hull without the large-cell phases). For a sample with elements S, the PhaseDiagram (pymatgen) of all reference entries whose elements are a
 subset of S plus each element at ``E_f = 0``; entries are ``PDEntry(composition, E_f · N)``, so the hull
 is a formation-energy hull. ``E_hull = get_e_above_hull(entry, allow_negative=True)`` (eV/atom).
 Phase diagrams are cached per chemical system.
