@@ -63,16 +63,8 @@ timeout "$LEFT" python - "$OUT" "$DEVICE" "$NUM" "$LARGE_NUM" "$STEPS" "$SAMPLE_
 """Draw the three benchmark sets with the new model, the new targets first (large, le20, base52); after each job the
 store (presampled format) and summary.json (torch-only checks: N bands, shortest interatomic distance ≥ 0.5 Å under
 the minimum image) are rewritten, so a run stopped at the time limit keeps what it drew."""
-import json, os, sys, time, types
+import json, os, sys, time
 import torch
-try:  # the GPU image has no pymatgen, and sampling/request.py imports pymatgen.core.Composition at module level (only
-    import pymatgen.core  # noqa: F401   formula requests use it): a stand-in that refuses to be used, so the import works
-except ImportError:
-    class Composition:
-        def __init__(self, *args, **kwargs):
-            raise ImportError("pymatgen is not installed on this machine: formula requests need it")
-    sys.modules["pymatgen"], sys.modules["pymatgen.core"] = types.ModuleType("pymatgen"), types.ModuleType("pymatgen.core")
-    sys.modules["pymatgen.core"].Composition = Composition
 from mattergen_kit.generation import load_model
 from mattergen_kit.model.checkpoint import load_checkpoint
 from mattergen_kit.presampled import STORE_FORMAT, job_key

@@ -30,8 +30,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from pymatgen.core import Composition
-
 from mattergen_kit.conditioning import check_conditions
 from mattergen_kit.constants import ALLOWED_Z, ELEMENT_SYMBOLS, atomic_number
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask
@@ -331,6 +329,9 @@ def formula_atom_types(formula: str, num: int, fixed_atom_types=None, num_atoms=
         raise ValueError("give either formula or fixed_atom_types, not both")
     if not isinstance(formula, str):
         raise TypeError(f"formula must be a string such as 'Li2O', got {formula!r}")
+    # pymatgen only here: sampling runs on machines without it (a lent GPU's image: tools/sample_on_device.py)
+    from pymatgen.core import Composition
+
     try:
         comp = Composition(formula)
     except Exception as err:  # pymatgen raises several types for a bad formula
