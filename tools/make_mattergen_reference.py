@@ -40,16 +40,17 @@ What it writes (``tests/data/mattergen_reference/``, ≤ 2 MB):
 * ``state_dict_keys.json``: for each of the nine released configs at FULL size, every key and shape of the
   Lightning module's state dict (what the released ``last.ckpt`` holds), from the instantiated reference;
 * ``<name>/config.yaml`` + ``<name>/checkpoints/last.ckpt``: six released configs at reduced width (hidden 8,
-  see ``reduced_config``)
-  with random weights (N(0, 0.5²/fan-in), seed 1; output heads ×20 / ×2000 so that σ·score is of order
-  0.1–1 as in a trained model) in the released layout (and a marker file
-  ``RANDOM_WEIGHTS``); the checkpoint is a Lightning-style dict
-  (``state_dict``, ``epoch``, ``global_step``, ``pytorch-lightning_version``, ``optimizer_states``,
-  ``lr_schedulers``, ``callbacks``, ``loops``, ``hyper_parameters``);
+  see ``reduced_config``) with random weights (N(0, 0.5²/fan-in), seed 1; the output heads ×20 / ×2000 so that
+  σ·score is of order 0.1–1 as in a trained model), in the released layout with a marker file
+  ``RANDOM_WEIGHTS``; the checkpoint is a Lightning-style dict (``state_dict``, ``epoch``, ``global_step``,
+  ``pytorch-lightning_version``, ``optimizer_states``, ``lr_schedulers``, ``callbacks``, ``loops``,
+  ``hyper_parameters``);
 * ``reference.npz``: the fixed batch (4 crystals: 1, 5, 4 and 20 atoms, some masked) and, for each model,
   t ∈ {0.01, 0.5, 0.99} and each condition state, ``diffusion_module.model(x, t)``'s ``pos``, ``cell`` and
-  ``atomic_numbers``; ``diffusion_module.score_fn``'s scores; the classifier-free guided scores of
-  ``GuidedPredictorCorrector._score_fn`` (γ = 2);
+  ``atomic_numbers`` and ``diffusion_module.score_fn``'s scores; at t = 0.5 also a per-crystal mix (crystals
+  1 and 3 unconditional) and the classifier-free guided scores of ``GuidedPredictorCorrector._score_fn``
+  (γ = 2); ``step/*``: one full guided predictor–corrector step of MatterGen's sampler with its recorded
+  noise (``predictor_corrector_step``);
 * ``cases.json``: what each array is (model, t, conditions).
 """
 
