@@ -6,6 +6,7 @@
 * fingerprints of the default reference (1,000 bundled-train crystals) as ``fp-bundled-train-1000-<hash>.npz``;
 * the band-gap model (refitted here) as ``bandgap-hgb-<n_train>-<n_test>.npz`` (checked against scikit-learn);
 * the MP-20 phases table as ``phases-<digest>.parquet``;
+* the default convex hull ``mp20+mpfe`` (MP-20 phases + bundled + MP formation energies) as ``hull-mp20+mpfe-<key>.parquet``;
 
 and records each file's sha256 in ``datasets/precomputed/SHA256SUMS``. Nothing is pickled.
 """
@@ -63,6 +64,15 @@ def main() -> int:
     ph = sorted(cache_dir().glob("phases-*.parquet"), key=lambda p: p.stat().st_mtime)[-1]
     shutil.copyfile(ph, out / ph.name)
     print(f"{ph.name}: sha256 {record_precomputed(out / ph.name)[:12]}")
+
+    from mattergen_kit.evaluation.reference import hull_table, merged_hull_file_name
+
+    hull_table.cache_clear()
+    hull_table()  # builds the merged hull table in the cache when no valid shipped copy matches its key
+    name = merged_hull_file_name()
+    if not (out / name).is_file():
+        shutil.copyfile(cache_dir() / name, out / name)
+    print(f"{name}: sha256 {record_precomputed(out / name)[:12]}")
     print(f"done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return 0
 

@@ -44,7 +44,8 @@ def make_figures(report) -> dict:
     ax.set_xticks(range(len(keys)), [k.replace("_", "\n") for k in keys], fontsize=8)
     ax.set_ylim(0, 1.12)
     ax.set_ylabel("fraction of submitted")
-    ax.set_title(f"evaluation of {s.get('n')} structures")
+    judged = f"\nstability: {s.get('relax_model')}, hull {s.get('hull')}, E_hull ≤ 0.1 eV/atom" if s.get("hull") else ""
+    ax.set_title(f"evaluation of {s.get('n')} structures{judged}", fontsize=9)
     figs["summary"] = fig
 
     eh = _num(df, "e_above_hull")
@@ -52,7 +53,9 @@ def make_figures(report) -> dict:
         fig, ax = plt.subplots(figsize=(5, 3.2))
         ax.hist(np.clip(eh, -0.5, 1.5), bins=40, color="C1")
         ax.axvline(0.1, color="k", ls="--", lw=1, label="stable ≤ 0.1 eV/atom")
+        ax.axvline(-0.1, color="C3", ls="--", lw=1, label="suspect < −0.1 eV/atom")
         ax.axvline(0.0, color="grey", ls=":", lw=1)
+        ax.set_title(f"{len(eh)} relaxed with {s.get('relax_model')}, hull {s.get('hull')}", fontsize=9)
         ax.set_xlabel("E above hull (eV/atom, clipped to [-0.5, 1.5])")
         ax.set_ylabel("structures")
         ax.legend(fontsize=8)
