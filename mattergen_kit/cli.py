@@ -218,6 +218,9 @@ def _run_generation(args) -> int:
         return 130
     except (OutputError, ValueError, TypeError, RuntimeError, ConnectionError) as err:
         return _fail(str(err))
+    except OSError as err:  # a full disk, a folder made read-only during the run: the finished batches are kept
+        return _fail(f"cannot write the run in {args.out} ({err.strerror or err}); free space or fix the folder, "
+                     "then rerun with --resume to continue where it stopped")
     seconds = time.perf_counter() - start
     print(f"wrote {len(written['cifs'])} CIFs, summary.csv, {written['extxyz'].name}, {written['cif_zip'].name}"
           + (" and grid.png" if "picture" in written else "") + f" to {args.out} (seed {written['seed']}) "

@@ -29,8 +29,8 @@ import torch
 
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.generation import load_model
-from mattergen_kit.outputs import (MANIFEST, RunLock, RunManifest, _batch_path, check_out_dir, check_resumable,
-                                   cif_names, complete_request, prepare_out_dir, read_batches, run_settings,
+from mattergen_kit.outputs import (MANIFEST, RunLock, RunManifest, check_out_dir, check_resumable, cif_names,
+                                   complete_request, intact_batches, prepare_out_dir, read_batches, run_settings,
                                    write_batch, write_collection)
 from mattergen_kit.sampling.request import SamplingRequest
 
@@ -168,8 +168,8 @@ def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: SamplingReque
             check_resumable(out, previous, settings)
             manifest = previous or RunManifest(settings=settings)
             names = cif_names(request.num, prefix)
-            done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
-            manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+            done = intact_batches(out, manifest)
+            manifest.save(out)  # from the first moment: a run that dies before its first batch can be resumed
             todo = [s for s in resolved.starts() if s not in done]
             wire = {**request.to_dict(), "progress": False, "threads": request.threads}
             run_id = uuid.uuid4().hex[:8]  # task keys of two runs never collide

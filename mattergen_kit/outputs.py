@@ -29,6 +29,7 @@ import json
 import os
 import shutil
 import socket
+import warnings
 import zipfile
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -63,11 +64,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and an atomic rename."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:  # a full disk, an interrupt: no half-written temporary file is left behind
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -271,15 +276,40 @@ def write_batch(out: Path, manifest: RunManifest, start: int, batch, names: list
     manifest.save(out)
 
 
+def _read_batch(path: Path) -> CrystalBatch:
+    with np.load(path, allow_pickle=False) as z:
+        return CrystalBatch(atom_types=torch.from_numpy(z["atom_types"]), frac_coords=torch.from_numpy(z["frac_coords"]),
+                            lattice=torch.from_numpy(z["lattice"]), num_atoms=torch.from_numpy(z["num_atoms"]))
+
+
+def intact_batches(out: Path, manifest: RunManifest) -> set[int]:
+    """The starts of the recorded batches a resumed run can keep: the arrays load, hold as many crystals as the
+    batch has names, and every CIF of the batch is there. A damaged batch (torn or deleted file, a CIF removed by
+    hand) is dropped from the manifest with a warning and sampled again: its seed is fixed, so it comes out the same.
+    """
+    keep = set()
+    for key, names in list(manifest.batches.items()):
+        start, problem = int(key), None
+        try:
+            batch = _read_batch(_batch_path(out, start))
+            if batch.num_crystals != len(names):
+                problem = f"{batch.num_crystals} crystals in its arrays, {len(names)} names"
+        except Exception as exc:  # noqa: BLE001 - any unreadable batch file means the same: sample it again
+            problem = f"{_batch_path(out, start).name} unreadable ({type(exc).__name__})"
+        missing = [n for n in names if not (out / n).is_file()]
+        if problem is None and missing:
+            problem = f"{missing[0]} is missing"
+        if problem is None:
+            keep.add(start)
+        else:
+            warnings.warn(f"{out}: batch {start} ({problem}) is sampled again")
+            del manifest.batches[key]
+    return keep
+
+
 def read_batches(out: Path, manifest: RunManifest):
     """All finished batches of a run folder, in order, as one :class:`CrystalBatch`."""
-    parts = []
-    for start in sorted(int(k) for k in manifest.batches):
-        with np.load(_batch_path(out, start), allow_pickle=False) as z:
-            parts.append(CrystalBatch(atom_types=torch.from_numpy(z["atom_types"]),
-                                      frac_coords=torch.from_numpy(z["frac_coords"]),
-                                      lattice=torch.from_numpy(z["lattice"]), num_atoms=torch.from_numpy(z["num_atoms"])))
-    return CrystalBatch.collate(parts)
+    return CrystalBatch.collate([_read_batch(_batch_path(out, start)) for start in sorted(int(k) for k in manifest.batches)])
 
 
 # ------------------------------------------------------------------------------------------ collections
@@ -393,8 +423,8 @@ def generate_to_folder(model, out: str | Path, num: SamplingRequest | int, *, ov
         check_resumable(out, previous, settings)
         manifest = previous or RunManifest(settings=settings)
         names = cif_names(request.num, prefix)
-        done = {int(k) for k in manifest.batches if _batch_path(out, int(k)).is_file()}
-        manifest.batches = {k: v for k, v in manifest.batches.items() if int(k) in done}
+        done = intact_batches(out, manifest)
+        manifest.save(out)  # from the first moment: a run that dies before its first batch can be resumed
         for part in model.iter_batches(resolved, skip=done):
             stop = part.start + part.batch.num_crystals
             write_batch(out, manifest, part.start, part.batch, names[part.start:stop])

@@ -23,7 +23,8 @@ REPO = Path(__file__).resolve().parent.parent
 def one_error_line(capsys, code, *expected):
     err = capsys.readouterr().err
     assert code == 2, err
-    lines = [line for line in err.strip().splitlines() if not line.startswith(("note:", "warning:"))]
+    lines = [line for line in err.strip().splitlines()  # the run's progress bar may precede the error line
+             if line.strip() and not line.startswith(("note:", "warning:")) and "it/s]" not in line]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     for text in expected:
         assert text in lines[0], lines[0]
@@ -281,3 +282,82 @@ def test_evaluate_reports_a_partial_occupancy_cif_as_invalid_not_unique_or_novel
     assert "partial occupancy (Mg0.5 on one site)" in df.loc["partial.cif", "validity_reason"]
     assert df.loc["partial.cif", "unique"] in (False, 0) or pd.isna(df.loc["partial.cif", "unique"])
     assert json.loads((tmp_path / "out" / "summary.json").read_text())["structural_validity"] == 0.5
+
+
+# ------------------------------------------------------------------------------------------ resume after damage
+def _folder_bytes(folder: Path) -> dict:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != "manifest.json"}
+
+
+@pytest.fixture(scope="module")
+def reference_run(bundled_model, tmp_path_factory):
+    """An uninterrupted 6-crystal run in batches of 2: what every repaired resume must reproduce byte for byte."""
+    out = tmp_path_factory.mktemp("ref") / "run"
+    generate_to_folder(bundled_model, out, 6, steps=3, batch_size=2, seed=5, picture=False, progress=False)
+    return out
+
+
+def _interrupted_copy(reference_run: Path, tmp_path: Path) -> Path:
+    import json
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(reference_run, out)
+    manifest = json.loads((out / "manifest.json").read_text())
+    manifest["complete"] = False
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    return out
+
+
+@pytest.mark.parametrize("damage", ["truncated batch file", "deleted batch file", "deleted CIF"])
+def test_resume_resamples_a_damaged_batch_and_matches_the_uninterrupted_run(bundled_model, reference_run, tmp_path,
+                                                                           damage):
+    out = _interrupted_copy(reference_run, tmp_path)
+    batch = out / ".batches" / sorted(p.name for p in (out / ".batches").iterdir())[1]
+    if damage == "truncated batch file":
+        batch.write_bytes(batch.read_bytes()[:100])
+    elif damage == "deleted batch file":
+        batch.unlink()
+    else:
+        (out / "crystal_0003.cif").unlink()
+    with pytest.warns(UserWarning, match="batch 2 .* is sampled again") if damage != "deleted batch file" \
+            else _no_warning_needed():
+        written = generate_to_folder(bundled_model, out, 6, steps=3, batch_size=2, seed=5, resume=True,
+                                     picture=False, progress=False)
+    assert written["resumed_batches"] == [0, 4]
+    assert _folder_bytes(out) == _folder_bytes(reference_run)
+
+
+class _no_warning_needed:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+@pytest.mark.parametrize("writes_before_full", [0, 1, 4])  # nothing / the first manifest / batch 0 but its record
+def test_a_full_disk_leaves_no_temporary_file_and_the_run_resumes(bundled_model, reference_run, tmp_path, capsys,
+                                                                  monkeypatch, writes_before_full):
+    """The issue: a full disk left a 0-byte temp file, a traceback, and a folder that could not be resumed."""
+    import errno
+
+    out = tmp_path / "run"
+    real_fsync, calls = os.fsync, [0]
+
+    def fsync_until_full(fd):
+        calls[0] += 1
+        if calls[0] > writes_before_full:  # writes: the manifest, batch 0's arrays, its 2 CIFs, the manifest ...
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync_until_full)
+    args = ["generate", "--out", str(out), "--num", "6", "--steps", "3", "--batch-size", "2", "--seed", "5",
+            "--no-picture"]
+    code = cli.main(args)
+    one_error_line(capsys, code, "No space left on device", "--resume")
+    assert not [p for p in out.rglob("*") if ".tmp" in p.name]          # no half-written temporary file
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert cli.main(args + ["--resume"]) == 0
+    assert _folder_bytes(out) == _folder_bytes(reference_run)
