@@ -195,7 +195,9 @@ def load_mattergen(path_or_name: str | Path, device: str | torch.device = "cpu")
     denoiser = MatterGenKitDenoiser(net.to(device).eval())
     meta = {"source": "mattergen", "mattergen_name": location.name, "properties": net.property_names,
             **MATTERGEN_SAMPLER_META}
-    return MatterGenModel(denoiser, diffusion, NumAtomsPrior.alex_mp_20(), meta, location.folder)
+    # path = the checkpoint file: output folders record its name and sha256 (outputs.run_settings), resume checks it
+    return MatterGenModel(denoiser, diffusion, NumAtomsPrior.alex_mp_20(), {**meta, "folder": str(location.folder)},
+                          location.checkpoint)
 
 
 def _is_test_fixture(folder: Path) -> bool:
