@@ -45,7 +45,7 @@ def real_batch(batch_size: int):
 
 
 def measure(threads: int, batch_size: int, repeats: int, sampler_steps: int, device: str) -> dict:
-    from mattergen_kit.mattergen_loader import MatterGenKitDenoiser, MatterGenModel, diffusion_from_config
+    from mattergen_kit.mattergen_models.loader import MatterGenKitDenoiser, MatterGenModel, diffusion_from_config
     from mattergen_kit.model.mattergen import build_denoiser
     from mattergen_kit.sampling import NumAtomsPrior
     import yaml

@@ -16,7 +16,7 @@ import torch
 import yaml
 
 from mattergen_kit.generation import GenerativeModel
-from mattergen_kit.mattergen_loader import MatterGenModel, diffusion_from_config, load_mattergen
+from mattergen_kit.mattergen_models.loader import MatterGenModel, diffusion_from_config, load_mattergen
 from mattergen_kit.model.mattergen import UnsupportedConfigError
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "mattergen_reference"

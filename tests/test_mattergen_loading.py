@@ -1,4 +1,4 @@
-"""Safe loading, resolving and fetching of MatterGen's released checkpoints (mattergen_kit/mattergen_models.py).
+"""Safe loading, resolving and fetching of MatterGen's released checkpoints (mattergen_kit/mattergen_models/files.py).
 
 Real bytes only: the random-weight checkpoints of tests/data/mattergen_reference/ (written by MatterGen's own
 code in the released layout), planted pickle payloads, and a local HTTP server on 127.0.0.1 standing in for
@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mattergen_kit import mattergen_models as mm
+from mattergen_kit.mattergen_models import files as mm
 from mattergen_kit.model.mattergen import build_denoiser, denoiser_state_dict
 
 FIXTURE = Path(__file__).resolve().parent / "data" / "mattergen_reference"

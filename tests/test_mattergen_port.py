@@ -200,7 +200,7 @@ def test_one_predictor_corrector_step_equals_the_reference(reference, monkeypatc
     so for them the posterior probabilities and their argmax (the step's mean) are compared."""
     import tqdm.auto
 
-    from mattergen_kit.mattergen_loader import load_mattergen
+    from mattergen_kit.mattergen_models.loader import load_mattergen
     from mattergen_kit.sampling import PredictorCorrectorSampler
 
     model = load_mattergen(FIXTURE / "dft_band_gap")

@@ -27,8 +27,7 @@ meaningless); with the real checkpoints the same cells give MatterGen's crystals
 from pathlib import Path
 
 import mattergen_kit as mk
-from mattergen_kit.mattergen_loader import load_mattergen
-from mattergen_kit.mattergen_models import ModelFetchError, fetch_model
+from mattergen_kit.mattergen_models import ModelFetchError, fetch_model, load_mattergen
 
 SMALL = bool(os.environ.get("MGK_SMALL"))
 NUM = int(os.environ.get("MGK_NUM", 16))        # crystals per model

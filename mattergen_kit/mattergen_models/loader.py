@@ -41,7 +41,7 @@ from mattergen_kit.diffusion.coords import SIGMA_MAX, SIGMA_MIN, WrappedVESDE
 from mattergen_kit.diffusion.joint import DenoiserOutput
 from mattergen_kit.diffusion.lattice import BETA_MAX, BETA_MIN, LIMIT_VAR_SCALE, LatticeVPSDE
 from mattergen_kit.generation import GenerativeModel
-from mattergen_kit.mattergen_models import load_lightning_checkpoint, resolve_model
+from mattergen_kit.mattergen_models.files import load_lightning_checkpoint, resolve_model
 from mattergen_kit.model.mattergen import (MatterGenDenoiser, UnsupportedConfigError, build_denoiser,
                                            chemical_system_multi_hot, denoiser_state_dict, kit_name, parse_config,
                                            resolve_property_name)
