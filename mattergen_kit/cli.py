@@ -275,12 +275,15 @@ def _train(argv: list[str]) -> int:
     """``mattergen-kit train``: the training CLI, with unreadable checkpoints reported in one line."""
     import pickle
 
+    from mattergen_kit.data.paths import DataIntegrityError
     from mattergen_kit.model.checkpoint import CheckpointError
     from mattergen_kit.training.fit import train_cli
 
     try:
         return train_cli(argv)
     except CheckpointError as err:
+        return _fail(str(err))
+    except (FileNotFoundError, ValueError, DataIntegrityError) as err:  # the training data: missing, empty, corrupt
         return _fail(str(err))
     except (EOFError, pickle.UnpicklingError, RuntimeError) as err:
         text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -55,24 +55,37 @@ def _start_hint(address: str) -> str:
             "that no firewall blocks it")
 
 
-def _probe_scheduler(address: str, timeout: float) -> None:
-    """ConnectionError unless a Dask scheduler greets at a ``tcp://`` address within ``timeout`` seconds.
+SOCKET_SCHEMES = ("tcp", "tls", "ws", "wss")  # addresses a plain TCP connect can test
+OTHER_SCHEMES = ("inproc", "ucx")
 
-    distributed's ``connect`` bounds the TCP connect but then waits for the peer's handshake without a limit, so a
-    peer that accepts and never answers hung ``Client(address, timeout=10)`` for ever. A scheduler writes its
-    handshake as soon as it accepts (``Listener.on_connection``): one byte within the timeout tells it is alive."""
+
+def _probe_scheduler(address: str, timeout: float) -> None:
+    """ValueError for an address that is not one, ConnectionError unless a Dask scheduler is reachable there within
+    ``timeout`` seconds (and, for ``tcp://``, greets).
+
+    Checked here, before any ``distributed.Client`` exists: distributed's ``connect`` bounds the TCP connect but then
+    waits for the peer's handshake without a limit (a peer that accepts and never answers hung
+    ``Client(address, timeout=10)`` for ever), and a Client that failed to start printed a second traceback 20 s
+    later when it was garbage-collected. A scheduler writes its handshake as soon as it accepts
+    (``Listener.on_connection``): one byte within the timeout tells it is alive."""
     from distributed.comm.addressing import parse_address, parse_host_port
 
+    scheme, location = parse_address(address)
+    if scheme not in SOCKET_SCHEMES + OTHER_SCHEMES:
+        raise ValueError(f"{address!r} is not a Dask scheduler address: unknown scheme {scheme!r} (use "
+                         f"tcp://host:port, e.g. tcp://10.0.0.5:8786; known: {', '.join(SOCKET_SCHEMES + OTHER_SCHEMES)})")
+    if scheme not in SOCKET_SCHEMES:
+        return
     try:
-        scheme, location = parse_address(address)
         host, port = parse_host_port(location, default_port=8786)
     except ValueError:
-        return  # let distributed word its own error for an address it cannot parse
-    if scheme != "tcp":
-        return  # tls://, inproc://, ucx://: no plain-socket probe
+        raise ValueError(f"{address!r} is not a Dask scheduler address: {location!r} is not host:port "
+                         "(e.g. tcp://10.0.0.5:8786)") from None
     deadline = time.monotonic() + timeout
     try:
         with socket.create_connection((host, port), timeout=timeout) as sock:
+            if scheme != "tcp":
+                return  # TLS / websockets: the peer speaks only after its own handshake
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             first = sock.recv(1)
     except TimeoutError:

@@ -361,3 +361,66 @@ def test_a_full_disk_leaves_no_temporary_file_and_the_run_resumes(bundled_model,
     monkeypatch.setattr(os, "fsync", real_fsync)
     assert cli.main(args + ["--resume"]) == 0
     assert _folder_bytes(out) == _folder_bytes(reference_run)
+
+
+# ------------------------------------------------------------------------------------------ caches
+def test_a_torn_materials_project_cache_is_fetched_again(tmp_path, monkeypatch, real_rows, real_structures):
+    """It used to fail on every later call (EOFError from gzip), never re-fetched."""
+    import json
+
+    import pandas as pd
+
+    from mattergen_kit import datasets
+    from mattergen_kit.data.materials_project import MPAccessError
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from test_data_loaders import _mp_docs, _Server, _summary_route
+
+    monkeypatch.setenv("MATTERGEN_KIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.delenv("MP_API_KEY", raising=False)
+    hb = json.dumps({"db_version": "2025.09.25", "access_controlled_batch_ids": [], "version": "0.87.3"}).encode()
+    server = _Server({"/heartbeat": lambda q: (200, {"Content-Type": "application/json"}, hb),
+                      "/materials/summary/": _summary_route(_mp_docs(real_rows, real_structures))})
+    query = dict(elements=["Mg"], num_sites=(1, 8), endpoint=server.url, workers=1, progress=False)
+    try:
+        first = datasets.load_materials_project(api_key="k" * 32, **query)
+        (cache,) = (tmp_path / "cache" / "materials_project").glob("*.json.gz")
+        cache.write_bytes(cache.read_bytes()[:200])                      # an interrupted copy, a full disk ...
+        fetched = sum(p == "/materials/summary/" for p, _ in server.requests)
+        with pytest.warns(UserWarning, match="cache .* is unreadable .*fetched again"):
+            again = datasets.load_materials_project(api_key="k" * 32, **query)
+        assert sum(p == "/materials/summary/" for p, _ in server.requests) > fetched
+        pd.testing.assert_frame_equal(again.properties, first.properties)
+        cache.write_bytes(b"not gzip at all")                            # no key now: the key error, file removed
+        with pytest.warns(UserWarning, match="unreadable"), pytest.raises(MPAccessError, match="no Materials Project API key"):
+            datasets.load_materials_project(**query)
+        assert not cache.exists()
+    finally:
+        server.close()
+
+
+@pytest.mark.parametrize("address", ["tcp://127.0.0.1:notaport", "foo://x", "tls://127.0.0.1:1"])
+def test_a_bad_dask_scheduler_address_is_one_line_and_no_late_traceback(tmp_path, address):
+    """A Client that failed to start used to print a second traceback 20 s after the clear error (at exit).
+    (evaluate --dask-scheduler goes through the same cluster.connect.)"""
+    start = time.perf_counter()
+    r = subprocess.run([sys.executable, "-m", "mattergen_kit.cli", "generate", "--out", str(tmp_path / "o"),
+                        "--dask-scheduler", address, "--num", "2", "--steps", "2", "--no-picture"],
+                       capture_output=True, text=True, timeout=120, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    seconds = time.perf_counter() - start
+    lines = [line for line in r.stderr.splitlines() if line.strip() and "it/s]" not in line
+             and not line.startswith(("note:", "warning:"))]
+    assert r.returncode == 2 and "Traceback" not in r.stderr and len(lines) == 1, r.stderr[-2000:]
+    assert lines[0].startswith("error: ") and address in lines[0]
+    assert seconds < 20 + 30, seconds  # interpreter and model start-up; before: + 20 s for the late traceback
+
+
+def test_train_with_an_empty_data_root_is_one_line(tmp_path, capsys, monkeypatch):
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("MATTERGEN_KIT_DATA", str(tmp_path / "empty"))
+    monkeypatch.setenv("MATTERGEN_KIT_CACHE", str(tmp_path / "cache"))
+    code = cli.main(["train", "--config", "configs/tiny_test.yaml", "--run-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err  # Lightning's INFO lines come first (the data are read in the trainer's setup)
+    errors = [line for line in err.splitlines() if line.startswith("error: ")]
+    assert code == 2 and "Traceback" not in err and len(errors) == 1 and err.strip().splitlines()[-1] == errors[0]
+    assert "SHA256SUMS is missing" in errors[0] and "MATTERGEN_KIT_DATA" in errors[0]

@@ -24,6 +24,7 @@ import json
 import os
 import socket
 import threading
+import warnings
 from typing import Any, Sequence
 from urllib.parse import urlparse
 
@@ -193,9 +194,17 @@ def load_materials_project(elements: Sequence[str] | None = None, chemsys: str |
     name = "materials_project:" + ",".join(f"{k}={v}" for k, v in sorted(crit.items()))
     cache_file = cache_root() / "materials_project" / f"{_query_key(ep, crit)}.json.gz"
     if cache and not refresh and cache_file.exists():
-        with gzip.open(cache_file, "rt") as f:
-            docs = json.load(f)["data"]
-        return _docs_to_dataset(docs, name, workers, progress)
+        try:
+            with gzip.open(cache_file, "rt") as f:
+                docs = json.load(f)["data"]
+            if not isinstance(docs, list):
+                raise TypeError("'data' is not a list")
+        except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:  # torn or foreign: fetch it again
+            warnings.warn(f"the Materials Project cache {cache_file} is unreadable ({type(exc).__name__}: "
+                          f"{str(exc)[:120]}); it is deleted and the query is fetched again")
+            cache_file.unlink(missing_ok=True)
+        else:
+            return _docs_to_dataset(docs, name, workers, progress)
 
     key = api_key or os.environ.get("MP_API_KEY")
     if not key:
