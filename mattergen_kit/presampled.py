@@ -36,9 +36,27 @@ def _to_text(value):
     return np.array(flat, dtype=object).reshape(array.shape).tolist()
 
 
+def check_job(key: str, job) -> None:
+    """ValueError unless a stored job is a set of crystals the kit can serve: the four arrays with matching sizes
+    (``num_atoms.sum() == len(atom_types) == len(frac_coords)``, one lattice per crystal), finite coordinates and
+    lattices, atomic numbers 1..118. A store with NaN lattices used to be served as crystals."""
+    if not isinstance(job, dict) or any(not isinstance(job.get(n), torch.Tensor) for n in _ARRAYS):
+        raise ValueError(f"job {key!r} lacks the arrays {sorted(_ARRAYS)}")
+    types, coords, lattice, counts = (job[n] for n in ("atom_types", "frac_coords", "lattice", "num_atoms"))
+    n_atoms = int(counts.sum()) if counts.numel() else 0
+    if (counts.dim() != 1 or bool((counts < 1).any()) or types.shape != (n_atoms,) or coords.shape != (n_atoms, 3)
+            or lattice.shape != (len(counts), 3, 3)):
+        raise ValueError(f"job {key!r}: array sizes do not fit (num_atoms sums to {n_atoms}, atom_types "
+                         f"{tuple(types.shape)}, frac_coords {tuple(coords.shape)}, lattice {tuple(lattice.shape)})")
+    if not (torch.isfinite(coords).all() and torch.isfinite(lattice).all()):
+        raise ValueError(f"job {key!r} holds non-finite coordinates or lattices (NaN/inf): not crystals")
+    if bool(((types < 1) | (types > 118)).any()):
+        raise ValueError(f"job {key!r} holds atomic numbers outside 1..118")
+
+
 def load_store(path: str | Path) -> dict:
     """A store from ``*.json.gz`` (text) or ``*.pt`` (tensors, ``weights_only=True``); ``ValueError`` if the file is
-    not a store."""
+    not a store. Each job is checked when it is served (:func:`job_batch`)."""
     path = Path(path)
     try:
         if path.name.endswith(".json.gz"):
@@ -51,9 +69,9 @@ def load_store(path: str | Path) -> dict:
                 job["frac_coords"] = job["frac_coords"].reshape(-1, 3)
         else:
             store = torch.load(path, weights_only=True)
-    except (OSError, EOFError, ValueError, RuntimeError, KeyError, TypeError) as err:
+    except (OSError, EOFError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path} is not a readable store of tools/sample_on_device.py ({err})") from None
-    if not isinstance(store, dict) or store.get("format") != STORE_FORMAT:
+    if not isinstance(store, dict) or store.get("format") != STORE_FORMAT or not isinstance(store.get("jobs"), dict):
         raise ValueError(f"{path} is not a store of tools/sample_on_device.py")
     return store
 
@@ -79,7 +97,8 @@ def job_key(model: str, num: int, seed: int, steps: int, conditions: dict | None
 
 
 def job_batch(job: dict):
-    """The crystals of one stored job as a CrystalBatch."""
+    """The crystals of one stored job as a CrystalBatch (ValueError for a job :func:`check_job` refuses)."""
+    check_job(str(job.get("label", "?")) if isinstance(job, dict) else "?", job)
     return CrystalBatch(job["atom_types"], job["frac_coords"], job["lattice"], job["num_atoms"])
 
 

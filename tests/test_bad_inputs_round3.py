@@ -424,3 +424,55 @@ def test_train_with_an_empty_data_root_is_one_line(tmp_path, capsys, monkeypatch
     errors = [line for line in err.splitlines() if line.startswith("error: ")]
     assert code == 2 and "Traceback" not in err and len(errors) == 1 and err.strip().splitlines()[-1] == errors[0]
     assert "SHA256SUMS is missing" in errors[0] and "MATTERGEN_KIT_DATA" in errors[0]
+
+
+# ------------------------------------------------------------------------------------------ presampled stores
+@pytest.fixture(scope="module")
+def real_job():
+    """8 real bundled val crystals as one stored job (what a GPU run would hold)."""
+    from mattergen_kit.data import CrystalBatch
+    from mattergen_kit.datasets import load_bundled
+
+    ds = load_bundled("val", progress=False).subset(range(8))
+    batch = CrystalBatch.collate([ds[i] for i in range(8)])
+    return {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords.float(), "lattice": batch.lattice.float(),
+            "num_atoms": batch.num_atoms, "seconds": 1.0, "batch_size": 8, "device": "cpu", "label": "real8"}
+
+
+@pytest.mark.parametrize("damage", ["nan lattice", "inf coordinate", "atom count", "atomic number 0", "no arrays"])
+def test_a_presampled_store_with_broken_crystals_is_not_served(real_job, damage):
+    from mattergen_kit.presampled import STORE_FORMAT, PresampledModel, job_key
+
+    job = {k: (v.clone() if hasattr(v, "clone") else v) for k, v in real_job.items()}
+    if damage == "nan lattice":
+        job["lattice"][2, 0, 0] = float("nan")
+    elif damage == "inf coordinate":
+        job["frac_coords"][5, 1] = float("inf")
+    elif damage == "atom count":
+        job["num_atoms"][0] += 1
+    elif damage == "atomic number 0":
+        job["atom_types"][3] = 0
+    else:
+        job = {"label": "real8"}
+    key = job_key("m.pt", 8, 0, 100, None, 0.0)
+    model = PresampledModel({"format": STORE_FORMAT, "jobs": {key: job}}, "m.pt")
+    match = {"nan lattice": "non-finite", "inf coordinate": "non-finite", "atom count": "array sizes do not fit",
+             "atomic number 0": "outside 1..118", "no arrays": "lacks the arrays"}[damage]
+    with pytest.raises(ValueError, match=match):
+        model.generate(8, seed=0, steps=100)
+    intact = PresampledModel({"format": STORE_FORMAT, "jobs": {key: real_job}}, "m.pt").generate(8, seed=0, steps=100)
+    assert len(intact) == 8
+
+
+@pytest.mark.parametrize("content", ['[1, 2]', '{"format": "mattergen_kit.presampled", "jobs": [1]}',
+                                     '{"format": "mattergen_kit.presampled", "jobs": {"k": {"atom_types": "x"}}}'])
+def test_a_corrupt_presampled_store_file_is_a_clear_error(tmp_path, content):
+    import gzip
+
+    from mattergen_kit.presampled import load_store
+
+    path = tmp_path / "store.json.gz"
+    with gzip.open(path, "wt") as fh:
+        fh.write(content)
+    with pytest.raises(ValueError, match="not a (readable )?store"):
+        load_store(path)
