@@ -5,6 +5,7 @@
     mattergen-kit finetune --base bundled --table my.csv --property my_prop [--kind scalar|categorical]
     mattergen-kit evaluate DIR --out OUT [--no-relax] [--reference NAME]
     mattergen-kit fetch-data mp20 [--root DIR]
+    mattergen-kit fetch-model NAME [--dest DIR]      (MatterGen's released models; then --model mattergen:NAME)
     mattergen-kit info
 """
 
@@ -95,6 +96,7 @@ def _generate(argv: list[str]) -> int:
 
 def _generate_argument_problem(args) -> str | None:
     """The first user mistake in the generate arguments (checked before loading anything), or None."""
+    from mattergen_kit.mattergen_models import is_mattergen_reference  # also registers them with load_model
     from mattergen_kit.sampling.request import resolve_guidance_scale
 
     if args.num < 1:
@@ -107,7 +109,7 @@ def _generate_argument_problem(args) -> str | None:
         return f"--threads must be at least 1, got {args.threads}"
     if args.seed is not None and not 0 <= args.seed < 2**63:
         return f"--seed must be between 0 and 2**63 - 1, got {args.seed}"
-    if args.model is not None and not Path(args.model).is_file():
+    if args.model is not None and not Path(args.model).is_file() and not is_mattergen_reference(args.model):
         return f"--model {args.model}: no such checkpoint file"
     try:
         args.conditions = parse_conditions(args.condition)
@@ -299,6 +301,8 @@ COMMANDS = {
     "train": _train,
     "evaluate": lambda argv: __import__("mattergen_kit.evaluation", fromlist=["evaluate_cli"]).evaluate_cli(argv),
     "fetch-data": _fetch_data,
+    "fetch-model": lambda argv: __import__("mattergen_kit.mattergen_models",
+                                           fromlist=["fetch_model_cli"]).fetch_model_cli(argv),
     "finetune": lambda argv: __import__("mattergen_kit.training.finetune", fromlist=["finetune_cli"]).finetune_cli(argv),
     "info": _info,
 }

@@ -29,6 +29,7 @@ import torch
 
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.generation import load_model
+import mattergen_kit.mattergen_models  # noqa: F401  (workers load MatterGen's released models too)
 from mattergen_kit.outputs import (MANIFEST, RunLock, RunManifest, check_out_dir, check_resumable, cif_names,
                                    complete_request, intact_batches, prepare_out_dir, read_batches, run_settings,
                                    write_batch, write_collection)

@@ -38,6 +38,12 @@ DEFAULT_STEPS = 1000  # the reference sampler (2 network calls per step)
 # 10.6-12.5 s with 1 thread and 216-291 s with 2 (README "Speed notes"); one thread is never the slow case.
 
 
+#: loaders of model formats that live on higher floors and register here: (accepts(path) -> bool, load(path, device)).
+#: mattergen_kit.mattergen_models adds MatterGen's released models (a name such as "mattergen_base" or a folder with
+#: config.yaml) when it is imported — mk.load_model / mk.generate and the CLI import it.
+EXTERNAL_LOADERS: list = []
+
+
 @dataclass
 class GenerativeModel:
     """A denoiser with its diffusion processes and number-of-atoms prior, ready to sample."""
@@ -159,7 +165,11 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
 
     Raises ``FileNotFoundError`` for a missing file and ``CheckpointError`` (a ``ValueError``) for a
     corrupted file, a foreign file or a checkpoint of an unsupported format version.
+    A path a registered loader accepts (``EXTERNAL_LOADERS``: MatterGen's released models) is loaded by it.
     """
+    for accepts, load in EXTERNAL_LOADERS:
+        if path is not None and accepts(path):
+            return load(path, device=device)
     path = Path(path) if path is not None else BUNDLED_CHECKPOINT
     if path == BUNDLED_CONDITIONED_CHECKPOINT and not path.is_file():
         raise FileNotFoundError(f"the conditioned bundled model {path.name} has not been built yet, so conditions can only "

@@ -27,7 +27,7 @@ meaningless); with the real checkpoints the same cells give MatterGen's crystals
 from pathlib import Path
 
 import mattergen_kit as mk
-from mattergen_kit.mattergen_models import ModelFetchError, fetch_model, load_mattergen
+from mattergen_kit.mattergen_models import ModelFetchError
 
 SMALL = bool(os.environ.get("MGK_SMALL"))
 NUM = int(os.environ.get("MGK_NUM", 16))        # crystals per model
@@ -37,7 +37,7 @@ if SMALL:   # the tests: random-weight models in the released layout, no network
     os.environ["MATTERGEN_KIT_MODELS"] = str(Path(mk.__file__).resolve().parents[1] / "tests" / "data"
                                              / "mattergen_reference")"""),
     nbf.v4.new_markdown_cell("""## 1 · Fetch a released model
-`fetch_model(name)` (or `mattergen-kit fetch-model NAME`) downloads `checkpoints/<name>/config.yaml` and
+`mk.fetch_model(name)` (or `mattergen-kit fetch-model NAME`) downloads `checkpoints/<name>/config.yaml` and
 `checkpoints/<name>/checkpoints/last.ckpt` from the public Hugging Face repository `microsoft/mattergen` into
 the kit's cache (`~/.cache/mattergen_kit/mattergen/<name>`), resumes a partial download, and checks the
 published size and sha256 before the file is ever read. A shared copy works too: point `MATTERGEN_KIT_MODELS`
@@ -47,14 +47,14 @@ at a folder holding `<name>/` (or a `huggingface_hub.snapshot_download` folder).
 else:
     for name in ["mattergen_base", "space_group"]:
         try:
-            print(name, "->", fetch_model(name))
+            print(name, "->", mk.fetch_model(name))
         except ModelFetchError as err:      # offline: one line that says what to do instead
             print(err)"""),
     nbf.v4.new_markdown_cell("""## 2 · Generate with mattergen_base
 The checkpoint is read safely (weights only; a file that could run code is refused), its weights map onto the
 port key for key, and its diffusion settings are read from `config.yaml` (a setting the kit cannot honour
 exactly is refused, naming the field). The number of atoms is drawn from MatterGen's Alex-MP-20 histogram."""),
-    nbf.v4.new_code_cell("""base = load_mattergen("mattergen_base")
+    nbf.v4.new_code_cell("""base = mk.load_model("mattergen_base")          # a name, "mattergen:NAME", or a folder in the released layout
 print(base.meta)
 structures = base.generate(NUM, seed=SEED, steps=STEPS, progress=False)
 [s.composition.reduced_formula for s in structures]"""),
@@ -66,7 +66,7 @@ are both accepted. Guidance mixes the conditional and unconditional outputs as �
 (MatterGen's `GuidedPredictorCorrector`)."""),
     nbf.v4.new_code_cell("""from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
-sg_model = load_mattergen("space_group")
+sg_model = mk.load_model("space_group")
 print("properties:", list(sg_model.property_specs))
 steered = sg_model.generate(NUM, seed=SEED, steps=STEPS, conditions={"space_group": 225}, guidance_scale=2.0,
                             progress=False)
