@@ -324,6 +324,42 @@ save(fig, "quality_vs_steps")"""),
   0.44/0.56/0.30; on 1,000 samples SMACT is 0.758 at 100 steps against 0.813 at 1000, W(density) 0.22 against 0.12,
   and of the first 256 relaxed the RMSD is 0.82 against 0.60 Å, stability 0.504 against 0.523. More steps still
   pay, so 1000 stays the default; MatterGen-level quality at ≤ 100 steps is not reached."""),
+    nbf.v4.new_markdown_cell("""## Few-step samplers: quality against network calls (issue 21)
+
+`benchmarks/bench_few_step.py` samples the shipped base model (seed 0, the same numbers of atoms and batch seeds as
+`generate()`) with MatterGen's reference predictor–corrector sampler and with the few-step options of
+`PredictorCorrectorSampler` (`mattergen_kit/sampling/few_step.py`: probability-flow DDIM / DPM-Solver++(2M) updates,
+a ρ time grid, reduced noise, confidence-ordered unmasking, bf16 network calls), and judges every configuration on
+the same rows. The x axis is the number of network calls per crystal (NFE; the reference sampler makes 2 per step).
+The 1000-step points are the samples drawn on the lent GPU (`device_samples_h200.json.gz`). `F_rms` is the median
+RMS CHGNet force on the first 64 generated cells (eV/Å, single point, no relaxation): a cheap stand-in for how far a
+cell is from its relaxed geometry."""),
+    nbf.v4.new_code_cell("""few = []
+for path in sorted(RESULTS.glob("few_step_*.json")):
+    doc = json.loads(path.read_text())
+    for name, r in doc["rows"].items():
+        few.append(dict(r, file=path.name, sampler="reference" if name.startswith("ref") else "few-step"))
+few = pd.DataFrame(few)
+cols = ["file", "config", "num", "nfe", "sample_seconds", "smact", "structural_validity", "wdist_density",
+        "wdist_n_elements", "mean_n_elements", "share_ge5_elements", "uniqueness", "novelty", "force_rms", "rmsd",
+        "stability", "sun"]
+few[[c for c in cols if c in few]].sort_values(["num", "nfe", "config"]).round(3)"""),
+    nbf.v4.new_code_cell("""panels = [("smact", "SMACT validity"), ("wdist_density", "W(density) to test, g/cm³"),
+          ("force_rms", "median RMS CHGNet force, eV/Å (64 cells)"), ("rmsd", "RMSD generated → relaxed, Å")]
+panels = [(k, title) for k, title in panels if k in few and few[k].notna().any()]
+fig, axes = plt.subplots(1, len(panels), figsize=(4.3 * len(panels), 4))
+for ax, (key, title) in zip(np.atleast_1d(axes), panels):
+    for (sampler, num), g in few.dropna(subset=[key]).groupby(["sampler", "num"]):
+        ax.scatter(g["nfe"], g[key], marker="o" if sampler == "reference" else "^", s=40,
+                   label=f"{sampler}, n={num}", color="C0" if sampler == "reference" else "C3",
+                   alpha=1.0 if num >= 1000 else 0.6)
+        for nfe, v, name in zip(g["nfe"], g[key], g["config"]):
+            ax.annotate(name, (nfe, v), textcoords="offset points", xytext=(3, 3), fontsize=6)
+    ax.set_xscale("log"); ax.set_xlabel("network calls per crystal (NFE)"); ax.set_title(title, fontsize=9)
+np.atleast_1d(axes)[0].legend(fontsize=7)
+fig.suptitle("few-step samplers vs MatterGen's reference sampler (shipped base model, seed 0)", fontsize=9)
+fig.tight_layout()
+save(fig, "quality_vs_nfe")"""),
 ]
 
 
