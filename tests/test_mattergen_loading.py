@@ -135,8 +135,8 @@ class _RangeHandler(http.server.SimpleHTTPRequestHandler):
             self.send_response(200)
         self.send_header("Content-Length", str(len(data) - start))
         self.end_headers()
+        type(self).sent += len(data) - start          # counted before sending: the client may return at once
         self.wfile.write(data[start:])
-        type(self).sent += len(data) - start
 
 
 @pytest.fixture
