@@ -53,6 +53,8 @@ def test_gamma_zero_with_conditions_says_so(conditioned):
     (dict(seed=-1), ValueError, "seed must be an integer"),
     (dict(seed=True), ValueError, "seed must be an integer"),
     (dict(type_temperature=0), ValueError, "type_temperature must be > 0"),
+    (dict(conditions={"band_gap": 1e9}), ValueError, "far outside the labels this model was trained on"),
+    (dict(conditions={"chemical_system": ["Li", "O", "Mn", "Fe"]}), ValueError, "give 'Li-O-Mn-Fe'"),
 ])
 def test_bad_requests_fail_before_sampling_naming_the_field(conditioned, fields, error, match):
     with pytest.raises(error, match=match):
@@ -117,3 +119,22 @@ def test_sampling_needs_no_pymatgen(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "True"
+
+
+def test_cells_beyond_the_training_sizes_warn_and_a_failure_says_what_was_asked(base, monkeypatch):
+    """num_atoms=200 on a model trained on <= 20 atoms: a warning before sampling, and if the sampler meets NaN the
+    error names the request, not an "untrained or diverged" checkpoint (issue 24)."""
+    from mattergen_kit.sampling import NonFiniteSampleError, PredictorCorrectorSampler
+
+    with pytest.warns(UserWarning, match="cells of 200 atoms are asked for, but this model was trained on cells of "
+                                         "at most 20"):
+        resolved = SamplingRequest(2, seed=0, steps=3, num_atoms=200, progress=False).resolve(base)
+
+    def diverge(self, *args, **kwargs):
+        raise NonFiniteSampleError(2, 3, 0.5, "lattice", "predictor")
+
+    monkeypatch.setattr(PredictorCorrectorSampler, "sample", diverge)
+    with pytest.raises(NonFiniteSampleError, match="asked for cells of up to 200 atoms \\(trained on at most 20\\)"):
+        next(base.iter_batches(resolved))
+    with pytest.raises(NonFiniteSampleError, match="untrained or diverged"):  # nothing unusual asked: the old message
+        next(base.iter_batches(SamplingRequest(2, seed=0, steps=3, num_atoms=8, progress=False)))
