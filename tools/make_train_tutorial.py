@@ -89,7 +89,7 @@ except RuntimeError as err:  # torch.linalg.LinAlgError: the sampled lattice bec
     nbf.v4.new_markdown_cell("""The same from a shell (the YAML takes the same fields; rerunning it resumes):
 ```bash
 mattergen-kit train --config configs/tiny_test.yaml
-mattergen-kit train --config configs/bundled_cpu_v2.yaml --set max_time_minutes=10
+mattergen-kit train --config configs/bundled_cpu_v3.yaml --set max_time_minutes=10
 ```
 On a GPU: `configs/mp20_gpu.yaml`, or `python -m mattergen_kit.training.fast` (README, *Training recipes*)."""),
     nbf.v4.new_markdown_cell("""## 3 · Fine-tune on your own property

@@ -1,7 +1,7 @@
 """Copy a finished training run's exported model into the package as the bundled checkpoint.
 
     python tools/ship_model.py runs/bundled_cpu_v2b --wall-minutes 217 --hardware "2 CPU cores (x86_64)" \
-        --config configs/bundled_cpu_v2.yaml --recommended-steps 100 --type-temperature 0.8 --lineage "..."
+        --config configs/history/bundled_cpu_v2.yaml --recommended-steps 100 --type-temperature 0.8 --lineage "..."
 
 Adds to the checkpoint's meta what the model card needs (the commit that trained it, wall time,
 hardware, the reproduce command, the recommended CPU sampling steps) and prints the meta as JSON.

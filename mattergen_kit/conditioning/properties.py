@@ -104,7 +104,30 @@ class PropertySpec:
                              f"{'>' if self.low_open else '≥'} {self.low}{unit}")
         if self.high is not None and y > self.high:
             raise ValueError(f"{self.name} = {y}{unit} is out of range: it must be ≤ {self.high}{unit}")
+        self._check_trained_range(y, unit)
         return y
+
+    #: a target more than this many standard deviations from the training labels is refused: the model has never
+    #: seen anything like it, and guidance toward it only drives the sampler off the data (NaN cells)
+    MAX_TARGET_SIGMAS = 8.0
+
+    def _check_trained_range(self, y: float, unit: str) -> None:
+        """z = (T(y) − μ) / σ of the training labels (T = log10 where set); |z| > MAX_TARGET_SIGMAS is an error
+        that says which targets the model can steer toward."""
+        if self.mean is None or not self.std:
+            return
+        z = (float(self._transform(np.asarray([y]))[0]) - self.mean) / self.std
+        if math.isfinite(z) and abs(z) <= self.MAX_TARGET_SIGMAS:
+            return
+        k = self.MAX_TARGET_SIGMAS
+        lo, hi = self.mean - k * self.std, self.mean + k * self.std
+        if self.log10:
+            lo, hi = 10 ** lo, 10 ** hi
+        if self.low is not None:
+            lo = max(lo, self.low)
+        raise ValueError(f"{self.name} = {y:g}{unit} is far outside the labels this model was trained on (more than "
+                         f"{k:g} standard deviations away): it cannot steer toward it; ask for a value between "
+                         f"{lo:.3g} and {hi:.3g}{unit}")
 
     # ------------------------------------------------------------------ training labels → tensors
     def fit_normalisation(self, values: Sequence) -> "PropertySpec":
