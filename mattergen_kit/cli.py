@@ -55,6 +55,10 @@ def _generate(argv: list[str]) -> int:
     p.add_argument("--steps", type=int, default=None,
                    help="predictor-corrector steps, >= 2 (default: the model's recommended CPU setting; "
                         "1000 = reference)")
+    p.add_argument("--sampler", choices=("fast", "reference"), default=None,
+                   help="fast: the few-step sampler (100 steps, 200 network calls per crystal); reference: MatterGen's "
+                        "predictor-corrector sampler (default: fast without --steps/--condition/--enforce-symmetry, "
+                        "else reference; --steps 1000 alone is the reference sampler exactly)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default=None, help=f"checkpoint path (default: the bundled {BUNDLED_CHECKPOINT.name})")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -173,7 +177,7 @@ def _run_generation(args) -> int:
         guidance_scale=args.guidance, formula=args.formula, num_atoms=args.num_atoms,
         allowed_elements=[e.strip() for e in args.elements.split(",") if e.strip()] if args.elements else None,
         remask_rate=args.remask_rate, enforce_symmetry=bool(args.enforce_symmetry),
-        threads=args.threads or DEFAULT_THREADS)
+        threads=args.threads or DEFAULT_THREADS, sampler=args.sampler)
     try:
         model = load_model(args.model or default_checkpoint(request), device=args.device)
     except (FileNotFoundError, ValueError) as err:
@@ -193,7 +197,8 @@ def _run_generation(args) -> int:
         sampled[0] += stop - start
         print(f"  wrote crystals {start}..{stop - 1} of {num}", flush=True)
 
-    print(f"generating {args.num} crystals with {model.path.name} ({steps} steps, seed "
+    print(f"generating {args.num} crystals with {model.path.name} ({resolved.request.sampler} sampler, {steps} steps, "
+          f"seed "
           f"{'random' if args.seed is None else args.seed}, {args.batch_size} per batch) into {args.out}", flush=True)
     start = time.perf_counter()
     try:

@@ -44,6 +44,7 @@ except ImportError:  # Windows: no flock; runs into one folder are then not guar
     fcntl = None
 
 from mattergen_kit.data import CrystalBatch
+from mattergen_kit.sampling.few_step import choose_sampler, sampler_steps
 from mattergen_kit.sampling.request import SamplingRequest, resolve_guidance_scale
 
 MANIFEST = "manifest.json"
@@ -443,8 +444,9 @@ def complete_request(model, request: SamplingRequest, previous: "RunManifest | N
     seed = request.seed
     if seed is None:
         seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
-    steps = request.steps if request.steps is not None else int(model.meta.get("recommended_steps", 1000))
-    return replace(request, seed=seed, steps=steps,
+    sampler = choose_sampler(request.sampler, request.steps, request.conditions, request.enforce_symmetry, model.meta)
+    steps = sampler_steps(sampler, request.steps, model.meta)      # FAST_STEPS for the few-step default
+    return replace(request, seed=seed, steps=steps, sampler=sampler,
                    guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions))
 
 
@@ -465,6 +467,8 @@ def run_settings(model, request: SamplingRequest, prefix: str = "crystal") -> di
     the model file and its digest, the file-name prefix and ``request.to_dict()``."""
     path = getattr(model, "path", None)
     digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
-    request = replace(request, guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions))
+    request = replace(request, guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions),
+                      sampler=choose_sampler(request.sampler, request.steps, request.conditions,
+                                             request.enforce_symmetry, getattr(model, "meta", {})))
     return {"model": Path(path).name if path else None, "model_sha256": digest, "prefix": prefix,
             **request.to_dict()}

@@ -232,3 +232,29 @@ def test_noise_scale_one_is_the_reference_step_and_zero_keeps_only_the_drift():
         torch.testing.assert_close(sample, mean, rtol=0, atol=1e-6)
     with pytest.raises(ValueError, match="noise_scale"):
         PredictorCorrectorSampler(diff, noise_scale=1.5)
+
+
+def test_default_request_is_the_few_step_sampler_and_steps_1000_the_reference():
+    """generate()'s default (no steps, unconditional): FAST_STEPS steps of FAST_SAMPLER; ``steps=1000`` (or any
+    explicit steps) keeps MatterGen's reference sampler, exactly as PredictorCorrectorSampler's defaults."""
+    import mattergen_kit as mk
+    from mattergen_kit.sampling.few_step import FAST_SAMPLER, FAST_STEPS
+    from mattergen_kit.sampling.request import SamplingRequest
+
+    model = mk.load_model()
+    fast = SamplingRequest(4, seed=0).resolve(model)
+    assert fast.steps == FAST_STEPS and fast.request.sampler == "fast"
+    assert {k: fast.sampler_options[k] for k in FAST_SAMPLER} == FAST_SAMPLER
+    ref = SamplingRequest(4, seed=0, steps=1000).resolve(model)
+    assert ref.steps == 1000 and ref.request.sampler == "reference"
+    assert not set(FAST_SAMPLER) & set(ref.sampler_options)
+    explicit = SamplingRequest(4, seed=0, steps=50, sampler="fast").resolve(model)
+    assert explicit.steps == 50 and explicit.sampler_options["continuous_update"] == "ode2m"
+    with pytest.raises(ValueError, match="sampler"):
+        SamplingRequest(4, sampler="turbo").resolve(model)
+    # the reference request samples exactly what PredictorCorrectorSampler's defaults sample
+    a = model.sample(2, seed=3, steps=4, progress=False)
+    sampler = PredictorCorrectorSampler(model.diffusion, num_steps=4, **ref.sampler_options)
+    resolved = SamplingRequest(2, seed=3, steps=4).resolve(model)
+    b = sampler.sample(model.denoiser, resolved.num_atoms, seed=resolved.base_seed, progress=False)
+    assert torch.equal(a.frac_coords, b.frac_coords) and torch.equal(a.lattice, b.lattice)

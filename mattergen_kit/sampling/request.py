@@ -33,6 +33,7 @@ import torch
 from mattergen_kit.conditioning import check_conditions
 from mattergen_kit.constants import ALLOWED_Z, ELEMENT_SYMBOLS, atomic_number
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask
+from mattergen_kit.sampling.few_step import FAST_SAMPLER, choose_sampler, sampler_steps
 from mattergen_kit.sampling.symmetry import SymmetryProjector, templates_for
 
 #: γ when conditions are given and no guidance_scale is (the CLI's and the panel's long-standing default)
@@ -78,6 +79,7 @@ class SamplingRequest:
     formula: str | None = None
     fixed_atom_types: Any = None
     enforce_symmetry: bool = False
+    sampler: str | None = None
     type_temperature: float | None = None
     coherence_bias: Any = None
     remask_rate: float | None = None
@@ -115,8 +117,9 @@ class SamplingRequest:
         num = _check_count("num", self.num, minimum=1)
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise ValueError(f"seed must be an integer with 0 <= seed < 2**63, got {self.seed!r}")
-        steps = self.steps if self.steps is not None else int(model.meta.get("recommended_steps", 1000))
-        steps = _check_count("steps", steps, minimum=2)
+        # the few-step sampler unless steps, conditions or templates are given (sampling/few_step.py, issue 21)
+        sampler = choose_sampler(self.sampler, self.steps, self.conditions, self.enforce_symmetry, model.meta)
+        steps = _check_count("steps", sampler_steps(sampler, self.steps, model.meta), minimum=2)
         batch_size = _check_count("batch_size", self.batch_size, minimum=1)
         if self.threads is not None:
             _check_count("threads", self.threads, minimum=1)
@@ -166,12 +169,13 @@ class SamplingRequest:
         coherence_bias = meta.get("coherence_bias") if self.coherence_bias is None else self.coherence_bias
         remask_rate = (float(meta.get("remask_rate", 0.0)) if self.remask_rate is None
                        else _check_positive("remask_rate", self.remask_rate, allow_zero=True))
-        request = replace(self, steps=steps, guidance_scale=gamma)
+        request = replace(self, steps=steps, guidance_scale=gamma, sampler=sampler)
         return ResolvedRequest(request=request, num=num, steps=steps, batch_size=batch_size, base_seed=base_seed,
                                guidance_scale=gamma, conditions=conditions or None, allowed_elements=allowed,
                                num_atoms=num_atoms, fixed_atom_types=fixed, symmetry=symmetry,
                                sampler_options=dict(type_temperature=type_temperature,
-                                                    coherence_bias=coherence_bias or None, remask_rate=remask_rate))
+                                                    coherence_bias=coherence_bias or None, remask_rate=remask_rate,
+                                                    **(FAST_SAMPLER if sampler == "fast" else {})))
 
 
 @dataclass
