@@ -121,8 +121,8 @@ def _generate_argument_problem(args) -> str | None:
         return str(err)
     try:  # the request's γ rule (sampling/request.py), checked before a model is loaded
         resolve_guidance_scale(args.guidance, args.conditions)
-    except (TypeError, ValueError) as err:
-        return f"--guidance: {err}"
+    except (TypeError, ValueError):
+        return f"--guidance must be >= 0 and finite (0 = unconditional), got {args.guidance}"
     if args.remask_rate is not None and not args.remask_rate >= 0:
         return f"--remask-rate must be >= 0, got {args.remask_rate}"
     if args.num_atoms is not None and not 1 <= args.num_atoms <= 1000:

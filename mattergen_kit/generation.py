@@ -23,10 +23,10 @@ from mattergen_kit.diffusion import CrystalDiffusion
 from mattergen_kit.model.checkpoint import CheckpointError, load_checkpoint
 from mattergen_kit.model.checkpoint import load_model as load_denoiser_and_diffusion
 from mattergen_kit.outputs import generate_to_folder, write_samples  # noqa: F401  (public here too)
-from mattergen_kit.sampling import NumAtomsPrior, PredictorCorrectorSampler
+from mattergen_kit.sampling import NonFiniteSampleError, NumAtomsPrior, PredictorCorrectorSampler
 from mattergen_kit.sampling.request import (DEFAULT_GUIDANCE_SCALE, DEFAULT_THREADS,  # noqa: F401 (public here too)
-                                            ResolvedRequest, SamplingRequest, check_allowed_elements,
-                                            formula_atom_types, symmetry_templates)
+                                            ResolvedRequest, SamplingRequest, beyond_training,
+                                            check_allowed_elements, formula_atom_types, symmetry_templates)
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
@@ -124,6 +124,12 @@ class GenerativeModel:
                 torch.set_num_threads(int(threads))  # only while a batch samples; the caller's setting holds between
             try:
                 batch = sampler.sample(self.denoiser, num_atoms, **kw, step_callback=step_callback)
+            except NonFiniteSampleError as err:
+                hint = beyond_training(self, resolved)
+                if hint:  # say what was asked that the model cannot do, not "untrained or diverged"
+                    err.args = (f"{err.args[0].split(' The model')[0]} This request asked for {hint}: that is beyond "
+                                "what the model was trained on and the likely cause (the checkpoint is fine).",)
+                raise
             finally:
                 torch.set_num_threads(before)
             trajectory = sampler.last_trajectory if resolved.request.trajectory_every is not None else None

@@ -132,6 +132,10 @@ class SamplingRequest:
         for name, value in conditions.items():
             if isinstance(value, list):
                 _check_length(f"conditions[{name!r}]", value, num)
+        system = conditions.get("chemical_system")
+        if isinstance(system, list) and len(system) > 1 and all("-" not in s for s in system):
+            raise ValueError(f"chemical_system={system!r} reads as one single-element system per crystal; for one "
+                             f"system give {'-'.join(system)!r}, for elemental crystals one string for all")
         conditions, allowed = _restrict_to_chemical_system(conditions, allowed, num, model.diffusion)
         if gamma == 0 and conditions:
             warnings.warn(f"guidance_scale=0 samples the unconditional model: the conditions {sorted(conditions)} are "
@@ -162,6 +166,11 @@ class SamplingRequest:
             symmetry, num_atoms = symmetry_templates(conditions, num, num_atoms, generator, allowed)
         if num_atoms is None and fixed is None:
             num_atoms = model.num_atoms_prior.sample(num, generator=generator)
+        largest = max((int(n) for n in num_atoms), default=0) if num_atoms is not None else max(map(len, fixed))
+        trained = max_trained_atoms(model)
+        if trained and largest > trained:
+            warnings.warn(f"cells of {largest} atoms are asked for, but this model was trained on cells of at most "
+                          f"{trained}: expect distorted or non-finite cells", UserWarning, stacklevel=3)
 
         meta = model.meta
         type_temperature = (float(meta.get("type_temperature", 1.0)) if self.type_temperature is None
@@ -213,6 +222,36 @@ class ResolvedRequest:
             kw["symmetry"] = self.symmetry.slice(start, stop)
         kw["num_atoms"] = None if self.num_atoms is None else self.num_atoms[start:stop]
         return kw
+
+
+def max_trained_atoms(model) -> int | None:
+    """The largest number of atoms the model's number-of-atoms prior (its training data) gives weight to."""
+    probs = getattr(getattr(model, "num_atoms_prior", None), "probs", None)
+    if probs is None:
+        return None
+    nonzero = torch.nonzero(torch.as_tensor(probs) > 0).flatten()
+    return int(nonzero.max()) if len(nonzero) else None
+
+
+def beyond_training(model, resolved: "ResolvedRequest") -> str:
+    """What a request asks for beyond the model's training data ('' if nothing): cells larger than its prior's
+    largest, or scalar targets more than 4 standard deviations from its training labels."""
+    parts = []
+    trained = max_trained_atoms(model)
+    sizes = ([int(n) for n in resolved.num_atoms] if resolved.num_atoms is not None
+             else [len(f) for f in resolved.fixed_atom_types or []])
+    if trained and sizes and max(sizes) > trained:
+        parts.append(f"cells of up to {max(sizes)} atoms (trained on at most {trained})")
+    for name, value in (resolved.conditions or {}).items():
+        spec = model.property_specs.get(name)
+        if spec is None or spec.kind != "scalar" or spec.mean is None or not spec.std:
+            continue
+        for v in (value if isinstance(value, list) else [value]):
+            z = (float(spec._transform(np.asarray([float(v)]))[0]) - spec.mean) / spec.std
+            if abs(z) > 4:
+                parts.append(f"{name} = {float(v):g} ({z:+.1f} standard deviations from its training labels)")
+                break
+    return "; ".join(parts)
 
 
 def resolve_guidance_scale(guidance_scale, conditions) -> float:
