@@ -32,7 +32,6 @@ from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
 #: the bundled model fine-tuned with property conditioning (configs/conditioned_cpu.yaml); used when conditions are given
 BUNDLED_CONDITIONED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20_conditioned.pt"
-DEFAULT_STEPS = 1000  # the reference sampler (2 network calls per step)
 # DEFAULT_THREADS (sampling/request.py): torch CPU threads for sampling unless told otherwise (CLI --threads, Python
 # threads=). Measured on the 2-core box with the other core busy: `generate --num 8 --steps 100` sampled in
 # 10.6-12.5 s with 1 thread and 216-291 s with 2 (README "Speed notes"); one thread is never the slow case.

@@ -238,13 +238,14 @@ def test_default_request_is_the_few_step_sampler_and_steps_1000_the_reference():
     """generate()'s default (no steps, unconditional): FAST_STEPS steps of FAST_SAMPLER; ``steps=1000`` (or any
     explicit steps) keeps MatterGen's reference sampler, exactly as PredictorCorrectorSampler's defaults."""
     import mattergen_kit as mk
-    from mattergen_kit.sampling.few_step import FAST_SAMPLER, FAST_STEPS
+    from mattergen_kit.sampling.few_step import FAST_SAMPLER, FAST_STEPS, fast_bfloat16, fast_sampler_options
     from mattergen_kit.sampling.request import SamplingRequest
 
     model = mk.load_model()
     fast = SamplingRequest(4, seed=0).resolve(model)
     assert fast.steps == FAST_STEPS and fast.request.sampler == "fast"
-    assert {k: fast.sampler_options[k] for k in FAST_SAMPLER} == FAST_SAMPLER
+    assert {k: fast.sampler_options[k] for k in FAST_SAMPLER} == fast_sampler_options("cpu")
+    assert fast_sampler_options("cpu")["network_bfloat16"] == fast_bfloat16("cpu")  # bf16 only where the CPU has it
     ref = SamplingRequest(4, seed=0, steps=1000).resolve(model)
     assert ref.steps == 1000 and ref.request.sampler == "reference"
     assert not set(FAST_SAMPLER) & set(ref.sampler_options)

@@ -33,7 +33,7 @@ import torch
 from mattergen_kit.conditioning import check_conditions
 from mattergen_kit.constants import ALLOWED_Z, ELEMENT_SYMBOLS, atomic_number
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask
-from mattergen_kit.sampling.few_step import FAST_SAMPLER, choose_sampler, sampler_steps
+from mattergen_kit.sampling.few_step import choose_sampler, fast_sampler_options, sampler_steps
 from mattergen_kit.sampling.symmetry import SymmetryProjector, templates_for
 
 #: γ when conditions are given and no guidance_scale is (the CLI's and the panel's long-standing default)
@@ -184,7 +184,7 @@ class SamplingRequest:
                                num_atoms=num_atoms, fixed_atom_types=fixed, symmetry=symmetry,
                                sampler_options=dict(type_temperature=type_temperature,
                                                     coherence_bias=coherence_bias or None, remask_rate=remask_rate,
-                                                    **(FAST_SAMPLER if sampler == "fast" else {})))
+                                                    **(fast_sampler_options(model_device(model)) if sampler == "fast" else {})))
 
 
 @dataclass
@@ -222,6 +222,14 @@ class ResolvedRequest:
             kw["symmetry"] = self.symmetry.slice(start, stop)
         kw["num_atoms"] = None if self.num_atoms is None else self.num_atoms[start:stop]
         return kw
+
+
+def model_device(model) -> torch.device:
+    """Where the model's weights live (CPU for an object without parameters)."""
+    try:
+        return torch.device(model.device)
+    except (AttributeError, StopIteration, TypeError):
+        return torch.device("cpu")
 
 
 def max_trained_atoms(model) -> int | None:
