@@ -264,7 +264,9 @@ def known_compositions() -> dict[str, tuple[str, float]]:
     Project here — the MP-20 phases, the bundled structures and the MP formation energies (the ``"mp20+mpfe"`` hull's
     phases; 47,032 formulas); where several phases share a formula, the lowest-energy one."""
     table = hull_table(DEFAULT_HULL).table
-    formulas = [Composition(c).reduced_formula for c in table["composition"]]
+    with warnings.catch_warnings():  # MP's noble-gas phases have no Pauling electronegativity (pymatgen warns)
+        warnings.filterwarnings("ignore", message="No Pauling electronegativity")
+        formulas = [Composition(c).reduced_formula for c in table["composition"]]
     order = np.argsort(-table["formation_energy_per_atom"].to_numpy(float), kind="stable")  # lowest written last
     ids, efs = table["material_id"].to_numpy(), table["formation_energy_per_atom"].to_numpy(float)
     return {formulas[i]: (str(ids[i]), float(efs[i])) for i in order}

@@ -51,7 +51,10 @@ TABLE_COLUMNS = ("name", "formula", "n_atoms", "e_above_hull", "e_above_hull_mp2
 
 def flag(df: pd.DataFrame, name: str) -> pd.Series:
     """A boolean column of the per-structure table: missing values (and a missing column) count as False."""
-    return df[name].fillna(False).astype(bool) if name in df else pd.Series(False, index=df.index, dtype=bool)
+    if name not in df:
+        return pd.Series(False, index=df.index, dtype=bool)
+    column = df[name].astype(object)
+    return column.where(column.notna(), False).astype(bool)
 
 
 def _frac(values, n) -> float | None:
