@@ -52,6 +52,13 @@ STABILITY_NUM = 64                        # ... their first 64 samples (batched 
 IN_TRAINING = {"Li-Mn-O": True, "Co-Li-O": True, "Ba-O-Ti": False, "Fe-Li-O-P": False}
 
 
+#: the hull, potential and threshold behind the stability figures of the proof (issue 26: every figure names them)
+OLD_HULL_NOTE = ("CHGNet 0.3.0 relaxations judged on the old `mp20` hull (MP-20 phases only), stable = E_hull ≤ 0.1 "
+                 "eV/atom, suspects counted — an ML screening estimate; the same relaxations on the default hull "
+                 "`mp20+mpfe` (with the large-cell Materials Project phases; suspects below −0.1 eV/atom set apart) "
+                 "give 2–9 points less: `benchmarks/results/hull_remeasure.json`, `docs/evaluation_potentials.md`.")
+
+
 def measure(model_path: str, out: Path, only: list[str], steps: int | None, num_scale: float) -> None:
     import torch
 
@@ -241,7 +248,7 @@ def summarise(out: Path, figures: Path) -> str:
     relaxed = [r for r in sg if r.get("relaxed_hit_rate") is not None]
     if relaxed:
         lines += ["\nAfter a CHGNet relaxation of the first samples (the stability pass): target share / stability / "
-                  "S.U.N. / RMSD generated → relaxed\n", "| target | γ | relaxed samples | in target group | stable | "
+                  f"S.U.N. / RMSD generated → relaxed. Stability and S.U.N. here: {OLD_HULL_NOTE}\n", "| target | γ | relaxed samples | in target group | stable | "
                   "S.U.N. | RMSD (Å) |", "|---|---|---|---|---|---|---|"]
         for r in relaxed:
             lines.append(f"| {r['target']} | {r['gamma']:g} | {r['stability_n']} | {_fmt(r['relaxed_hit_rate'])} | "
@@ -276,6 +283,7 @@ def summarise(out: Path, figures: Path) -> str:
                       f"{'/'.join(sorted({str(r['stability_n']) for r in relaxed_rows}))} samples of "
                       f"{', '.join(sorted({str(r['target']) for r in relaxed_rows}))}) |" if relaxed_rows else "")
     lines += ["\n## The price of steering (mean over each property's targets)\n",
+              *([f"Stability: {OLD_HULL_NOTE}\n"] if relaxed_rows else []),
               "| property | γ | structural validity | SMACT | uniqueness |" + stability_head,
               "|---|---|---|---|---|" + ("---|" if relaxed_rows else "")]
     for name in PLAN:

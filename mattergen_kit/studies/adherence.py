@@ -357,7 +357,7 @@ def plot_price(rows: list[dict], ax=None):
                       and r.get("stability") is not None), key=lambda r: r["gamma"])
         n = "/".join(map(str, sorted({r.get("stability_n", r["num"]) for r in own})))
         ax.plot([r["gamma"] for r in own], [r["stability"] for r in own], "--d",
-                label=f"stable (CHGNet): {prop.replace('_', ' ')} {target}, n={n}")
+                label=f"stable (CHGNet, old mp20 hull, E_hull ≤ 0.1): {prop.replace('_', ' ')} {target}, n={n}")
     ax.set_xlabel("guidance scale γ")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"price of steering\n{_caption(rows)}", fontsize=9)
