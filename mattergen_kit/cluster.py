@@ -30,9 +30,7 @@ import torch
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.generation import load_model
 import mattergen_kit.mattergen_models  # noqa: F401  (workers load MatterGen's released models too)
-from mattergen_kit.outputs import (MANIFEST, RunLock, RunManifest, check_out_dir, check_resumable, cif_names,
-                                   complete_request, intact_batches, prepare_out_dir, read_batches, run_settings,
-                                   write_batch, write_collection)
+from mattergen_kit.outputs import Run, RunLock, check_out_dir
 from mattergen_kit.sampling.request import SamplingRequest
 
 __all__ = ["connect", "generate_on_cluster"]
@@ -174,35 +172,18 @@ def generate_on_cluster(cluster: Any, out: str | os.PathLike, num: SamplingReque
     client, owned = connect(cluster)  # an unreachable scheduler fails before the output folder is touched
     with RunLock(out):  # one run per folder (outputs.RunLock), from before it is cleared to its last file
         try:
-            out = prepare_out_dir(out, overwrite=overwrite, resume=resume, locked=True)
-            previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
-            request = complete_request(local_model, request, previous)
-            resolved = request.resolve(local_model)  # checked here once; a bad request never reaches a worker
-            settings = run_settings(local_model, request, prefix)
-            check_resumable(out, previous, settings)
-            manifest = previous or RunManifest(settings=settings)
-            names = cif_names(request.num, prefix)
-            done = intact_batches(out, manifest)
-            manifest.save(out)  # from the first moment: a run that dies before its first batch can be resumed
-            todo = [s for s in resolved.starts() if s not in done]
-            wire = {**request.to_dict(), "progress": False, "threads": request.threads}
+            run = Run.open(local_model, out, request, prefix, overwrite=overwrite, resume=resume)
+            todo = [s for s in run.resolved.starts() if s not in run.done]
+            wire = {**run.request.to_dict(), "progress": False, "threads": run.request.threads}
             run_id = uuid.uuid4().hex[:8]  # task keys of two runs never collide
             futures = [client.submit(_sample_batch, model_path, wire, s, key=f"sample-{s}-{run_id}", pure=False)
                        for s in todo]
             for fut in as_completed(futures, loop=client.loop):
                 arrays = fut.result()
-                start = todo[futures.index(fut)]
-                batch = CrystalBatch(**{k: torch.from_numpy(v) for k, v in arrays.items()})
-                stop = start + batch.num_crystals
-                write_batch(out, manifest, start, batch, names[start:stop])
+                run.write(todo[futures.index(fut)], CrystalBatch(**{k: torch.from_numpy(v) for k, v in arrays.items()}),
+                          on_batch)
                 fut.release()
-                if on_batch is not None:
-                    on_batch(start, stop, request.num)
         finally:
             if owned:
                 client.close()
-        structures = read_batches(out, manifest).to_structures()
-        written = write_collection(out, structures, names, picture=picture)
-        manifest.complete = True
-        manifest.save(out)
-    return {**written, "manifest": out / MANIFEST, "seed": request.seed, "resumed_batches": sorted(done)}
+        return run.finish(picture)

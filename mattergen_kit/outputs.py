@@ -416,6 +416,29 @@ def generate_to_folder(model, out: str | Path, num: SamplingRequest | int, *, ov
     request = SamplingRequest.from_kwargs(num, **request_fields)
     check_out_dir(out, overwrite=overwrite, resume=resume)  # before anything changes
     with RunLock(out):  # one run per folder, from before it is cleared until its last file is written
+        run = Run.open(model, out, request, prefix, overwrite=overwrite, resume=resume)
+        for part in model.iter_batches(run.resolved, skip=run.done):
+            run.write(part.start, part.batch, on_batch)
+        return run.finish(picture)
+
+
+@dataclass
+class Run:
+    """One generation run in its (locked) folder: the completed request, resolved once, its manifest, the CIF names
+    and the batches already written. :func:`generate_to_folder` and the Dask fan-out
+    (``cluster.generate_on_cluster``) share it, so both write the same folder the same way."""
+
+    out: Path
+    request: SamplingRequest
+    resolved: Any
+    manifest: "RunManifest"
+    names: list
+    done: set
+
+    @classmethod
+    def open(cls, model, out, request: SamplingRequest, prefix: str, overwrite: bool, resume: bool) -> "Run":
+        """Prepare ``out`` (cleared or resumed), fill in and resolve the request, check it against an interrupted
+        run's and save the manifest at once (a run that dies before its first batch can be resumed)."""
         out = prepare_out_dir(out, overwrite=overwrite, resume=resume, locked=True)
         previous = RunManifest.load(out) if (out / MANIFEST).is_file() else None
         request = complete_request(model, request, previous)
@@ -423,19 +446,24 @@ def generate_to_folder(model, out: str | Path, num: SamplingRequest | int, *, ov
         settings = run_settings(model, request, prefix)
         check_resumable(out, previous, settings)
         manifest = previous or RunManifest(settings=settings)
-        names = cif_names(request.num, prefix)
         done = intact_batches(out, manifest)
-        manifest.save(out)  # from the first moment: a run that dies before its first batch can be resumed
-        for part in model.iter_batches(resolved, skip=done):
-            stop = part.start + part.batch.num_crystals
-            write_batch(out, manifest, part.start, part.batch, names[part.start:stop])
-            if on_batch is not None:
-                on_batch(part.start, stop, request.num)
-        structures = read_batches(out, manifest).to_structures()
-        written = write_collection(out, structures, names, picture=picture)
-        manifest.complete = True
         manifest.save(out)
-    return {**written, "manifest": out / MANIFEST, "seed": request.seed, "resumed_batches": sorted(done)}
+        return cls(out, request, resolved, manifest, cif_names(request.num, prefix), done)
+
+    def write(self, start: int, batch, on_batch=None) -> None:
+        stop = start + batch.num_crystals
+        write_batch(self.out, self.manifest, start, batch, self.names[start:stop])
+        if on_batch is not None:
+            on_batch(start, stop, self.request.num)
+
+    def finish(self, picture: bool) -> dict:
+        """The collection files from the written batches; the manifest marked complete."""
+        structures = read_batches(self.out, self.manifest).to_structures()
+        written = write_collection(self.out, structures, self.names, picture=picture)
+        self.manifest.complete = True
+        self.manifest.save(self.out)
+        return {**written, "manifest": self.out / MANIFEST, "seed": self.request.seed,
+                "resumed_batches": sorted(self.done)}
 
 
 def complete_request(model, request: SamplingRequest, previous: "RunManifest | None") -> SamplingRequest:
