@@ -34,7 +34,8 @@ class AllowListCheckpointIO(TorchCheckpointIO):
     the kit's allow-list; a planted last.ckpt is refused before unpickling). Travels with the strategy to workers."""
 
     def load_checkpoint(self, path, map_location=None, weights_only=None) -> dict:
-        return load_lightning_checkpoint(path, map_location="cpu" if map_location is None else map_location)
+        return load_lightning_checkpoint(path, map_location="cpu" if map_location is None else map_location,
+                                         require_state_dict=False)  # also ddp_spawn's bare weights file
 
 
 def build_trainer(config: TrainConfig, callbacks=(), **overrides) -> L.Trainer:

@@ -42,8 +42,10 @@ def check_lightning_checkpoint(path: str | Path) -> None:
                               "it. Delete it if you did not put it there.")
 
 
-def load_lightning_checkpoint(path: str | Path, map_location="cpu") -> dict:
-    """The checkpoint as a dict, read with ``weights_only=True`` and the allow-list above (CheckpointError if not)."""
+def load_lightning_checkpoint(path: str | Path, map_location="cpu", require_state_dict: bool = True) -> dict:
+    """The checkpoint as a dict, read with ``weights_only=True`` and the allow-list above (CheckpointError if not).
+    ``require_state_dict=False`` also accepts a bare weights dict (what ddp_spawn passes from its workers back to
+    the main process through the same checkpoint IO)."""
     check_lightning_checkpoint(path)
     with torch.serialization.safe_globals(LIGHTNING_CHECKPOINT_GLOBALS):
         try:
@@ -51,6 +53,6 @@ def load_lightning_checkpoint(path: str | Path, map_location="cpu") -> dict:
         except Exception as err:  # noqa: BLE001 - a torn file that passed the opcode scan
             raise CheckpointError(f"{path} could not be read ({type(err).__name__}: {str(err).strip()[:200]}); "
                                   "it is truncated or corrupted: delete it") from None
-    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), dict):
+    if not isinstance(checkpoint, dict) or (require_state_dict and not isinstance(checkpoint.get("state_dict"), dict)):
         raise CheckpointError(f"{path} is not a Lightning checkpoint (no 'state_dict' dict inside)")
     return checkpoint
