@@ -23,7 +23,6 @@ not counted as content); a run that ends normally removes the file.
 from __future__ import annotations
 
 import datetime
-import hashlib
 import io
 import json
 import os
@@ -44,6 +43,7 @@ except ImportError:  # Windows: no flock; runs into one folder are then not guar
     fcntl = None
 
 from mattergen_kit.data import CrystalBatch
+from mattergen_kit.data.paths import sha256_file
 from mattergen_kit.sampling.few_step import choose_sampler, sampler_steps
 from mattergen_kit.sampling.request import SamplingRequest, resolve_guidance_scale
 
@@ -494,7 +494,7 @@ def run_settings(model, request: SamplingRequest, prefix: str = "crystal") -> di
     """The JSON form of everything that decides a run's crystals (the manifest's settings, compared on resume):
     the model file and its digest, the file-name prefix and ``request.to_dict()``."""
     path = getattr(model, "path", None)
-    digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path is not None else None
+    digest = sha256_file(path)[:16] if path is not None else None  # in chunks: a MatterGen checkpoint is 0.5 GB
     request = replace(request, guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions),
                       sampler=choose_sampler(request.sampler, request.steps, request.conditions,
                                              request.enforce_symmetry, getattr(model, "meta", {})))

@@ -201,3 +201,21 @@ def test_an_element_chgnet_cannot_handle_is_named(real_structures):
     result = relax_one((0, "k", s.as_dict()), dict(RelaxSettings(steps=2)))
     assert not result["ok"]
     assert "CHGNet covers elements with Z <= 94" in result["error"] and "Cm cannot be relaxed" in result["error"]
+
+
+def test_a_very_large_cell_is_judged_but_not_relaxed_with_the_reason(tmp_path):
+    """Issue 24: a 1,000-atom CIF used to relax for ~10 minutes without a note; now it is judged (validity) and
+    its row says why it was not relaxed, while a small crystal next to it is relaxed as usual."""
+    from pymatgen.core import Lattice, Structure
+
+    import mattergen_kit as mk
+
+    nacl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.64), ["Na", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    big = nacl.copy()
+    big.make_supercell([2, 2, 2])  # 64 atoms: over a limit of 20 here, so the test stays fast
+    report = mk.evaluate([nacl.get_primitive_structure(), big], relax=True, distribution=False, properties=False,
+                         band_gap=False, progress=False, max_relax_atoms=20)
+    table = report.per_structure
+    assert bool(table.loc[0, "relaxed"])
+    assert table.loc[1, "structural_valid"] and not (table.loc[1, "relaxed"] is True)
+    assert "not relaxed: 64 atoms, more than max_relax_atoms=20" in table.loc[1, "relax_error"]

@@ -44,7 +44,8 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
              properties: bool = True, band_gap: bool = True, progress: bool = True,
              callback: Callable[[int, dict], None] | None = None, names: Sequence[str] | None = None,
              torch_threads: int | None = 1, cluster: Any = None, batch_size: int | None = None,
-             second_opinion: str | None = None, count_suspect_as_stable: bool = False) -> Report:
+             second_opinion: str | None = None, count_suspect_as_stable: bool = False,
+             max_relax_atoms: int = 200) -> Report:
     """Evaluate generated crystals; see the module docstring for the stages and definitions.
 
     Args:
@@ -70,6 +71,8 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
         cluster: spread the relaxations over a Dask distributed cluster: a scheduler address
             (``"tcp://host:8786"``), a ``distributed.Client`` or a ``LocalCluster`` / ``SLURMCluster`` ...
             (:mod:`.cluster`); results, ``relaxed.jsonl`` and resuming are those of a local run.
+        max_relax_atoms: cells with more atoms are judged (validity, novelty) but not relaxed; their row says why
+            (a 1,000-atom CIF would relax for ~10 min on a CPU). Default 200.
         batch_size: relax this many structures at once, one batched potential call per FIRE step
             (:mod:`.relax_batched`; CHGNet only, same optimizer and energies as one at a time). Default: 32 with
             CHGNet, 1 (one at a time) with SevenNet; ``batch_size=1`` gives CHGNet's own ``StructOptimizer`` loop.
@@ -84,7 +87,8 @@ def evaluate(structures: Sequence | str | os.PathLike, reference: Any = "bundled
         fmax=fmax, steps=steps, hull=hull, mp_api_key=mp_api_key, map_fn=map_fn, distribution=distribution,
         max_reference_fingerprints=max_reference_fingerprints, properties=properties, band_gap=band_gap,
         progress=progress, callback=callback, names=names, torch_threads=torch_threads, cluster=cluster,
-        batch_size=batch_size, second_opinion=second_opinion, count_suspect_as_stable=count_suspect_as_stable)
+        batch_size=batch_size, second_opinion=second_opinion, count_suspect_as_stable=count_suspect_as_stable,
+        max_relax_atoms=max_relax_atoms)
     with threadpool_limits(limits=1):  # BLAS / OpenMP on tiny matrices: one thread is fastest (see .relax)
         return _evaluate(structures, settings)
 

@@ -81,6 +81,7 @@ class EvaluationSettings:
     batch_size: int | None = None
     second_opinion: str | None = None
     count_suspect_as_stable: bool = False
+    max_relax_atoms: int = 200
 
     def __post_init__(self):
         if self.batch_size is None:     # batched CHGNet: same relaxations as one at a time, ~3x the throughput
@@ -187,15 +188,21 @@ def relaxation_stage(rows, inputs, valid, settings: EvaluationSettings) -> list:
     relax_settings = RelaxSettings(model=settings.model, device=settings.device, fmax=settings.fmax,
                                    steps=settings.steps, torch_threads=settings.torch_threads)
     store = settings.out / "relaxed.jsonl" if settings.out is not None else None
+    # a cell far larger than generated ones (a 1,000-atom CIF relaxes for ~10 min on a CPU) is judged, not relaxed
+    too_large = [s is not None and len(s) > settings.max_relax_atoms for s in inputs]
     with fan_out(settings) as map_fn:
         results = relax_structures(inputs, relax_settings, store=store, map_fn=map_fn, progress=settings.progress,
-                                   skip=[not v for v in valid], callback=settings.callback,
+                                   skip=[not v or big for v, big in zip(valid, too_large)], callback=settings.callback,
                                    batch_size=settings.batch_size)
     final = list(inputs)
     for i, r in enumerate(results):
         if r is None:
             if inputs[i] is not None and not valid[i]:
                 rows[i]["relax_error"] = "not relaxed: structurally invalid"
+            elif too_large[i]:
+                rows[i]["relax_error"] = (f"not relaxed: {len(inputs[i])} atoms, more than max_relax_atoms="
+                                          f"{settings.max_relax_atoms} (a relaxation that size takes minutes to hours "
+                                          "on a CPU); pass max_relax_atoms to relax it")
             continue
         rows[i].update(relaxed=bool(r["ok"]), relax_error=r["error"], relax_steps=r["n_steps"],
                        relax_converged=r["converged"], relax_seconds=r["seconds"], energy=r["energy"],
