@@ -111,13 +111,18 @@ class PropertySpec:
     #: seen anything like it, and guidance toward it only drives the sampler off the data (NaN cells)
     MAX_TARGET_SIGMAS = 8.0
 
-    def _check_trained_range(self, y: float, unit: str) -> None:
-        """z = (T(y) − μ) / σ of the training labels (T = log10 where set); |z| > MAX_TARGET_SIGMAS is an error
-        that says which targets the model can steer toward."""
+    def training_sigmas(self, y: float) -> float | None:
+        """z = (T(y) − μ) / σ: how many standard deviations of the training labels ``y`` lies from their mean
+        (T = log10 where set); None without normalisation statistics (categorical kinds, an unfitted spec)."""
         if self.mean is None or not self.std:
-            return
-        z = (float(self._transform(np.asarray([y]))[0]) - self.mean) / self.std
-        if math.isfinite(z) and abs(z) <= self.MAX_TARGET_SIGMAS:
+            return None
+        return (float(self._transform(np.asarray([y]))[0]) - self.mean) / self.std
+
+    def _check_trained_range(self, y: float, unit: str) -> None:
+        """|z| > MAX_TARGET_SIGMAS (:meth:`training_sigmas`) is an error that says which targets the model can steer
+        toward."""
+        z = self.training_sigmas(y)
+        if z is None or (math.isfinite(z) and abs(z) <= self.MAX_TARGET_SIGMAS):
             return
         k = self.MAX_TARGET_SIGMAS
         lo, hi = self.mean - k * self.std, self.mean + k * self.std

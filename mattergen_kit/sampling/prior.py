@@ -43,6 +43,12 @@ class NumAtomsPrior:
     def max_atoms(self) -> int:
         return int(self.probs.numel() - 1)
 
+    @property
+    def largest_trained(self) -> int:
+        """The largest N with p(N) > 0: the biggest cells the training data held (``max_atoms`` may be padding)."""
+        nonzero = torch.nonzero(self.probs > 0).flatten()
+        return int(nonzero.max()) if len(nonzero) else 0
+
     def sample(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """(n,) int64 numbers of atoms drawn i.i.d. from p(N)."""
         return torch.multinomial(self.probs, n, replacement=True, generator=generator).long()

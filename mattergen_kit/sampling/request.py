@@ -234,11 +234,8 @@ def model_device(model) -> torch.device:
 
 def max_trained_atoms(model) -> int | None:
     """The largest number of atoms the model's number-of-atoms prior (its training data) gives weight to."""
-    probs = getattr(getattr(model, "num_atoms_prior", None), "probs", None)
-    if probs is None:
-        return None
-    nonzero = torch.nonzero(torch.as_tensor(probs) > 0).flatten()
-    return int(nonzero.max()) if len(nonzero) else None
+    prior = getattr(model, "num_atoms_prior", None)
+    return prior.largest_trained if prior is not None else None
 
 
 def beyond_training(model, resolved: "ResolvedRequest") -> str:
@@ -252,11 +249,11 @@ def beyond_training(model, resolved: "ResolvedRequest") -> str:
         parts.append(f"cells of up to {max(sizes)} atoms (trained on at most {trained})")
     for name, value in (resolved.conditions or {}).items():
         spec = model.property_specs.get(name)
-        if spec is None or spec.kind != "scalar" or spec.mean is None or not spec.std:
+        if spec is None or spec.kind != "scalar":
             continue
         for v in (value if isinstance(value, list) else [value]):
-            z = (float(spec._transform(np.asarray([float(v)]))[0]) - spec.mean) / spec.std
-            if abs(z) > 4:
+            z = spec.training_sigmas(float(v))
+            if z is not None and abs(z) > 4:
                 parts.append(f"{name} = {float(v):g} ({z:+.1f} standard deviations from its training labels)")
                 break
     return "; ".join(parts)
