@@ -25,10 +25,11 @@ def one(hidden: int, layers: int, minutes: float, threads: int, run_dir: str) ->
 
     from mattergen_kit.data.crystal_batch import CrystalBatch
     from mattergen_kit.datasets import load_bundled
-    from mattergen_kit.model import count_parameters
+    from mattergen_kit.model import DenoiserConfig, count_parameters
     from mattergen_kit.training import TrainConfig, load_model, train
 
-    cfg = TrainConfig(run_dir=run_dir, hidden_dim=hidden, num_layers=layers, batch_size=64, max_epochs=1000,
+    cfg = TrainConfig(run_dir=run_dir, model=DenoiserConfig(hidden_dim=hidden, num_layers=layers), batch_size=64,
+                      max_epochs=1000,
                       max_time_minutes=minutes, warmup_steps=100, limit_val=512, val_every_n_epochs=1000,
                       progress_bar=False, num_threads=threads, ckpt_every_n_steps=10**9)
     path = train(cfg)

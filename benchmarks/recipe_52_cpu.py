@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from mattergen_kit.generation import load_model  # noqa: E402
-from mattergen_kit.training.fast import FastConfig, load_pack, train_fast  # noqa: E402
+from mattergen_kit.training.fast import FastConfig, load_pack, shipped_model_shape, train_fast  # noqa: E402
 
 
 def main() -> None:
@@ -54,8 +54,10 @@ def main() -> None:
         print(msg, flush=True)
         log_lines.append(msg)
 
-    cfg = FastConfig(pack=args.pack, out=args.run, minutes=args.minutes, hidden=args.hidden, layers=args.layers,
-                     batch_size=args.batch_size, lr=args.lr, warmup_steps=50, init_from=args.init_from, val_every_s=60.0, device="cpu", bf16=False, graph=args.graph,
+    cfg = FastConfig(pack=args.pack, out=args.run, minutes=args.minutes,
+                     model=shipped_model_shape(hidden_dim=args.hidden, num_layers=args.layers, graph=args.graph),
+                     batch_size=args.batch_size, lr=args.lr, warmup_steps=50, init_from=args.init_from,
+                     val_every_s=60.0, device="cpu", bf16=False,
                      cell_augment=args.cell_augment, weights_dtype="float16")
     start = time.perf_counter()
     path = train_fast(cfg, log=log)

@@ -89,10 +89,11 @@ def test_model_from_init_copies_every_architecture_flag(tmp_path):
                            {"num_atoms_histogram": [0, 1.0]})
     cfg = TrainConfig(init_from=str(base), model_from_init=True).with_model_from_init()
     assert CrystalDenoiser(**cfg.model_config).config_dict() == model.config_dict() and cfg.diffusion == {"density": 0.05}
-    odd = CrystalDenoiser(hidden_dim=24, num_layers=3, time_dim=32)
+    odd = CrystalDenoiser(hidden_dim=24, num_layers=3, time_dim=32, graph="knn:6")  # every field: the model section
     base = save_checkpoint(tmp_path / "odd.pt", odd.config_dict(), odd.state_dict(), {}, {})
-    with pytest.raises(ValueError, match=r"model settings \['time_dim'\] cannot be expressed"):
-        TrainConfig(init_from=str(base), model_from_init=True).with_model_from_init()
+    cfg = TrainConfig(init_from=str(base), model_from_init=True).with_model_from_init()
+    assert cfg.model.time_dim == 32 and cfg.model.graph == "knn:6"
+    assert CrystalDenoiser(**cfg.model_config).config_dict() == odd.config_dict()
 
 
 @pytest.mark.timeout(300)

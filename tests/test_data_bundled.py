@@ -254,15 +254,16 @@ def test_pack_and_train_on_bundled_52(mini52, tmp_path):
 
     from mattergen_kit.data.bundled import write_large_record
     from mattergen_kit.generation import load_model
-    from mattergen_kit.training.fast import FastConfig, load_pack, pack_bundled, train_fast
+    from mattergen_kit.training.fast import FastConfig, load_pack, pack_bundled, shipped_model_shape, train_fast
 
     write_large_record(workers=1, progress=False)
     pack = load_pack(pack_bundled(tmp_path / "pack.pt", max_atoms=52))
     train = datasets.load_bundled("train", max_atoms=52, progress=False)
     assert pack["name"] == "mp-bundled-52" and len(pack["num_atoms_histogram"]) == 53
     assert int(pack["splits"]["train"]["num_atoms"].max()) > 20 and len(pack["splits"]["train"]["num_atoms"]) == len(train)
-    cfg = FastConfig(pack=str(tmp_path / "pack.pt"), out=str(tmp_path / "run"), hidden=16, layers=1, batch_size=4,
-                     max_steps=2, minutes=1.0, val_every_s=1e9, device="cpu", bf16=False, graph="knn:8",
+    cfg = FastConfig(pack=str(tmp_path / "pack.pt"), out=str(tmp_path / "run"), batch_size=4,
+                     model=shipped_model_shape(hidden_dim=16, num_layers=1, graph="knn:8"),
+                     max_steps=2, minutes=1.0, val_every_s=1e9, device="cpu", bf16=False,
                      cell_augment=0.5, weights_dtype="float16")
     model = load_model(train_fast(cfg, log=lambda m: None))
     assert model.denoiser.config.graph == "knn:8" and model.num_atoms_prior.max_atoms == 52
@@ -277,7 +278,8 @@ def test_conventional_cells_in_the_pack(mini52, tmp_path):
     from pymatgen.analysis.structure_matcher import StructureMatcher
 
     from mattergen_kit.data.bundled import write_large_record
-    from mattergen_kit.training.fast import DeviceCrystals, FastConfig, load_pack, pack_bundled, train_fast
+    from mattergen_kit.training.fast import (DeviceCrystals, FastConfig, load_pack, pack_bundled, shipped_model_shape,
+                                             train_fast)
 
     write_large_record(workers=1, progress=False)
     pack = load_pack(pack_bundled(tmp_path / "pack.pt", max_atoms=52, conventional=True))
@@ -299,6 +301,7 @@ def test_conventional_cells_in_the_pack(mini52, tmp_path):
     assert torch.equal(swapped != idx, torch.isin(idx, conv["source"]))
     batch = crystals.batch(swapped[conv["source"][:1]])
     assert torch.equal(batch.atom_types, conv["atom_types"][: int(conv["num_atoms"][0])])
-    cfg = FastConfig(pack=str(tmp_path / "pack.pt"), out=str(tmp_path / "run"), hidden=16, layers=1, batch_size=4,
+    cfg = FastConfig(pack=str(tmp_path / "pack.pt"), out=str(tmp_path / "run"), batch_size=4,
+                     model=shipped_model_shape(hidden_dim=16, num_layers=1),
                      max_steps=2, minutes=1.0, val_every_s=1e9, device="cpu", bf16=False, conventional=0.5)
     assert train_fast(cfg, log=lambda m: None).exists()

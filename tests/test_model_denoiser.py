@@ -5,7 +5,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from mattergen_kit.data.crystal_batch import MASK_Z, CrystalBatch, canonicalize_structure, symmetric_polar_factor
-from mattergen_kit.model import CrystalDenoiser, fully_connected_edges
+from mattergen_kit.model import CrystalDenoiser, DenoiserConfig, fully_connected_edges
 
 ATOL = 2e-4
 
@@ -195,7 +195,8 @@ def test_optional_parts_start_at_zero_and_grow_from_a_checkpoint(tmp_path):
     torch.manual_seed(1)
     base = CrystalDenoiser(hidden_dim=32, num_layers=2).eval()
     path = save_checkpoint(tmp_path / "base.pt", base.config_dict(), base.state_dict())
-    grown = DiffusionModule(TrainConfig(hidden_dim=32, num_layers=2, crystal_summary=True, composition_logits=True,
+    grown = DiffusionModule(TrainConfig(model=DenoiserConfig(hidden_dim=32, num_layers=2, crystal_summary=True,
+                                                         composition_logits=True),
                                         init_from=str(path))).denoiser.eval()
     batch = CrystalBatch.from_structures(load_bundled("val", progress=False).structures[:6])
     batch = batch.replace(atom_types=torch.where(torch.arange(len(batch.atom_types)) % 3 == 0,
@@ -205,8 +206,8 @@ def test_optional_parts_start_at_zero_and_grow_from_a_checkpoint(tmp_path):
     for field in ("type_logits", "coord_score", "lattice_score"):
         assert torch.equal(getattr(a, field), getattr(b, field))
     grown_path = save_checkpoint(tmp_path / "grown.pt", grown.config_dict(), grown.state_dict())
-    with pytest.raises(CheckpointError, match="set hidden_dim"):
-        DiffusionModule(TrainConfig(hidden_dim=32, num_layers=2, init_from=str(grown_path)))
+    with pytest.raises(CheckpointError, match="set model.hidden_dim"):
+        DiffusionModule(TrainConfig(model=DenoiserConfig(hidden_dim=32, num_layers=2), init_from=str(grown_path)))
 
 
 def test_composition_logits_see_the_revealed_elements():

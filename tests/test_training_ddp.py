@@ -5,6 +5,7 @@ import lightning as L
 import pytest
 import torch
 
+from mattergen_kit.model import DenoiserConfig
 from mattergen_kit.training import TrainConfig, load_checkpoint, train
 
 
@@ -45,7 +46,8 @@ def _items():
 def test_two_process_cpu_ddp(tmp_path):
     from mattergen_kit.training import CrystalDataModule
 
-    cfg = TrainConfig(run_dir=str(tmp_path / "run"), hidden_dim=16, num_layers=1, batch_size=4, warmup_steps=1,
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), model=DenoiserConfig(hidden_dim=16, num_layers=1), batch_size=4,
+                      warmup_steps=1,
                       max_steps=2, max_epochs=1, val_every_n_epochs=1, ckpt_every_n_steps=1000,
                       progress_bar=False, accelerator="cpu", devices=2, strategy="ddp_spawn", num_threads=1)
     out = tmp_path / "sync.json"

@@ -15,8 +15,9 @@ def small_pack(tmp_path_factory):
 
 
 def _config(pack, out, **kw):
-    return fast.FastConfig(pack=str(pack), out=str(out), device="cpu", hidden=32, layers=2, batch_size=16,
-                           warmup_steps=2, val_every_s=1e9, **kw)
+    kw = {"model": fast.shipped_model_shape(hidden_dim=32, num_layers=2), **kw}
+    return fast.FastConfig(pack=str(pack), out=str(out), device="cpu", batch_size=16, warmup_steps=2, val_every_s=1e9,
+                           **kw)
 
 
 def test_pack_holds_the_bundled_crystals(small_pack):
@@ -161,3 +162,182 @@ def test_step_budget_drives_the_learning_rate_schedule(small_pack, tmp_path):
                     log=lambda m: None, on_step=lambda step, lr: lrs.append(lr))
     assert len(lrs) == 12
     assert lrs[1] > lrs[0] and max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[-1] < 0.1 * max(lrs)
+
+
+# --------------------------------------------------------------------------- corrupt packs (issue 24)
+class _Payload:
+    """Unpickling this calls builtins.exec on code that writes a marker file: what a planted pack would do."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return exec, (f"open({self.marker!r}, 'w').write('ran')",)
+
+
+def _tampered(pack: dict, change) -> dict:
+    """A deep copy of a real pack with ``change(copy)`` applied."""
+    import copy
+
+    out = copy.deepcopy(pack)
+    change(out)
+    return out
+
+
+def _set(split, key, fn):
+    return lambda p: p["splits"][split].__setitem__(key, fn(p["splits"][split][key]))
+
+
+TAMPERED = {  # name: (change to a real pack, words the error must say)
+    "wrong shape frac_coords": (_set("train", "frac_coords", lambda t: t[:, :2]), "frac_coords must be floats"),
+    "NaN lattice": (_set("train", "lattice", lambda t: t.index_fill(0, torch.tensor([3]), float("nan"))),
+                    "non-finite"),
+    "negative atom count": (_set("val", "num_atoms", lambda t: t.index_fill(0, torch.tensor([0]), -2)),
+                            "atom counts below 1"),
+    "counts that do not add up": (_set("train", "num_atoms", lambda t: t + 1), "one per atom"),
+    "atomic number 0": (_set("train", "atom_types", lambda t: t.index_fill(0, torch.tensor([0]), 0)),
+                        "atomic numbers outside 1..100"),
+    "float atom types": (_set("train", "atom_types", lambda t: t.float()), "atom_types must be 1-D integers"),
+    "flat cell": (_set("val", "lattice", lambda t: t.index_fill(1, torch.tensor([2]), 0.0)), "without a volume"),
+    "empty val split": (lambda p: p["splits"].__setitem__("val", {k: v[:0] for k, v in p["splits"]["val"].items()}),
+                        "num_atoms must be a non-empty"),
+    "no val split": (lambda p: p["splits"].pop("val"), "no train and val splits"),
+    "negative density": (lambda p: p.__setitem__("density", -0.05), "density -0.05"),
+    "text histogram": (lambda p: p.__setitem__("num_atoms_histogram", "uniform"), "num_atoms_histogram"),
+    "version 2": (lambda p: p.__setitem__("version", 2), "version 2"),
+}
+
+
+def _assert_pack_error(path, *words):
+    with pytest.raises(fast.PackError) as info:
+        fast.load_pack(path)
+    message = str(info.value)
+    assert str(path) in message and "mattergen_kit.training.fast pack --out" in message, message
+    for word in words:
+        assert word in message, message
+    return message
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_tampered_pack_is_one_clear_error(small_pack, tmp_path, case):
+    change, words = TAMPERED[case]
+    bad = tmp_path / "bad.pt"
+    torch.save(_tampered(fast.load_pack(small_pack), change), bad)
+    _assert_pack_error(bad, "damaged or was edited", words)
+
+
+def test_unreadable_packs_are_one_clear_error(small_pack, tmp_path):
+    """Missing, a folder, zero bytes, truncated at half and at 100 bytes, text, a bare tensor, a model checkpoint."""
+    from mattergen_kit.model import CrystalDenoiser
+    from mattergen_kit.model.checkpoint import save_checkpoint
+
+    _assert_pack_error(tmp_path / "nope.pt", "does not exist")
+    _assert_pack_error(tmp_path, "does not exist (it is a folder)")
+    (tmp_path / "empty.pt").write_bytes(b"")
+    _assert_pack_error(tmp_path / "empty.pt", "is empty (0 bytes")
+    data = small_pack.read_bytes()
+    for size in (len(data) // 2, 100):
+        (tmp_path / f"cut{size}.pt").write_bytes(data[:size])
+        _assert_pack_error(tmp_path / f"cut{size}.pt", "truncated")
+    (tmp_path / "notes.pt").write_text("train: 96 crystals\n")
+    _assert_pack_error(tmp_path / "notes.pt", "truncated or not a PyTorch file")
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    _assert_pack_error(tmp_path / "tensor.pt", "not a mattergen_kit training pack (a Tensor)")
+    net = CrystalDenoiser(hidden_dim=8, num_layers=1)
+    model = save_checkpoint(tmp_path / "model.pt", net.config_dict(), net.state_dict())
+    _assert_pack_error(model, "not a mattergen_kit training pack (a dict of format 'mattergen_kit.checkpoint')")
+
+
+def test_planted_pack_runs_no_code(small_pack, tmp_path):
+    """A pack whose pickle calls builtins.exec: refused by name before unpickling; the marker file is never written,
+    by load_pack nor by the train command."""
+    marker = tmp_path / "ran"
+    planted = tmp_path / "planted.pt"
+    torch.save({**fast.load_pack(small_pack), "note": _Payload(marker)}, planted)
+    assert "builtins.exec" in _assert_pack_error(planted, "could run code", "builtins.exec")
+    assert fast.main(["train", "--pack", str(planted), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+    assert not marker.exists() and not (tmp_path / "run").exists()
+
+
+def test_bad_conditioned_labels_are_one_clear_error(cond_pack, tmp_path):
+    pack = fast.load_pack(cond_pack)
+    cases = {
+        "labels of band_gap": lambda p: p["splits"]["train"]["conditions"].__setitem__(
+            "band_gap", p["splits"]["train"]["conditions"]["band_gap"][:-1]),
+        "labels of space_group (categorical) do not fit": lambda p: p["splits"]["val"]["conditions"]["space_group"]
+        .__setitem__(0, 10_000),
+        "labels of chemical_system (chemical_system) do not fit": lambda p: p["splits"]["train"]["conditions"][
+            "chemical_system"].__setitem__((0, 0), 7),
+        "labels for": lambda p: p["splits"]["train"]["conditions"].pop("hhi_production"),
+        "labels of bulk_modulus (scalar) do not fit": lambda p: p["splits"]["train"]["conditions"]["bulk_modulus"]
+        .__setitem__(0, float("inf")),
+        "a property spec cannot be read": lambda p: p["properties"][0].__setitem__("kind", "vector"),
+    }
+    for words, change in cases.items():
+        torch.save(_tampered(pack, change), tmp_path / "bad.pt")
+        _assert_pack_error(tmp_path / "bad.pt", words)
+
+
+def test_train_command_reports_a_bad_pack_in_one_line(small_pack, tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    torch.save(_tampered(fast.load_pack(small_pack), TAMPERED["NaN lattice"][0]), bad)
+    for pack in (bad, tmp_path / "missing.pt"):
+        assert fast.main(["train", "--pack", str(pack), "--out", str(tmp_path / "run"), "--device", "cpu"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and str(pack) in err[0], err
+
+
+def test_damaged_resume_state_is_one_clear_error(small_pack, tmp_path):
+    (tmp_path / "state.pt").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match="cannot resume from .*state.pt.*delete it"):
+        fast.train_fast(_config(small_pack, tmp_path, max_steps=1), log=lambda m: None)
+    fast.train_fast(_config(small_pack, tmp_path / "a", max_steps=1), log=lambda m: None)  # another network's state
+    with pytest.raises(ValueError, match="other model settings"):
+        fast.train_fast(_config(small_pack, tmp_path / "a", max_steps=2,
+                                model=fast.shipped_model_shape(hidden_dim=16, num_layers=2)), log=lambda m: None)
+
+
+# --------------------------------------------------------------------------- the model section (issue 23)
+def test_shipped_checkpoints_old_flat_train_configs_still_load():
+    """The shipped checkpoints' meta.train_config has the flat keys (hidden, layers, ...): it reads as a FastConfig
+    whose model is the checkpoint's network, silently with warn=False and with a DeprecationWarning otherwise."""
+    import warnings
+
+    from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
+    from mattergen_kit.model import DenoiserConfig
+    from mattergen_kit.model.checkpoint import load_checkpoint
+
+    for path in (BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT):
+        ckpt = load_checkpoint(path)
+        flat = ckpt["meta"]["train_config"]
+        assert flat["hidden"] == 256 and "model" not in flat  # the file is not rewritten
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            cfg = fast.FastConfig.from_dict(flat, warn=False)
+        assert cfg.model == DenoiserConfig.from_dict(ckpt["model_config"])
+        assert cfg.lr == flat["lr"] and cfg.batch_size == 1024
+        with pytest.warns(DeprecationWarning, match=r"hidden is now model\.hidden_dim, layers is now model\.num_layers"):
+            assert fast.FastConfig.from_dict(flat) == cfg
+
+
+def test_train_records_its_model_section_and_the_old_flags_still_work(small_pack, tmp_path):
+    """meta.train_config now holds model: {...} (the network trained) and reads back as the same FastConfig; the
+    command line keeps --hidden/--layers/--crystal-summary/--graph and adds the model section's own names."""
+    import mattergen_kit as mk
+
+    cfg = _config(small_pack, tmp_path / "api", max_steps=1)
+    meta = mk.load_model(fast.train_fast(cfg, log=lambda m: None)).meta["train_config"]
+    assert meta["model"]["hidden_dim"] == 32 and "hidden" not in meta
+    assert fast.FastConfig.from_dict(meta) == cfg
+    common = ["train", "--pack", str(small_pack), "--device", "cpu", "--batch-size", "8", "--max-steps", "1",
+              "--warmup-steps", "1", "--val-every-s", "1e9"]
+    assert fast.main(common + ["--out", str(tmp_path / "old"), "--hidden", "16", "--layers", "1",
+                               "--crystal-summary", "false", "--graph", "knn:4"]) == 0
+    assert fast.main(common + ["--out", str(tmp_path / "new"), "--hidden-dim", "16", "--num-layers", "1",
+                               "--crystal-summary", "false", "--graph", "knn:4", "--num-freqs", "4"]) == 0
+    old, new = (mk.load_model(tmp_path / name / "model.pt").denoiser.config for name in ("old", "new"))
+    assert (old.hidden_dim, old.num_layers, old.crystal_summary, old.composition_logits, old.graph) == (
+        16, 1, False, True, "knn:4")
+    assert new == fast.shipped_model_shape(hidden_dim=16, num_layers=1, crystal_summary=False, graph="knn:4",
+                                           num_freqs=4)
+    assert fast.main(common + ["--out", str(tmp_path / "bad"), "--hidden", "0"]) == 2  # one error line

@@ -4,6 +4,7 @@ import torch
 from pymatgen.core import Lattice, Structure
 
 from mattergen_kit.data.crystal_batch import CrystalBatch, canonicalize_structure
+from mattergen_kit.model import DenoiserConfig
 from mattergen_kit.training import CrystalDataModule, TrainConfig, load_model, train
 
 
@@ -22,7 +23,8 @@ def eval_loss(model, diffusion, batch):
 def test_overfit_one_crystal(tmp_path):
     crystal = CrystalBatch.from_structures([nacl()])
     items = [crystal] * 64
-    cfg = TrainConfig(run_dir=str(tmp_path / "run"), hidden_dim=64, num_layers=3, batch_size=32, lr=2e-3,
+    cfg = TrainConfig(run_dir=str(tmp_path / "run"), model=DenoiserConfig(hidden_dim=64, num_layers=3), batch_size=32,
+                      lr=2e-3,
                       warmup_steps=20, max_steps=500, max_epochs=1000, ema_decay=0.99, val_every_n_epochs=1000,
                       ckpt_every_n_steps=10**6, progress_bar=False, num_threads=1, log_every_n_steps=50)
     torch.manual_seed(cfg.seed)

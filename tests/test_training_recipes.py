@@ -10,8 +10,8 @@ import pytest
 from mattergen_kit.training import TrainConfig
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-CPU_SMOKE = dict(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", precision="32-true", hidden_dim=16,
-                 num_layers=1, batch_size=8, limit_train=16, limit_val=8, max_steps=2, max_epochs=1,
+CPU_SMOKE = dict(accelerator="cpu", devices=1, num_nodes=1, strategy="auto", precision="32-true",
+                 model={"hidden_dim": 16, "num_layers": 1}, batch_size=8, limit_train=16, limit_val=8, max_steps=2, max_epochs=1,
                  max_time_minutes=None, num_workers=0, progress_bar=False, ckpt_every_n_steps=1, num_threads=1)
 
 

@@ -8,6 +8,7 @@ import lightning as L
 import pytest
 import torch
 
+from mattergen_kit.model import DenoiserConfig
 from mattergen_kit.training import CrystalDataModule, TrainConfig, load_checkpoint, train
 
 SCRIPT = textwrap.dedent("""
@@ -28,7 +29,8 @@ SCRIPT = textwrap.dedent("""
 
 
 def config(run_dir):
-    return TrainConfig(run_dir=run_dir, hidden_dim=16, num_layers=1, batch_size=8, limit_train=64, limit_val=16,
+    return TrainConfig(run_dir=run_dir, model=DenoiserConfig(hidden_dim=16, num_layers=1), batch_size=8, limit_train=64,
+                       limit_val=16,
                        warmup_steps=2, max_steps=30, max_epochs=100, ckpt_every_n_steps=10, log_every_n_steps=5,
                        val_every_n_epochs=100, progress_bar=False, num_threads=1)
 

@@ -31,18 +31,20 @@ os.makedirs(OUT, exist_ok=True)
 import torch
 torch.set_num_threads(1)"""),
     nbf.v4.new_markdown_cell("""## 1 · Train a small model
-`TrainConfig` holds the model size, the data, the optimiser and the budget (`configs/*.yaml` are the same fields in
-YAML). `dataset="bundled"` trains on the bundled train split and validates on its val split;
+`TrainConfig` holds the network (`model=DenoiserConfig(...)`), the data, the optimiser and the budget
+(`configs/*.yaml` are the same fields in YAML, the network under `model:`). `dataset="bundled"` trains on the
+bundled train split and validates on its val split;
 `dataset="csv" | "cif" | "alexandria" | "mp20"` with `data_path=` trains on the loaders of tutorial 02.
 Everything goes to `run_dir`: `checkpoints/last.ckpt`, `logs/version_k/metrics.csv` (one version per start) and
 `model.pt`, the EMA weights that sampling loads."""),
     nbf.v4.new_code_cell("""from dataclasses import replace
+from mattergen_kit.model import DenoiserConfig
 from mattergen_kit.training import TrainConfig, train
 
 run_dir = os.path.join(OUT, "small_run")
 config = TrainConfig(
     run_dir=run_dir, seed=0,
-    hidden_dim=32 if SMALL else 64, num_layers=2 if SMALL else 3,   # the bundled model: 128 and 4
+    model=DenoiserConfig(hidden_dim=32 if SMALL else 64, num_layers=2 if SMALL else 3),  # the bundled model: 256, 6
     dataset="bundled", batch_size=16 if SMALL else 64,
     limit_train=64 if SMALL else None, limit_val=32 if SMALL else 512,
     lr=5e-4, warmup_steps=5 if SMALL else 100, lr_schedule="constant",
@@ -74,7 +76,7 @@ for k, path in enumerate(sorted(glob.glob(os.path.join(run_dir, "logs", "version
     ax.plot(tr["step"], tr["train/loss"], lw=0.8, label=f"leg {k + 1}: train")
     ax.plot(va["step"], va["val/loss"], "o-", ms=3, label=f"leg {k + 1}: val (EMA)")
 ax.set_xlabel("optimizer step"); ax.set_ylabel("loss"); ax.set_yscale("log"); ax.legend(fontsize=8)
-ax.set_title(f"small model, {config.hidden_dim}×{config.num_layers} layers", fontsize=9)
+ax.set_title(f"small model, {config.model.hidden_dim}×{config.model.num_layers} layers", fontsize=9)
 fig.tight_layout()"""),
     nbf.v4.new_markdown_cell("""Sample from it like from the bundled model. After a few minutes of training expect loose, chemically odd
 cells; the bundled model needed 65k steps (`mattergen_kit/checkpoints/MODEL_CARD.md`). After only a dozen steps

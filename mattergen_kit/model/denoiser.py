@@ -57,7 +57,8 @@ Outputs (DenoiserOutput, see docs/architecture.md):
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+import numbers
+from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
@@ -72,14 +73,50 @@ LIMIT_DENSITY = AVERAGE_DENSITY  # atoms/Å³ (ref §4.2); only used to scale la
 
 @dataclass
 class DenoiserConfig:
+    """The network's shape: ``CrystalDenoiser(**asdict(config))``, a checkpoint's ``model_config``, and the
+    ``model:`` section of both trainers' configs (training/config.py TrainConfig, training/fast.py FastConfig)."""
+
     hidden_dim: int = 128
     num_layers: int = 4
     num_freqs: int = 8  # K in the Fourier features of Δf
-    time_dim: int = 128  # width of the sinusoidal time encoding
+    time_dim: int = 128  # width of the sinusoidal time encoding (even: sin and cos halves)
     coord_edge_head: bool = True  # add the pairwise Fourier "force" term to the coordinate score
     crystal_summary: bool = False  # per-layer composition + pooled-state summary (zero-initialised mix-in)
     composition_logits: bool = False  # type logits += W c_b: a co-occurrence prior from the cell (zero init)
     graph: str = "all"  # "all" pairs, or "knn:K": the K nearest atoms of each atom (minimum image; module doc)
+
+    def __post_init__(self) -> None:
+        for name in ("hidden_dim", "num_layers", "num_freqs", "time_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"model.{name} must be a positive integer (got {value!r})")
+            setattr(self, name, int(value))
+        if self.time_dim % 2:
+            raise ValueError(f"model.time_dim must be even: the time encoding is sin and cos halves "
+                             f"(got {self.time_dim})")
+        for name in ("coord_edge_head", "crystal_summary", "composition_logits"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"model.{name} must be true or false (got {getattr(self, name)!r})")
+        if not isinstance(self.graph, str):
+            raise ValueError(f"model.graph must be 'all' or 'knn:K' (got {self.graph!r})")
+        try:
+            parse_graph(self.graph)
+        except ValueError as err:
+            raise ValueError(f"model.{err}") from None
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "DenoiserConfig":
+        """From a checkpoint's ``model_config`` or a config's ``model:`` mapping; unknown keys are an error
+        naming the known ones (missing keys take the defaults above)."""
+        if isinstance(values, DenoiserConfig):
+            return values
+        if not isinstance(values, dict):
+            raise ValueError(f"model must be a mapping of DenoiserConfig keys, got {type(values).__name__}")
+        known = [f.name for f in fields(cls)]
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model keys {unknown}; known keys: {known}")
+        return cls(**values)
 
 
 def sinusoidal(x: torch.Tensor, dim: int) -> torch.Tensor:

@@ -14,24 +14,87 @@ Choices (measured on the bundled set on 2 CPU cores, see benchmarks/bench_model_
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import warnings
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
+from mattergen_kit.model.checkpoint import load_checkpoint
+from mattergen_kit.model.denoiser import DenoiserConfig
+
 
 EXTRA_TRAIN_SETS = ("aflow_bulk_modulus",)  # training/module.py: load_datasets
+
+#: TrainConfig's flat network keys before the ``model:`` section (configs and Lightning checkpoints written
+#: before 2026-12 have them): each is read as ``model.<same name>`` with a DeprecationWarning
+FLAT_MODEL_KEYS = {name: name for name in DenoiserConfig.__dataclass_fields__}
+
+
+def nest_model_keys(values: dict, renames: dict[str, str], owner: str, source: str = "",
+                    warn: bool = True, override: bool = False) -> dict:
+    """``values`` with the old flat network keys moved into the ``model`` mapping (``renames``: old key → the
+    DenoiserConfig field it now is). ``warn``: a DeprecationWarning naming the new key (configs a user can edit;
+    not for the meta of checkpoints already written). A flat key and ``model.<key>`` that disagree are an error,
+    unless ``override`` (command-line overrides win over the file)."""
+    values = dict(values)
+    model = values.get("model")
+    model = asdict(model) if isinstance(model, DenoiserConfig) else {} if model is None else model
+    if not isinstance(model, dict):
+        raise ValueError(f"{source or owner}: model must be a mapping of DenoiserConfig keys "
+                         f"{list(DenoiserConfig.__dataclass_fields__)}, got {type(model).__name__}")
+    model = dict(model)
+    moved = {old: new for old, new in renames.items() if old in values}
+    for old, new in moved.items():
+        value = values.pop(old)
+        if not override and new in model and model[new] != value:
+            raise ValueError(f"{source or owner}: {old}={value!r} and model.{new}={model[new]!r} disagree; "
+                             f"keep only model.{new}")
+        model[new] = value
+    if moved and warn:
+        text = {new: str(model[new]).lower() if isinstance(model[new], bool) else model[new] for new in moved.values()}
+        how = (" ".join(f"--set model.{new}={v}" for new, v in text.items()) if override
+               else "model:\n" + "".join(f"  {new}: {v}\n" for new, v in text.items()))
+        warnings.warn(f"{source + ': ' if source else ''}flat {owner} keys are deprecated: "
+                      f"{', '.join(f'{old} is now model.{new}' for old, new in moved.items())}; write\n{how}",
+                      DeprecationWarning, stacklevel=3)
+    if model or "model" in values:
+        values["model"] = model
+    return values
+
+
+def apply_overrides(values: dict, overrides: dict, renames: dict[str, str], owner: str) -> dict:
+    """``values`` (already nested) with ``overrides`` on top: ``section.key`` sets one key of a mapping
+    (``model.hidden_dim=64``, ``diffusion.density=0.06``), a mapping for ``model``/``diffusion`` is merged
+    into the file's, an old flat network key is read as ``model.<key>`` (DeprecationWarning). None = not set."""
+    nested: dict = {}
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        section, dot, sub = key.partition(".")
+        if dot:
+            nested.setdefault(section, {})[sub] = value
+        elif isinstance(value, dict) and isinstance(nested.get(key), dict):
+            nested[key].update(value)
+        else:
+            nested[key] = value
+    nested = nest_model_keys(nested, renames, owner, "override", override=True)
+    out = dict(values)
+    for key, value in nested.items():
+        if isinstance(value, dict) and isinstance(out.get(key), (dict, DenoiserConfig)):
+            base = asdict(out[key]) if isinstance(out[key], DenoiserConfig) else out[key]
+            out[key] = {**base, **value}
+        else:
+            out[key] = value
+    return out
 
 
 @dataclass
 class TrainConfig:
     run_dir: str = "runs/default"
     seed: int = 0
-    # model (CrystalDenoiser)
-    hidden_dim: int = 128
-    num_layers: int = 4
-    num_freqs: int = 8
-    crystal_summary: bool = False  # per-layer composition/pooled-state mix-in (model/denoiser.py)
-    composition_logits: bool = False  # co-occurrence prior on the type logits (model/denoiser.py)
+    # the network (CrystalDenoiser): hidden_dim, num_layers, num_freqs, crystal_summary, composition_logits, ...
+    # (model/denoiser.py DenoiserConfig; in YAML a 'model:' section)
+    model: DenoiserConfig = field(default_factory=DenoiserConfig)
     # diffusion: keyword arguments of CrystalDiffusion (empty = the reference defaults)
     diffusion: dict = field(default_factory=dict)
     # data
@@ -71,13 +134,13 @@ class TrainConfig:
     strategy: str = "auto"
     precision: str = "32-true"
     # start from the weights of a plain checkpoint (continue the bundled model in a new run, or fine-tune);
-    # its model config must match hidden_dim / num_layers / num_freqs
+    # its model config must match model (the optional zero-initialised parts may be switched on here)
     init_from: str | None = None
-    # take hidden_dim/num_layers/num_freqs/crystal_summary and the diffusion settings from init_from's checkpoint
+    # take the whole model section and the diffusion settings from init_from's checkpoint
     # (a fine-tune that is re-run unchanged whenever the base model changes)
     model_from_init: bool = False
     # property conditioning (mattergen_kit/conditioning): names from the registry, labels dropped
-    # with probability condition_dropout (mode: conditioning/conditions.py); adapter MLP width (None = hidden_dim)
+    # with probability condition_dropout (mode: conditioning/conditions.py); adapter MLP width (None = model.hidden_dim)
     properties: list = field(default_factory=list)
     condition_dropout: float = 0.2
     condition_dropout_mode: str = "subsets"  # subsets | independent (conditioning/conditions.py says why)
@@ -85,6 +148,8 @@ class TrainConfig:
     num_threads: int | None = None  # torch.set_num_threads; 1 is fastest when the 2 CPU cores are shared
 
     def __post_init__(self) -> None:
+        if not isinstance(self.model, DenoiserConfig):
+            self.model = DenoiserConfig.from_dict(self.model)
         for f in fields(self):  # YAML reads "1e-4" as a string (YAML 1.1 wants "1.0e-4"): accept both
             value = getattr(self, f.name)
             if isinstance(value, str) and str(f.type).split(" |")[0] in ("float", "int"):
@@ -118,50 +183,47 @@ class TrainConfig:
 
     @property
     def model_config(self) -> dict:
-        config = {"hidden_dim": self.hidden_dim, "num_layers": self.num_layers, "num_freqs": self.num_freqs}
-        for flag in ("crystal_summary", "composition_logits"):  # only when on: older checkpoints keep their config
-            if getattr(self, flag):
-                config[flag] = True
-        return config
+        """``CrystalDenoiser(**config.model_config)``: the model section as a plain dict."""
+        return asdict(self.model)
 
     def with_model_from_init(self) -> "TrainConfig":
         """With ``model_from_init``: a copy whose architecture and diffusion settings are init_from's."""
         if not self.model_from_init:
             return self
-        from dataclasses import replace
-
-        from mattergen_kit.model.checkpoint import load_checkpoint
-
         ckpt = load_checkpoint(self.init_from)
-        from mattergen_kit.model import DenoiserConfig
-
-        mc = {**asdict(DenoiserConfig()), **ckpt["model_config"]}
-        ours = {f.name for f in fields(self)}
-        other = sorted(k for k, v in mc.items() if k not in ours and v != asdict(DenoiserConfig())[k])
-        if other:
-            raise ValueError(f"init_from={self.init_from}: model settings {other} cannot be expressed in a TrainConfig")
-        return replace(self, diffusion=dict(ckpt["diffusion_config"]), **{k: v for k, v in mc.items() if k in ours})
+        return replace(self, model=DenoiserConfig.from_dict(ckpt["model_config"]),
+                       diffusion=dict(ckpt["diffusion_config"]))
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict, warn: bool = True, source: str = "") -> "TrainConfig":
+        """From a mapping of TrainConfig keys (a YAML file, a Lightning checkpoint's hyper-parameters). The flat
+        network keys of older configs (``hidden_dim: 128``) are read as ``model.hidden_dim``; ``warn=False``
+        for dicts stored in checkpoints (nothing for the user to edit)."""
+        if not isinstance(values, dict):
+            raise ValueError(f"{source or 'TrainConfig'}: expected a mapping of TrainConfig keys, "
+                             f"got {type(values).__name__}")
+        values = nest_model_keys(values, FLAT_MODEL_KEYS, "TrainConfig", source, warn)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)}")
+            raise ValueError(f"unknown TrainConfig keys {unknown}; known keys: {sorted(known)} "
+                             f"(the network's under model: {list(DenoiserConfig.__dataclass_fields__)})")
         return cls(**values)
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> "TrainConfig":
-        import yaml
+        """Read a YAML config; ``overrides`` (None = not set) win over the file: ``model.hidden_dim=64`` or
+        ``**{"model.hidden_dim": 64}`` sets one network key."""
+        import yaml  # here: the GPU recipe (training/fast.py) imports this module where only torch may be installed
 
         values = yaml.safe_load(Path(path).read_text()) or {}
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of TrainConfig keys, got {type(values).__name__}")
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls.from_dict(values)
+        values = nest_model_keys(values, FLAT_MODEL_KEYS, "TrainConfig", str(path))
+        return cls.from_dict(apply_overrides(values, overrides, FLAT_MODEL_KEYS, "TrainConfig"), source=str(path))
 
     def to_yaml(self, path: str | Path) -> None:
         import yaml

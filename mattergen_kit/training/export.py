@@ -16,7 +16,7 @@ def export_lightning_checkpoint(ckpt_path: str | Path, out_path: str | Path, met
     hp = raw.get("hyper_parameters", {}).get("config")
     if hp is None:
         raise CheckpointError(f"{ckpt_path} is not a DiffusionModule Lightning checkpoint")
-    config = TrainConfig.from_dict(hp)
+    config = TrainConfig.from_dict(hp, warn=False, source=str(ckpt_path))  # older runs: flat keys
     state = {k[len("ema."):]: v for k, v in raw["state_dict"].items() if k.startswith("ema.")}
     info = {"global_step": raw.get("global_step"), "epoch": raw.get("epoch"), "train_config": hp,
             "source": str(ckpt_path), **(meta or {})}

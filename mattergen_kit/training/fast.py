@@ -33,13 +33,17 @@ import math
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import torch
 
+from mattergen_kit.conditioning.properties import NUM_ELEMENTS, PropertySpec
+from mattergen_kit.constants import MAX_ATOMIC_NUM
 from mattergen_kit.data.cell_choice import random_equivalent_cells
 from mattergen_kit.data.crystal_batch import CrystalBatch
+from mattergen_kit.model.denoiser import DenoiserConfig
+from mattergen_kit.training.config import nest_model_keys
 
 PACK_FORMAT = "mattergen_kit.training_pack"
 
@@ -142,12 +146,151 @@ def _as_values(values):
     return values.tolist() if torch.is_tensor(values) else list(values)
 
 
+class PackError(ValueError):
+    """A training pack that cannot be used (missing, empty, truncated, foreign or tampered); the message names the
+    file, what is wrong and how to write it again."""
+
+
+def _write_again(path: Path) -> str:
+    return (f"write it again with `python -m mattergen_kit.training.fast pack --out {path}` (add --conditioned CONFIG "
+            "for a conditioned pack, --max-atoms 52 for the 52-atom set)")
+
+
 def load_pack(path: str | Path) -> dict:
-    pack = torch.load(path, map_location="cpu", weights_only=True)
+    """The training pack at ``path``, checked before anything trains on it (PackError otherwise).
+
+    No code from the file runs: a pack holds tensors, numbers, strings, lists and dicts only, so the pickle's
+    globals are listed first without unpickling (``get_unsafe_globals_in_checkpoint`` reads the opcodes) and any
+    one named is refused; the read itself is ``torch.load(weights_only=True)``. Then every field train_fast uses is
+    checked (:func:`check_pack`): shapes that agree, finite coordinates and lattices with a volume, atom counts ≥ 1,
+    atomic numbers 1..100, labels that fit their properties."""
+    path = Path(path)
+    again = _write_again(path)
+    if not path.is_file():
+        raise PackError(f"training pack {path} does not exist{' (it is a folder)' if path.is_dir() else ''}: "
+                        f"{again}")
+    if path.stat().st_size == 0:
+        raise PackError(f"training pack {path} is empty (0 bytes: an interrupted copy?): {again}")
+    try:
+        named = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception as err:  # noqa: BLE001 - any failure to parse the zip/pickle means the same thing to the user
+        raise PackError(f"training pack {path} is truncated or not a PyTorch file ({type(err).__name__}): "
+                        f"{again}") from None
+    if named:
+        raise PackError(f"training pack {path} names objects that could run code when unpickled "
+                        f"({', '.join(sorted(named))}); a pack written by `pack` holds none, so it was refused "
+                        f"without unpickling it. Delete it if you did not put it there, and {again}")
+    try:
+        pack = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - a torn file that passed the opcode scan
+        raise PackError(f"training pack {path} could not be read ({type(err).__name__}: {str(err).strip()[:160]}): "
+                        f"it is truncated or corrupted; {again}") from None
     if not isinstance(pack, dict) or pack.get("format") != PACK_FORMAT:
-        raise ValueError(f"{path} is not a mattergen_kit training pack: write one with "
-                         "`python -m mattergen_kit.training.fast pack --out PATH`")
+        raise PackError(f"{path} is not a mattergen_kit training pack (a {type(pack).__name__}"
+                        f"{' of format ' + repr(pack.get('format')) if isinstance(pack, dict) else ''}): {again}")
+    problem = check_pack(pack)
+    if problem:
+        raise PackError(f"training pack {path} is damaged or was edited: {problem}; {again}")
     return pack
+
+
+def check_pack(pack: dict) -> str | None:
+    """What is wrong with a pack's contents, in a few words (None if nothing is)."""
+    if pack.get("version") != 1:
+        return f"version {pack.get('version')!r} (this kit reads version 1)"
+    density, hist = pack.get("density"), pack.get("num_atoms_histogram")
+    if not _number(density) or not math.isfinite(density) or density <= 0:
+        return f"density {density!r} is not a positive number (atoms/Å³)"
+    if (not isinstance(hist, list) or len(hist) < 2 or not all(_number(p) and math.isfinite(p) and p >= 0 for p in hist)
+            or sum(hist) <= 0):
+        return "num_atoms_histogram is not a list of non-negative numbers with a positive sum"
+    splits = pack.get("splits")
+    if not isinstance(splits, dict) or not all(isinstance(splits.get(s), dict) for s in ("train", "val")):
+        return "no train and val splits"
+    specs = pack.get("properties")
+    if specs is not None:
+        if not isinstance(specs, list) or not all(isinstance(d, dict) for d in specs):
+            return "properties is not a list of property specs"
+        try:
+            specs = [PropertySpec.from_dict(d) for d in specs]
+        except (TypeError, ValueError) as err:
+            return f"a property spec cannot be read ({err})"
+    for name in ("train", "val"):
+        split = splits[name]
+        problem = _check_crystals(split)
+        if problem is None and split.get("conventional") is not None:
+            alt = split["conventional"]
+            problem = _check_crystals(alt) if isinstance(alt, dict) else "conventional is not a mapping"
+            source = alt.get("source") if problem is None else None
+            if problem is None and not (_integer_tensor(source, 1) and len(source) == len(alt["num_atoms"])
+                                        and bool(((source >= 0) & (source < len(split["num_atoms"]))).all())):
+                problem = "conventional.source is not one index of a crystal of the split per conventional cell"
+            problem = problem and f"conventional cells: {problem}"
+        if problem is None:
+            problem = _check_labels(split.get("conditions"), specs, len(split["num_atoms"]))
+        if problem:
+            return f"{name} split: {problem}"
+    return None
+
+
+def _number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _integer_tensor(value, ndim: int) -> bool:
+    return torch.is_tensor(value) and value.ndim == ndim and not value.is_floating_point() and not value.is_complex()
+
+
+def _check_crystals(split: dict) -> str | None:
+    """The flat crystal tensors of one split: num_atoms (B,) ≥ 1, atom_types (ΣN,) in 1..100, frac_coords (ΣN, 3)
+    and lattice (B, 3, 3) finite, every cell with a volume |det L| > 0."""
+    missing = [k for k in ("atom_types", "frac_coords", "lattice", "num_atoms") if not torch.is_tensor(split.get(k))]
+    if missing:
+        return f"no {', '.join(missing)} tensor"
+    types, coords, lattice, counts = (split[k] for k in ("atom_types", "frac_coords", "lattice", "num_atoms"))
+    if not _integer_tensor(counts, 1) or len(counts) == 0:
+        return f"num_atoms must be a non-empty 1-D integer tensor (got {counts.dtype} of shape {tuple(counts.shape)})"
+    if bool((counts < 1).any()):
+        return f"atom counts below 1 (num_atoms holds {int(counts.min())})"
+    total = int(counts.sum())
+    if not _integer_tensor(types, 1) or len(types) != total:
+        return f"atom_types must be 1-D integers, one per atom ({total} by num_atoms; got {tuple(types.shape)})"
+    if bool(((types < 1) | (types > MAX_ATOMIC_NUM)).any()):
+        return f"atomic numbers outside 1..{MAX_ATOMIC_NUM}"
+    if not coords.is_floating_point() or tuple(coords.shape) != (total, 3):
+        return f"frac_coords must be floats of shape ({total}, 3) (got {coords.dtype} {tuple(coords.shape)})"
+    if not lattice.is_floating_point() or tuple(lattice.shape) != (len(counts), 3, 3):
+        return f"lattice must be floats of shape ({len(counts)}, 3, 3) (got {lattice.dtype} {tuple(lattice.shape)})"
+    if not (bool(torch.isfinite(coords).all()) and bool(torch.isfinite(lattice).all())):
+        return "non-finite (NaN or inf) coordinates or lattices"
+    if bool((torch.linalg.det(lattice.double()).abs() < 1e-6).any()):
+        return "cells without a volume (|det L| = 0)"
+    return None
+
+
+def _check_labels(conditions, specs, size: int) -> str | None:
+    """Encoded labels (pack_conditioned): one row per crystal and property; multi-hot rows (size, 76) of 0/1,
+    category indices in −1..len(categories)−1, scalars finite or NaN (absent)."""
+    if conditions is None:
+        return None if specs is None else "the pack has properties but no condition labels"
+    if specs is None or not isinstance(conditions, dict):
+        return "condition labels without properties (or not a mapping)"
+    if sorted(conditions) != sorted(s.name for s in specs):
+        return f"labels for {sorted(conditions)} but properties {sorted(s.name for s in specs)}"
+    for spec in specs:
+        value = conditions[spec.name]
+        if not torch.is_tensor(value) or value.ndim == 0 or len(value) != size:
+            return f"labels of {spec.name} are not one row per crystal ({size})"
+        if spec.kind == "chemical_system":
+            ok = (value.ndim == 2 and value.shape[1] == NUM_ELEMENTS and not value.is_floating_point()
+                  and bool(((value == 0) | (value == 1)).all()))
+        elif spec.kind == "categorical":
+            ok = (_integer_tensor(value, 1) and bool(((value >= -1) & (value < len(spec.categories))).all()))
+        else:
+            ok = value.ndim == 1 and value.is_floating_point() and not bool(torch.isinf(value).any())
+        if not ok:
+            return f"labels of {spec.name} ({spec.kind}) do not fit it ({value.dtype} {tuple(value.shape)})"
+    return None
 
 
 def select_properties(pack: dict, names: list[str]) -> dict:
@@ -222,16 +365,30 @@ class DeviceCrystals:
 
 
 # ---------------------------------------------------------------------------------------------- training
+def shipped_model_shape(**changes) -> DenoiserConfig:
+    """The network of the shipped bundled model (4.4M parameters), FastConfig's default ``model``, with ``changes``
+    (``shipped_model_shape(hidden_dim=32, num_layers=2)``: a small net with the same optional parts)."""
+    return replace(DenoiserConfig(hidden_dim=256, num_layers=6, crystal_summary=True, composition_logits=True),
+                   **changes)
+
+
+#: FastConfig's flat network keys before the ``model`` field (the shipped checkpoints' meta.train_config has
+#: them; the command line keeps --hidden/--layers/--crystal-summary/--composition-logits/--graph)
+FLAT_MODEL_KEYS = {"hidden": "hidden_dim", "layers": "num_layers", "crystal_summary": "crystal_summary",
+                   "composition_logits": "composition_logits", "graph": "graph"}
+#: keys train_fast adds to meta.train_config beside FastConfig's (a record, not settings)
+RECORDED_KEYS = ("recipe", "condition_dropout", "condition_dropout_mode", "extra_train")
+
+
 @dataclass
 class FastConfig:
     pack: str
     out: str = "runs/gpu"
     minutes: float = 5.8
-    hidden: int = 256
-    layers: int = 6
-    crystal_summary: bool = True
-    composition_logits: bool = True
-    init_from: str | None = None     # a plain checkpoint to start from (its architecture replaces hidden/layers)
+    # the network (model/denoiser.py); with init_from the checkpoint's architecture replaces it, except a
+    # model.graph other than "all" (the weights fit both graphs)
+    model: DenoiserConfig = field(default_factory=shipped_model_shape)
+    init_from: str | None = None     # a plain checkpoint to start from
     properties: str | None = None    # conditioned packs: train on this comma-separated subset of the pack's properties
     batch_size: int = 1024
     lr: float = 1e-3
@@ -244,11 +401,28 @@ class FastConfig:
     device: str = "cuda"
     bf16: bool = True
     max_steps: int | None = None  # a step budget: the schedule then follows steps, not time (``minutes`` still caps)
-    graph: str = "all"  # "all" pairs or "knn:K" (model/denoiser.py); overrides init_from's (the weights fit both)
     weight_decay: float = 0.01  # AdamW's (torch's default, the shipped recipe's)
     cell_augment: float = 0.0  # probability of showing a crystal in a random equivalent cell (data/cell_choice.py)
     conventional: float = 0.0  # probability of showing it in its conventional cell (a pack made with --conventional)
     weights_dtype: str = "float32"  # storage of OUT/model.pt ("float16": half the size; load upcasts)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, DenoiserConfig):
+            self.model = DenoiserConfig.from_dict(self.model)
+
+    @classmethod
+    def from_dict(cls, values: dict, warn: bool = True) -> "FastConfig":
+        """From a mapping of FastConfig keys, e.g. a checkpoint's ``meta["train_config"]`` (the keys train_fast
+        records beside the settings are skipped). The flat network keys of older runs (``hidden``, ``layers``,
+        ``crystal_summary``, ``composition_logits``, ``graph``) are read as ``model.*``; ``warn=False`` for
+        dicts stored in checkpoints."""
+        values = nest_model_keys({k: v for k, v in values.items() if k not in RECORDED_KEYS}, FLAT_MODEL_KEYS,
+                                 "FastConfig", warn=warn)
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown FastConfig keys {unknown}; known keys: {sorted(known)}")
+        return cls(**values)
 
 
 def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
@@ -267,8 +441,7 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
     train, val = DeviceCrystals(pack["splits"]["train"], device), DeviceCrystals(pack["splits"]["val"], device)
     diffusion_config = {"density": pack["density"]}
     diffusion = diffusion_from_config(diffusion_config)
-    model_config = {"hidden_dim": cfg.hidden, "num_layers": cfg.layers, "crystal_summary": cfg.crystal_summary,
-                    "composition_logits": cfg.composition_logits}
+    model_config = asdict(cfg.model)
     init = None
     if cfg.init_from:
         from mattergen_kit.model.checkpoint import load_checkpoint
@@ -277,8 +450,8 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
         model_config = dict(init["model_config"])
         diffusion_config = dict(init.get("diffusion_config") or diffusion_config)
         diffusion = diffusion_from_config(diffusion_config)
-    if cfg.graph != "all":
-        model_config["graph"] = cfg.graph
+    if cfg.model.graph != "all":
+        model_config["graph"] = cfg.model.graph
     torch.manual_seed(cfg.seed)
     model = CrystalDenoiser(**model_config)
     if init is not None:
@@ -297,11 +470,16 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
     state_path, best_path = out / "state.pt", out / "model.pt"
     step, elapsed, best = 0, 0.0, math.inf
     if state_path.exists():
-        state = torch.load(state_path, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["opt"])
-        step, elapsed, best = state["step"], state["elapsed"], state["best"]
+        try:
+            state = torch.load(state_path, map_location=device, weights_only=True)
+            model.load_state_dict(state["model"])
+            ema.load_state_dict(state["ema"])
+            opt.load_state_dict(state["opt"])
+            step, elapsed, best = int(state["step"]), float(state["elapsed"]), float(state["best"])
+        except Exception as err:  # noqa: BLE001 - torn, foreign, or another network's state: one answer
+            raise ValueError(f"cannot resume from {state_path} ({type(err).__name__}: {str(err).strip()[:160]}): it "
+                             "is damaged or was written by a run with other model settings; delete it to start "
+                             "this run again, or give another --out") from None
         log(f"resumed from {state_path} at step {step} ({elapsed / 60:.1f} min, best val {best:.4f})")
     budget = 60.0 * cfg.minutes
     log(f"{count_parameters(model):,} parameters; {len(train)} train / {len(val)} val crystals on {device}; "
@@ -328,7 +506,8 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
                     "pack": pack.get("name"), **({"adapter": ema.adapter.config_dict(),
                                                   "labelled_counts": pack.get("labelled_counts")}
                                                  if ema.adapter is not None else {}),
-                    "train_config": {"recipe": "training/fast.py", **asdict(cfg),
+                    "train_config": {"recipe": "training/fast.py",   # the model trained, init_from's included
+                                     **asdict(replace(cfg, model=DenoiserConfig.from_dict(model_config))),
                                      **({"condition_dropout": dropout, "condition_dropout_mode": dropout_mode,
                                          "extra_train": pack.get("extra_train", [])} if "properties" in pack else {})},
                     "val_metrics": {f"val/{k}": v for k, v in val_metrics.items()},
@@ -379,6 +558,14 @@ def train_fast(cfg: FastConfig, log=print, on_step=None) -> Path:
     return best_path
 
 
+def _bool_flag(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes"):
+        return True
+    if text.lower() in ("0", "false", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m mattergen_kit.training.fast", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -395,15 +582,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="also pack the labels of this conditioned config (default configs/conditioned_cpu.yaml)")
     tr = sub.add_parser("train", help="train from a pack (rerun the same command to resume)")
     defaults = FastConfig(pack="")
-    for name, value in asdict(defaults).items():
+    old_flag = {new: old for old, new in FLAT_MODEL_KEYS.items() if old != new}  # --hidden, --layers still work
+    settings = [(name, value) for name, value in asdict(defaults).items() if name != "model"]
+    settings += [(f"model.{name}", value) for name, value in asdict(defaults.model).items()]
+    for name, value in settings:
+        flags = [f"--{name.removeprefix('model.').replace('_', '-')}"]
+        flags += [f"--{old_flag[name[6:]]}"] if name[6:] in old_flag else []
+        about = f"the network's {name} (default {value})" if name.startswith("model.") else None
         if name == "pack":
             tr.add_argument("--pack", required=True)
         elif isinstance(value, bool):
-            tr.add_argument(f"--{name.replace('_', '-')}", type=lambda s: s.lower() in ("1", "true", "yes"),
-                            default=value, metavar="BOOL")
+            tr.add_argument(*flags, dest=name, type=_bool_flag, default=value, metavar="BOOL", help=about)
         else:
             kind = int if name == "max_steps" else str if value is None else type(value)
-            tr.add_argument(f"--{name.replace('_', '-')}", type=kind, default=value)
+            tr.add_argument(*flags, dest=name, type=kind, default=value, help=about,
+                            metavar=name.removeprefix("model.").upper())
     args = vars(p.parse_args(argv))
     command = args.pop("command")
     if command == "pack":
@@ -413,7 +606,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
         return 0
     try:
-        train_fast(FastConfig(**args), log=lambda msg: print(msg, flush=True))
+        model = {name[6:]: args.pop(name) for name in list(args) if name.startswith("model.")}
+        train_fast(FastConfig(**args, model=DenoiserConfig.from_dict(model)), log=lambda msg: print(msg, flush=True))
     except (OSError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

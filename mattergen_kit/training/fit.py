@@ -121,7 +121,7 @@ def train(config: TrainConfig | str | Path, datamodule: L.LightningDataModule | 
             adapter = load_lightning_checkpoint(last)["hyper_parameters"].get("adapter")
         if adapter is None:
             specs = fit_property_specs(config.properties, datamodule.train_set, custom)
-            adapter = Adapter(specs, config.hidden_dim, config.num_layers, config.adapter_dim).config_dict()
+            adapter = Adapter(specs, config.model.hidden_dim, config.model.num_layers, config.adapter_dim).config_dict()
     module = DiffusionModule(config, diffusion=diffusion, adapter=adapter)
     out = run_dir / "model.pt"
     trainer = build_trainer(config, [*callbacks, ExportOnTrainEnd(out, datamodule)], **trainer_overrides)
@@ -144,7 +144,8 @@ def train_cli(argv: list[str] | None = None) -> int:
     p.add_argument("--accelerator")
     p.add_argument("--devices")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="override any TrainConfig key (value parsed as YAML), repeatable")
+                   help="override any TrainConfig key (value parsed as YAML), repeatable; the network's as "
+                        "model.KEY, e.g. --set model.hidden_dim=64")
     args = p.parse_args(argv)
     overrides = {"run_dir": args.run_dir, "max_time_minutes": args.max_time, "max_epochs": args.max_epochs,
                  "max_steps": args.max_steps, "accelerator": args.accelerator,

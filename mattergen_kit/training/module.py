@@ -30,7 +30,7 @@ class DiffusionModule(L.LightningModule):
         """``adapter``: ``Adapter.config_dict()`` (property specs with their normalisation stats) when
         ``config.properties`` is set: a zero-initialised adapter is attached before ``init_from`` is loaded."""
         super().__init__()
-        config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
+        config = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config, warn=False)  # hparams
         self.save_hyperparameters({"config": config.to_dict(), "adapter": adapter})
         self.config = config
         self.denoiser = CrystalDenoiser(**config.model_config)
@@ -60,7 +60,8 @@ class DiffusionModule(L.LightningModule):
         grown = [flag for flag in growable if ours[flag] and not theirs[flag]]
         if {**theirs, **{flag: ours[flag] for flag in grown}} != ours:
             raise CheckpointError(f"init_from={path} holds a model {ckpt['model_config']} but this config builds "
-                                  f"{ours}: set hidden_dim/num_layers/num_freqs to match")
+                                  f"{ours}: set model.hidden_dim/num_layers/num_freqs to match, or "
+                                  "model_from_init: true to take the checkpoint's")
         # a conditioned fine-tune of a base checkpoint: the adapter is new (zero-initialised mix-in, conditioning/)
         fresh_adapter = self.denoiser.adapter is not None and not any(k.startswith("adapter.") for k in ckpt["state_dict"])
         result = self.denoiser.load_state_dict(ckpt["state_dict"], strict=not (grown or fresh_adapter))
