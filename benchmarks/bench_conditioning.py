@@ -184,7 +184,7 @@ def summarise(out: Path, figures: Path) -> str:
 
     rows = read_all(out)
     lines = [f"# Conditioning proof (`python benchmarks/bench_conditioning.py`)\n",
-             f"Model: {rows[0].get('model', 'the conditioned bundled model mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt')}; "
+             f"Model: {rows[0].get('model', 'the conditioned bundled model mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz')}; "
              "seed 0; γ = 0 is the unconditional model (its samples are shared by a property's targets). ML-measured "
              "properties (band gap: composition predictor; magnetic density, bulk modulus, stability: CHGNet) are "
              "estimates.\n"]
@@ -355,7 +355,7 @@ def summarise(out: Path, figures: Path) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=None, help="default: mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt")
+    p.add_argument("--model", default=None, help="default: mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "conditioning"))
     p.add_argument("--figures", default=str(ROOT / "docs" / "figures"))
     p.add_argument("--only", default=",".join(PLAN), help=f"comma-separated subset of {list(PLAN)}, or none")

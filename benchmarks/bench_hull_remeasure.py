@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                         "counted, as published"}
     row = base(Path(a.base_out), a.base_num)
     table = row.pop("per_structure")
-    out["base"] = dict(row, samples="mp_bundled_20.pt, first 256 of 1,000 samples at 1000 steps (seed 0, H200 draw)")
+    out["base"] = dict(row, samples="mp_bundled_20.npz, first 256 of 1,000 samples at 1000 steps (seed 0, H200 draw)")
     print(json.dumps(out["base"]), flush=True)
     if a.csv:
         table.to_csv(a.csv, index=False, float_format="%.4f")

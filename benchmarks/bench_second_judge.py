@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 CKPT = HERE.parent / "mattergen_kit" / "checkpoints"
 # the round-1 model left the tracked tree (issue 23); restore it with the command in checkpoints/REGISTRY.json:
 #   git show <commit>:mattergen_kit/checkpoints/archive/mp_bundled_20_v1.pt > mattergen_kit/checkpoints/archive/mp_bundled_20_v1.pt
-MODELS = {"old": CKPT / "archive" / "mp_bundled_20_v1.pt", "new": CKPT / "mp_bundled_20.pt"}
+MODELS = {"old": CKPT / "archive" / "mp_bundled_20_v1.pt", "new": CKPT / "mp_bundled_20.npz"}
 
 
 def samples(name: str, num: int, seed: int, steps: int, out: Path) -> list:

@@ -5,6 +5,7 @@
     mattergen-kit finetune --base bundled --table my.csv --property my_prop [--kind scalar|categorical]
     mattergen-kit evaluate DIR --out OUT [--no-relax] [--reference NAME]
     mattergen-kit fetch-data mp20 [--root DIR]
+    mattergen-kit fetch-data sources [--from DIR]
     mattergen-kit fetch-model NAME [--dest DIR]      (MatterGen's released models; then --model mattergen:NAME)
     mattergen-kit info
 """
@@ -238,9 +239,14 @@ def _run_generation(args) -> int:
 def _fetch_data(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="mattergen-kit fetch-data",
                                 description="Download a dataset and verify it against its published fingerprint.")
-    p.add_argument("name", choices=["mp20"], help="mp20: CDVAE's MP-20 CSVs (train/val/test)")
-    p.add_argument("--root", default=None, help="destination folder (default: datasets/mp20 in the data root)")
-    p.add_argument("--base-url", default=None, help="mirror to download from")
+    p.add_argument("name", choices=["mp20", "sources"],
+                   help="mp20: CDVAE's MP-20 CSVs (train/val/test); sources: the raw CSVs the bundled sets are built "
+                        "from (MP-20 binary/ternary and MPTS-52 val/test, 8 MB; needed to rebuild the bundled set, "
+                        "for load_bundled(max_atoms=52) and calibrate)")
+    p.add_argument("--root", default=None, help="mp20: destination folder (default: datasets/mp20 in the data root)")
+    p.add_argument("--base-url", default=None, help="mp20: mirror to download from")
+    p.add_argument("--from", dest="from_dir", default=None,
+                   help="sources: copy from this folder (same layout, e.g. ../shared/data) instead of downloading")
     p.add_argument("--timeout", type=float, default=600.0,
                    help="give up when the whole download has not finished after this many seconds (default 600)")
     p.add_argument("--idle-timeout", type=float, default=30.0,
@@ -252,6 +258,20 @@ def _fetch_data(argv: list[str]) -> int:
         return _fail(f"--idle-timeout must be > 0 seconds, got {args.idle_timeout}")
     from mattergen_kit.datasets import DataIntegrityError, fetch_mp20
 
+    if args.name == "sources":
+        if args.root is not None or args.base_url is not None:
+            return _fail("--root and --base-url are for mp20; sources go to the data folder (use --from DIR to copy)")
+        from mattergen_kit.data.sources import fetch_sources
+
+        try:
+            fetch_sources(args.from_dir, timeout=min(args.idle_timeout, args.timeout), total_timeout=args.timeout)
+        except (OSError, ValueError, DataIntegrityError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print("source files in place and verified")
+        return 0
+    if args.from_dir is not None:
+        return _fail("--from is for `fetch-data sources`")
     try:
         paths = fetch_mp20(root=args.root, base_url=args.base_url, timeout=min(args.idle_timeout, args.timeout),
                            total_timeout=args.timeout)

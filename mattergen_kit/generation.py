@@ -29,9 +29,9 @@ from mattergen_kit.sampling.request import (DEFAULT_GUIDANCE_SCALE, DEFAULT_THRE
                                             check_allowed_elements, formula_atom_types, symmetry_templates)
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 
-BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.pt"
+BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.npz"
 #: the bundled model fine-tuned with property conditioning (configs/conditioned_cpu.yaml); used when conditions are given
-BUNDLED_CONDITIONED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20_conditioned.pt"
+BUNDLED_CONDITIONED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20_conditioned.npz"
 # DEFAULT_THREADS (sampling/request.py): torch CPU threads for sampling unless told otherwise (CLI --threads, Python
 # threads=). Measured on the 2-core box with the other core busy: `generate --num 8 --steps 100` sampled in
 # 10.6-12.5 s with 1 thread and 216-291 s with 2 (README "Speed notes"); one thread is never the slow case.

@@ -11,12 +11,15 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATASETS = REPO / "datasets"
+#: real Materials Project rows cut from the source files (tests/data/make_mp_rows.py): the full source CSVs are
+#: fetched on demand, not tracked (`mattergen-kit fetch-data sources`)
+MP_ROWS = REPO / "tests" / "data" / "mp_rows"
 
 
 @pytest.fixture(scope="session")
 def real_rows() -> pd.DataFrame:
     """The first 40 rows of MP-20's binary/ternary val split, as stored (CDVAE CSV columns)."""
-    return pd.read_csv(DATASETS / "mp20_biternary" / "val.csv.gz", nrows=40)
+    return pd.read_csv(MP_ROWS / "mp20_biternary_val_head120.csv.gz", nrows=40)
 
 
 @pytest.fixture(scope="session")
@@ -39,20 +42,8 @@ def mini_root(tmp_path_factory) -> Path:
     MPTS-52 rows include some whose material_id is also in the mini MP-20 files (to exercise the dedupe).
     """
     root = tmp_path_factory.mktemp("mini_datasets")
-    mpts = {s: pd.read_csv(DATASETS / "mpts_52" / f"{s}.csv.gz") for s in ("val", "test")}
-    mpts_ids = set(mpts["val"].material_id) | set(mpts["test"].material_id)
-    for split in ("val", "test"):
-        full = pd.read_csv(DATASETS / "mp20_biternary" / f"{split}.csv.gz")
-        shared = full[full.material_id.isin(mpts_ids)].head(8)
-        mini = pd.concat([full.head(40), shared]).drop_duplicates("material_id")
-        _write_gz_csv(mini, root / "mp20_biternary" / f"{split}.csv.gz")
-    mini_mp20_ids = set()
-    for split in ("val", "test"):
-        mini_mp20_ids |= set(pd.read_csv(root / "mp20_biternary" / f"{split}.csv.gz").material_id)
-    for split in ("val", "test"):
-        df = mpts[split]
-        mini = pd.concat([df.head(40), df[df.material_id.isin(mini_mp20_ids)]]).drop_duplicates("material_id")
-        _write_gz_csv(mini, root / "mpts_52" / f"{split}.csv.gz")
+    for rel in ("mp20_biternary/val.csv.gz", "mp20_biternary/test.csv.gz", "mpts_52/val.csv.gz", "mpts_52/test.csv.gz"):
+        _write_gz_csv(pd.read_csv(MP_ROWS / "mini" / rel), root / rel)  # made by tests/data/make_mp_rows.py
     for split in ("train", "val", "test"):
         df = pd.read_csv(DATASETS / "aflow_bulk_modulus" / f"{split}.csv.gz", nrows=25)
         _write_gz_csv(df, root / "aflow_bulk_modulus" / f"{split}.csv.gz")

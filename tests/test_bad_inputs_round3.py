@@ -215,7 +215,7 @@ def label_table(tmp_path, monkeypatch):
     import pandas as pd
 
     monkeypatch.setenv("MATTERGEN_KIT_CACHE", str(tmp_path / "cache"))
-    rows = pd.read_csv(REPO / "datasets" / "mp20_biternary" / "val.csv.gz", nrows=40)
+    rows = pd.read_csv(REPO / "tests" / "data" / "mp_rows" / "mp20_biternary_val_head120.csv.gz", nrows=40)
     rows["all_inf"] = np.inf
     rows["gap_typed"] = rows["band_gap"].astype(object)
     rows.loc[[7, 11, 14], "gap_typed"] = ["high", "tbd", "~2"]          # three typing mistakes among numbers

@@ -12,7 +12,7 @@ import torch
 from mattergen_kit.model import CrystalDenoiser
 from mattergen_kit.training import load_checkpoint, save_checkpoint
 
-REPO_DATA = "datasets/mp20_biternary/val.csv.gz"
+REPO_DATA = "tests/data/mp_rows/mp20_biternary_val_head120.csv.gz"  # real MP-20 rows (tests/data/make_mp_rows.py)
 
 
 @pytest.fixture(autouse=True)

@@ -46,7 +46,8 @@ def test_every_shipped_file_matches_its_checksum_and_is_safe():
     sums = [line.split() for line in (folder / SUMS_NAME).read_text().splitlines() if line.strip()]
     names = {n for _, n in sums}
     assert any(n.startswith("mp-bundled-20-") for n in names) and any(n.startswith("fp-") for n in names)
-    assert any(n.startswith("bandgap-hgb-") for n in names) and any(n.startswith("phases-") for n in names)
+    assert any(n.startswith("bandgap-hgb-") for n in names)
+    assert not any(n.startswith(("phases-", "hull-")) for n in names)  # seconds to build: not shipped (issue 23)
     for digest, name in sums:
         assert sha256_file(folder / name) == digest, name
         assert Path(name).suffix in (".npz", ".json", ".parquet"), name
@@ -69,7 +70,7 @@ def test_shipped_bundled_set_matches_the_raw_csv_rows():
     assert path is not None, "no precomputed bundled set for the current raw data"
     ds = CrystalDataset.from_npz(path)
     assert len(ds) > 15000 and set(ds.properties["split"]) == {"train", "val", "test"}
-    raw = pd.read_csv(REPO / "datasets/mp20_biternary/test.csv.gz", nrows=400)
+    raw = pd.read_csv(REPO / "tests/data/mp_rows/mini/mp20_biternary/test.csv.gz")  # real rows of the source file
     by_id = {m: k for k, m in enumerate(ds.properties["material_id"])}
     rows = [r for _, r in raw.iterrows() if r["material_id"] in by_id][:12]
     assert len(rows) >= 8
@@ -131,8 +132,8 @@ def test_shipped_band_gap_trees_predict_like_scikit_learn_and_reproduce_the_reco
 
 
 def test_fresh_cache_builds_nothing_slow(tmp_path):
-    """With an empty cache folder, everything evaluate derives from bundled data is read from the shipped files:
-    no 'building ...' message (each cache build announces itself, evaluation/cache.py)."""
+    """With an empty cache folder, everything slow that evaluate derives from bundled data is read from the shipped
+    files (each cache build announces itself, evaluation/cache.py): only the phases table builds, in seconds."""
     code = """
 import warnings; warnings.filterwarnings("ignore")
 from mattergen_kit.evaluation.reference import bundled, load_phases_table
@@ -149,7 +150,11 @@ print("OK", len(tr))
     p = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     assert "OK" in p.stdout
-    assert "building" not in p.stderr, p.stderr[-2000:]
+    # only the tables that build in seconds are left to build (issue 23: they are not shipped), each under a minute
+    import re
+
+    built = re.findall(r"built (.+?) in ([0-9.]+) s", p.stderr)
+    assert all(what.startswith("the MP-20 phases table") and float(sec) < 60 for what, sec in built), p.stderr[-2000:]
 
 
 # ============================================================================================ batched relaxation

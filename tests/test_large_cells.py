@@ -1,5 +1,7 @@
 """Cells up to 52 atoms: the k-nearest-neighbour graph of the denoiser and the cell-choice augmentation, on real
-MPTS-52 crystals with 30–52 atoms (read straight from the bundled CSV, parsed by pymatgen)."""
+MPTS-52 crystals with 30–52 atoms (real rows of the MPTS-52 source CSV, tests/data/mp_rows/, parsed by pymatgen)."""
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -8,7 +10,6 @@ from pymatgen.core import Lattice, Structure
 
 from mattergen_kit.data.cell_choice import random_equivalent_cells, random_unimodular
 from mattergen_kit.data.crystal_batch import CrystalBatch, canonicalize_structure
-from mattergen_kit.data.paths import CHECKOUT_DATA
 from mattergen_kit.model import CrystalDenoiser
 from mattergen_kit.model.denoiser import fully_connected_edges, nearest_neighbour_edges, parse_graph
 
@@ -19,7 +20,7 @@ K = 12
 @pytest.fixture(scope="module")
 def large_structures():
     """Three real MPTS-52 crystals with 30–52 atoms (canonical cells), plus a 5-atom one."""
-    df = pd.read_csv(CHECKOUT_DATA / "mpts_52" / "val.csv.gz", nrows=400)
+    df = pd.read_csv(Path(__file__).parent / "data" / "mp_rows" / "mpts_52_val_large.csv.gz")  # make_mp_rows.py
     out = []
     for cif in df.cif:
         s = Structure.from_str(cif, fmt="cif")

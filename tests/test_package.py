@@ -69,7 +69,7 @@ def wheel(tmp_path_factory) -> Path:
 
 def test_the_wheel_holds_the_model_metrics_and_every_checksummed_data_file(wheel):
     names = set(zipfile.ZipFile(wheel).namelist())
-    assert "mattergen_kit/checkpoints/mp_bundled_20.pt" in names
+    assert "mattergen_kit/checkpoints/mp_bundled_20.npz" in names
     assert "mattergen_kit/checkpoints/training_metrics.csv" in names
     assert "mattergen_kit/evaluation/chgnet_elemental_references.json" in names
     sums = [line.split()[1].lstrip("*").removeprefix("./")

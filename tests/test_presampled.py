@@ -16,7 +16,7 @@ def store():
 
     ds = load_bundled("val", progress=False).subset(range(24))
     batch = CrystalBatch.collate([ds[i] for i in range(24)])
-    key = job_key("mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt", 24, 0, 100, {"space_group": 225}, 2.0)
+    key = job_key("mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz", 24, 0, 100, {"space_group": 225}, 2.0)
     job = {"atom_types": batch.atom_types, "frac_coords": batch.frac_coords, "lattice": batch.lattice,
            "num_atoms": batch.num_atoms, "seconds": 1.0, "batch_size": 24, "device": "cpu", "label": "sg225_g2"}
     return {"format": STORE_FORMAT, "jobs": {key: job}}, ds
@@ -26,18 +26,18 @@ def test_adherence_judges_a_store_like_a_model(store, tmp_path):
     from mattergen_kit.studies.adherence import measure, run
 
     data, ds = store
-    model = PresampledModel(data, "mp_bundled_20_conditioned.pt")
+    model = PresampledModel(data, "mp_bundled_20_conditioned.npz")
     rows = run(model, "space_group", [225], gammas=(2.0,), num=24, steps=100, out=tmp_path, progress=False)
     truth = measure(ds.structures, "space_group")
     assert rows[0]["hit_rate"] == pytest.approx(sum(sg == 225 for sg in truth) / 24)
-    assert rows[0]["drawn_on"]["model"] == "mp_bundled_20_conditioned.pt"
+    assert rows[0]["drawn_on"]["model"] == "mp_bundled_20_conditioned.npz"
     got = model.generate(24, seed=0, steps=100, conditions={"space_group": 225}, guidance_scale=2.0)
     assert [s.composition.reduced_formula for s in got] == [s.composition.reduced_formula for s in ds.structures]
 
 
 def test_a_request_the_store_lacks_is_a_clear_error(store, tmp_path):
     data, _ = store
-    model = PresampledModel(data, "mp_bundled_20_conditioned.pt")
+    model = PresampledModel(data, "mp_bundled_20_conditioned.npz")
     with pytest.raises(KeyError, match="draw them with tools/sample_on_device.py"):
         model.generate(24, seed=0, steps=200, conditions={"space_group": 225}, guidance_scale=2.0)
     with pytest.raises(ValueError, match="drawn here"):
@@ -132,7 +132,7 @@ def test_a_text_store_round_trips_exactly_and_a_bad_one_is_refused(tmp_path):
 
 def test_a_store_follows_the_guidance_rule_and_refuses_what_it_cannot_honour(store):
     data, ds = store
-    model = PresampledModel(data, "mp_bundled_20_conditioned.pt")
+    model = PresampledModel(data, "mp_bundled_20_conditioned.npz")
     # conditions without guidance_scale are the γ = 2 request, as for a model
     got = model.generate(24, seed=0, steps=100, conditions={"space_group": 225})
     assert [s.composition.reduced_formula for s in got] == [s.composition.reduced_formula for s in ds.structures]

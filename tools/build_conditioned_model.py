@@ -10,11 +10,11 @@ The GPU route (training/fast.py: ``pack --conditioned`` here, then ``train --ini
 the same objective with the same labels, dropout and adapter; ``--trained`` ships its result from here with the
 same meta and card, after checking that it was fine-tuned from the current base (same architecture).
 
-1. reads the base (default ``mattergen_kit/checkpoints/mp_bundled_20.pt``) and keys the run folder by its sha256,
+1. reads the base (default ``mattergen_kit/checkpoints/mp_bundled_20.npz``) and keys the run folder by its sha256,
    ``runs/conditioned_cpu-<sha12>``: the same base resumes an interrupted run, a new base starts afresh;
 2. fine-tunes it with ``configs/conditioned_cpu.yaml`` (all weights + a zero-initialised adapter for the 8
    properties, subset condition dropout 0.2; architecture and diffusion settings from the base);
-3. unless ``--no-ship``/``--max-time`` is given: writes ``mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt``
+3. unless ``--no-ship``/``--max-time`` is given: writes ``mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz``
    (meta: base sha, labelled counts per property, the base's sampling settings, wall time, commit) and
    ``mattergen_kit/checkpoints/CONDITIONED_MODEL_CARD.md``.
 """
@@ -31,6 +31,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
+from mattergen_kit.model.checkpoint import pack_checkpoint
 from mattergen_kit.training import TrainConfig, load_checkpoint, save_checkpoint, train
 from mattergen_kit.model.checkpoint import SAMPLING_META
 from mattergen_kit.training.module import CrystalDataModule
@@ -114,8 +115,11 @@ def ship(ckpt: dict, base_ckpt: dict, base: Path, sha: str, weights_dtype: str, 
         shown = base
     meta.update({"base": str(shown), "base_sha256": sha,
                  "dataset": "mp-bundled-20 (train split) with datasets/labels/", **fields})
-    save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT, ckpt["model_config"], ckpt["state_dict"], ckpt["diffusion_config"],
-                    meta, weights_dtype=weights_dtype)
+    plain = save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT.with_suffix(".pt"), ckpt["model_config"], ckpt["state_dict"],
+                            ckpt["diffusion_config"], meta, weights_dtype=weights_dtype)
+    # shipped packed (mattergen_kit.model.packed_weights): its weights as differences from the shipped base
+    pack_checkpoint(plain, BUNDLED_CONDITIONED_CHECKPOINT, base=BUNDLED_CHECKPOINT)
+    plain.unlink()
     write_card(meta, ckpt)
     print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} ({BUNDLED_CONDITIONED_CHECKPOINT.stat().st_size / 2**20:.1f} MB) "
           f"and {CARD.name}")

@@ -25,7 +25,7 @@ log() { sed -u "s/^/[$1] /" >> "$OUT/log.txt"; }
 one_property() {
   local prop=$1
   python -m mattergen_kit.training.fast train --pack "$WORK/cond.pt" --properties "$prop" \
-    --init-from mattergen_kit/checkpoints/mp_bundled_20.pt --out "$WORK/$prop" --max-steps "$STEPS" --minutes 6.5 \
+    --init-from mattergen_kit/checkpoints/mp_bundled_20.npz --out "$WORK/$prop" --max-steps "$STEPS" --minutes 6.5 \
     --lr 2e-4 --warmup-steps 200 --seed 1 --device "$DEVICE" --weights-dtype float16 2>&1 | log "train $prop"
   cp "$WORK/$prop/model.pt" "runs/dev/mp_bundled_20_$prop.pt" && cp "$WORK/$prop/model.pt" "$OUT/mp_bundled_20_$prop.pt"
   python tools/sample_on_device.py draw --plan "$CARRY/plan_$prop.json" --out "$OUT/store_$prop.pt" \

@@ -31,7 +31,7 @@ if [ "${SMOKE:-0}" = 1 ]; then   # the whole path on a CPU with tiny settings: i
   NUM=${NUM:-4}; LARGE_NUM=${LARGE_NUM:-2}; STEPS=${STEPS:-3}; LIMIT_VAL=${LIMIT_VAL:-64}
 fi
 CARRY=${CARRY:-runs/carry52}; DEVICE=${DEVICE:-cuda}; WORK=${WORK:-/tmp/train52}
-INIT=${INIT:-mattergen_kit/checkpoints/mp_bundled_20.pt}; MINUTES=${MINUTES:-5}; BATCH=${BATCH:-1024}
+INIT=${INIT:-mattergen_kit/checkpoints/mp_bundled_20.npz}; MINUTES=${MINUTES:-5}; BATCH=${BATCH:-1024}
 LR=${LR:-5e-4}; WARMUP=${WARMUP:-200}; GRAPH=${GRAPH:-all}; CELL_AUGMENT=${CELL_AUGMENT:-0}; CONVENTIONAL=${CONVENTIONAL:-0}
 WEIGHT_DECAY=${WEIGHT_DECAY:-0.01}; VAL_EVERY=${VAL_EVERY:-30}; SEED=${SEED:-0}; LIMIT_VAL=${LIMIT_VAL:-0}
 NUM=${NUM:-1000}; LARGE_NUM=${LARGE_NUM:-256}; STEPS=${STEPS:-1000}; SAMPLE_BATCH=${SAMPLE_BATCH:-500}

@@ -10,7 +10,7 @@ md, code = nbf.v4.new_markdown_cell, nbf.v4.new_code_cell
 cells = [
 md("""# 04 · Conditioning and guidance: steer generation toward the properties you ask for
 
-The conditioned bundled model (`mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt`) is the base model plus
+The conditioned bundled model (`mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz`) is the base model plus
 an **adapter**: every property has an embedding (a learned *null* vector when the property is not given) that is
 mixed into each layer of the denoiser through zero-initialised layers (MatterGen's adapter). It was fine-tuned
 with condition dropout, so **one checkpoint serves any subset of its properties**, and with no conditions it is

@@ -39,8 +39,8 @@ print(model.meta.get("lineage"))"""),
 The CPU model's three legs (batch 64) and the GPU model (batch 1,024, 21,000 crystals/s on the H200; its val
 split draws differ from the Lightning runs', so compare shapes and levels, not the third decimal)."""),
     nbf.v4.new_code_cell("""legs, offset = [], 0
-for name, path in [("CPU round 1", LOGS / "v1_metrics.csv"), ("CPU 2a: + crystal summary", LOGS / "v2a_metrics.csv"),
-                   ("CPU 2b: + composition logits", LOGS / "v2b_metrics.csv")]:
+for name, path in [("CPU round 1", LOGS / "v1_metrics.csv.gz"), ("CPU 2a: + crystal summary", LOGS / "v2a_metrics.csv.gz"),
+                   ("CPU 2b: + composition logits", LOGS / "v2b_metrics.csv.gz")]:
     m = pd.read_csv(path)
     m["crystals_seen"] = (m["step"] + offset) * 64
     offset = int(m["step"].max()) + offset
@@ -151,7 +151,7 @@ if SMALL:
 else:
     from mattergen_kit.presampled import PresampledModel
     run = json.loads((RESULTS / "quality_gpu_1000steps.json").read_text())
-    store = PresampledModel(RESULTS / "device_samples_h200.json.gz", "mp_bundled_20.pt")
+    store = PresampledModel(RESULTS / "device_samples_h200.json.gz", "mp_bundled_20.npz")
     generated = store.generate(run["num"], seed=run["seed"], steps=run["steps"])
     label = (f"{len(generated)} generated (shipped model, step {run['global_step']}, {run['steps']} steps, "
              f"seed {run['seed']})")
@@ -394,7 +394,7 @@ NOTEBOOKS["conditioning_figures"] = [
     nbf.v4.new_markdown_cell("""# Figures: steering the conditioned bundled model
 
 The kinds of figure in the MatterGen paper that show conditioning at work, from this project's conditioned model
-(`mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt`): the share of samples in the requested space group
+(`mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz`): the share of samples in the requested space group
 against the guidance scale γ, chemical systems, property distributions shifted toward a target, and what steering
 costs in validity, uniqueness and stability. γ = 0 is the unconditional model.
 

@@ -5,15 +5,13 @@
 * the bundled set as ``mp-bundled-20-<key>.npz`` (from ``load_bundled``; checked to load back identically);
 * fingerprints of the default reference (1,000 bundled-train crystals) as ``fp-bundled-train-1000-<hash>.npz``;
 * the band-gap model (refitted here) as ``bandgap-hgb-<n_train>-<n_test>.npz`` (checked against scikit-learn);
-* the MP-20 phases table as ``phases-<digest>.parquet``;
-* the default convex hull ``mp20+mpfe`` (MP-20 phases + bundled + MP formation energies) as ``hull-mp20+mpfe-<key>.parquet``;
-
-and records each file's sha256 in ``datasets/precomputed/SHA256SUMS``. Nothing is pickled.
+and records each file's sha256 in ``datasets/precomputed/SHA256SUMS``. Nothing is pickled. The MP-20 phases table and
+the default convex hull (``mp20+mpfe``) are not shipped: they build from the bundled files in ~2 s and ~7 s at first use
+(issue 23: only what cannot be rebuilt in a minute ships precomputed).
 """
 
 from __future__ import annotations
 
-import shutil
 import sys
 import time
 
@@ -58,21 +56,6 @@ def main() -> int:
     export_trees(pred, path)
     print(f"{path.name}: test MAE {pred.metrics['test_mae_eV']:.4f} eV, sha256 {record_precomputed(path)[:12]}")
 
-    from mattergen_kit.evaluation.reference import load_phases_table
-
-    load_phases_table()
-    ph = sorted(cache_dir().glob("phases-*.parquet"), key=lambda p: p.stat().st_mtime)[-1]
-    shutil.copyfile(ph, out / ph.name)
-    print(f"{ph.name}: sha256 {record_precomputed(out / ph.name)[:12]}")
-
-    from mattergen_kit.evaluation.reference import hull_table, merged_hull_file_name
-
-    hull_table.cache_clear()
-    hull_table()  # builds the merged hull table in the cache when no valid shipped copy matches its key
-    name = merged_hull_file_name()
-    if not (out / name).is_file():
-        shutil.copyfile(cache_dir() / name, out / name)
-    print(f"{name}: sha256 {record_precomputed(out / name)[:12]}")
     print(f"done in {time.perf_counter() - t:.0f} s", file=sys.stderr)
     return 0
 

@@ -34,8 +34,8 @@ sys.path.insert(0, str(ROOT))
 
 from mattergen_kit.presampled import STORE_FORMAT, job_batch, job_by_label, job_key, load_store, save_store  # noqa: E402
 
-BASE = "mattergen_kit/checkpoints/mp_bundled_20.pt"
-CONDITIONED = "mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt"
+BASE = "mattergen_kit/checkpoints/mp_bundled_20.npz"
+CONDITIONED = "mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz"
 
 
 def conditioning_jobs(num: int = 256, nums: dict | None = None, model: str = CONDITIONED,

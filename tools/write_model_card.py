@@ -98,7 +98,7 @@ def main(argv=None) -> int:
                "(`mattergen_kit/training/fast.py`)" if gpu else f"trained on {meta.get('hardware')}")
 
     lines = [
-        "# Model card: mp_bundled_20.pt (the bundled unconditional model)", "",
+        "# Model card: mp_bundled_20.npz (the bundled unconditional model)", "",
         "An unconditional MatterGen-style crystal diffusion model (atom types, fractional coordinates, lattice)",
         f"with mattergen_kit's `CrystalDenoiser`, {trained}. It is small and was trained on 13k crystals: use it to",
         "try the toolkit, not as a substitute for MatterGen's released checkpoints.", "",

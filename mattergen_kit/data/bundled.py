@@ -25,7 +25,8 @@ from mattergen_kit.data.bundled_large import (LARGE_MAX_ATOMS, LARGE_NAME, NEW_F
 from mattergen_kit.data.csv_table import _csv_rows, _read_table
 from mattergen_kit.data.dataset import CACHE_VERSION, MAX_ATOMS, CrystalDataset, _cached, _isnum
 from mattergen_kit.data.parsing import process_records
-from mattergen_kit.data.paths import cache_root, data_root, read_sha256sums, sha256_file, verify_file
+from mattergen_kit.data.paths import (SourceFilesMissing, cache_root, data_root, read_sha256sums, sha256_file, source_digest,
+                                      source_path, verify_file)
 from mattergen_kit.data.report import LoadReport, Skip
 
 __all__ = ["load_bundled", "num_atoms_histogram", "load_aflow_bulk_modulus", "load_mp20_phases", "split_of",
@@ -83,13 +84,19 @@ def _build_bundled(root: Path, digests: dict[str, str], workers: int, progress: 
     filters = {"max_atoms": MAX_ATOMS, "e_above_hull_max": E_ABOVE_HULL_MAX,
                "formation_energy_max": FORMATION_ENERGY_MAX, "exclude_elements": True}
     report = LoadReport(name=BUNDLED_NAME, sources=list(BUNDLED_FILES))
+    try:
+        for rel in BUNDLED_FILES:
+            verify_file(rel, root)
+    except SourceFilesMissing as err:
+        raise SourceFilesMissing(f"{BUNDLED_NAME} has to be built from its source files (no precomputed copy in "
+                                 f"{root / 'precomputed'} matches them and none is cached): {err}") from None
     all_records, all_props = [], {}
     seen: set[str] = set()
     for rel in BUNDLED_FILES:
-        df = _read_table(root / rel)
+        df = _read_table(source_path(rel, root))
         mp20 = rel.startswith("mp20_biternary")
         sub_report = LoadReport()
-        records, rows_props = _csv_rows(df, root / rel, rel, sub_report, "cif", filters)
+        records, rows_props = _csv_rows(df, source_path(rel, root), rel, sub_report, "cif", filters)
         for s in sub_report.skipped:
             report.skipped.append(s)
         kept_records = []
@@ -145,7 +152,7 @@ def _assemble_rows(results, all_props: dict, report: LoadReport, name: str) -> C
 def _bundled_key(root: Path) -> tuple[dict[str, str], str]:
     """``(raw file digests, cache key)``: the key names the tensor cache and the shipped precomputed set."""
     sums = read_sha256sums(root)
-    digests = {rel: verify_file(rel, root, sums) for rel in BUNDLED_FILES}
+    digests = {rel: source_digest(rel, root, sums) for rel in BUNDLED_FILES}  # recorded digests if not fetched
     key = hashlib.sha256(json.dumps([digests, CACHE_VERSION, E_ABOVE_HULL_MAX, FORMATION_ENERGY_MAX, MAX_ATOMS,
                                      SPLIT_SEED], sort_keys=True).encode()).hexdigest()[:16]
     return digests, key
@@ -209,7 +216,7 @@ def _large_key(root: Path) -> tuple[dict[str, str], str]:
     """``(raw file digests, cache key)`` of mp-bundled-52: the 20-atom set's key, the new files' sha256, the record
     of the new rows' splits and the filter settings."""
     sums = read_sha256sums(root)
-    digests = {rel: verify_file(rel, root, sums) for rel in NEW_FILES}
+    digests = {rel: source_digest(rel, root, sums) for rel in NEW_FILES}
     record = large_splits_file(root)
     key = hashlib.sha256(json.dumps([_bundled_key(root)[1], digests, sha256_file(record) if record.exists() else "",
                                      CACHE_VERSION, E_ABOVE_HULL_MAX, FORMATION_ENERGY_MAX, LARGE_MAX_ATOMS],
@@ -225,11 +232,16 @@ def build_new_rows(root: Path, known: dict[str, str], workers: int = 2, progress
     filters = {"max_atoms": LARGE_MAX_ATOMS, "max_atoms_canonical": LARGE_MAX_ATOMS,
                "e_above_hull_max": E_ABOVE_HULL_MAX, "formation_energy_max": FORMATION_ENERGY_MAX,
                "exclude_elements": True}
-    digests = {rel: verify_file(rel, root) for rel in NEW_FILES}
+    digests = {rel: source_digest(rel, root) for rel in NEW_FILES}
     key = hashlib.sha256(json.dumps([digests, sorted(known.items()), filters, CACHE_VERSION],
                                     sort_keys=True).encode()).hexdigest()[:16]
 
     def build() -> CrystalDataset:
+        try:
+            for rel in NEW_FILES:
+                verify_file(rel, root)
+        except SourceFilesMissing as err:
+            raise SourceFilesMissing(f"{LARGE_NAME} is built from source files at first use: {err}") from None
         report = LoadReport(name=f"{LARGE_NAME} new rows", sources=list(NEW_FILES))
         records, props = new_row_records(root, known, filters, report)
         results = process_records(records, workers=workers, progress=progress, desc=f"building {LARGE_NAME}")
@@ -364,7 +376,7 @@ def load_aflow_bulk_modulus(split: str = "train", *, workers: int = 2, progress:
 
 def load_mp20_phases(as_dataframe: bool = True) -> pd.DataFrame:
     """The MP-20 phases table (35k materials, no structures): a DataFrame with material_id, formula,
-    species_at_sites, e_above_hull, formation_energy_per_atom, band_gap, the ML-potential energies, and
+    species_at_sites, e_above_hull, formation_energy_per_atom, band_gap, and
     the derived chemical_system, num_atoms, hhi_production, hhi_reserve. Verified against SHA256SUMS.
     """
     root = data_root()

@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from mattergen_kit.data.csv_table import _csv_rows, _read_table
+from mattergen_kit.data.paths import source_path
 from mattergen_kit.data.report import LoadReport, Skip
 
 __all__ = ["LARGE_NAME", "LARGE_MAX_ATOMS", "NEW_FILES", "SPLIT_SEED_52", "large_splits_file", "new_row_records",
@@ -53,9 +54,9 @@ def new_row_records(root: Path, known: dict[str, str], filters: dict, report: Lo
     seen = set(known)
     records, props = [], {}
     for rel in NEW_FILES:
-        df = _read_table(root / rel)
+        df = _read_table(source_path(rel, root))
         sub = LoadReport()
-        recs, rows_props = _csv_rows(df, root / rel, rel, sub, "cif", filters)
+        recs, rows_props = _csv_rows(df, source_path(rel, root), rel, sub, "cif", filters)
         report.skipped.extend(sub.skipped)
         for rec in recs:
             row = rec[0]

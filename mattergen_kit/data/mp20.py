@@ -43,9 +43,11 @@ def _how_to_get(root: Path) -> str:
             "Without internet, use the bundled subset: mattergen_kit.datasets.load_bundled().")
 
 
-def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline: float | None = None) -> None:
+def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline: float | None = None,
+              fingerprint=git_blob_id, what: str = "MP-20's") -> None:
     """Download ``url`` to ``dest`` (verified, atomic). ``timeout``: seconds a single read may wait;
-    ``deadline``: a ``time.monotonic()`` value by which the whole download must have finished."""
+    ``deadline``: a ``time.monotonic()`` value by which the whole download must have finished; ``fingerprint``:
+    the function of a file path whose value must equal ``expected_blob`` (default git's blob id; or sha256)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(f".{dest.name}.part{os.getpid()}")
     size = 0
@@ -72,9 +74,9 @@ def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline
                                      ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError, ValueError) as exc:
             raise DataIntegrityError(f"could not download {url}: {type(exc).__name__}: {exc}") from None
-        got = git_blob_id(tmp)
+        got = fingerprint(tmp)
         if got != expected_blob:
-            raise DataIntegrityError(f"{url} has git blob id {got} ({size} bytes) but MP-20's {dest.name} is "
+            raise DataIntegrityError(f"{url} has fingerprint {got} ({size} bytes) but {what} {dest.name} is "
                                      f"{expected_blob}: the download is corrupt, partial or a different file; "
                                      "nothing was saved. Try again (or check base_url).")
         os.replace(tmp, dest)

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Structure
 
-from mattergen_kit.data.paths import data_root
+from mattergen_kit.data.paths import source_path, verify_file
 from mattergen_kit.evaluation.cache import building, load_arrays, save_arrays
 from mattergen_kit.evaluation.hull import ConvexHull, ElementalReferences, fit_elemental_references
 from mattergen_kit.evaluation.potentials import SEVENNET_VARIANT, limit_threads, load_potential
@@ -125,7 +125,10 @@ def _unstable_set(n: int, seed: int = 0, atoms: tuple[int, int] = (1, 20), unsta
     """MPTS-52 structures not in the bundled set with ``atoms[0]..atoms[1]`` atoms: those MP places above the hull
     (E_hull > 0.1 eV/atom) when ``unstable_only``, else any (the large-cell set: 21–52 atoms, stable or not)."""
     known = set(bundled("all").properties["material_id"].astype(str))
-    df = pd.concat([pd.read_csv(data_root() / f"mpts_52/{s}.csv.gz") for s in ("val", "test")], ignore_index=True)
+    rels = [f"mpts_52/{s}.csv.gz" for s in ("val", "test")]
+    for rel in rels:  # source files: a clear line naming `mattergen-kit fetch-data sources` when not fetched
+        verify_file(rel)
+    df = pd.concat([pd.read_csv(source_path(rel)) for rel in rels], ignore_index=True)
     df = df[~df["material_id"].isin(known)]
     if unstable_only:
         df = df[df["energy_above_hull"] > 0.1]

@@ -25,8 +25,9 @@ Hulls (:func:`hull_table`; a hull needs only composition + DFT formation energy 
   competing phases have > 20 atoms per cell looks emptier than it is (the demo's PrCdClF3 sat 1.1 eV/atom
   *below* it; it is +0.3 above ``"mp20+mpfe"``). Kept to compare old figures with new ones.
 
-The merged table ships precomputed (``datasets/precomputed/hull-mp20+mpfe-<key>.parquet``, no pickle; checksum in
-``precomputed/SHA256SUMS``); it is rebuilt from the verified sources when the file is absent or altered.
+The merged table is built from the verified sources at first use (~7 s) into the cache
+(``<cache>/evaluation/hull-mp20+mpfe-<key>.parquet``, no pickle) and rebuilt when that file is absent or unreadable; a
+``datasets/precomputed`` copy with a matching checksum would be used first (none ships: issue 23's budget).
 """
 
 from __future__ import annotations

@@ -4,7 +4,10 @@
      "model_config": {...CrystalDenoiser kwargs}, "diffusion_config": {...CrystalDiffusion kwargs},
      "state_dict": {...EMA weights}, "meta": {...plain python values}}
 
-Loading uses ``torch.load(weights_only=True)``: no code from the file is run.
+Loading uses ``torch.load(weights_only=True)``: no code from the file is run. The shipped models are *packed*
+(:mod:`mattergen_kit.model.packed_weights`: the same dict as LZMA-compressed byte planes, numbers and JSON only; a
+fine-tune stored as its difference from the base); :func:`load_checkpoint` reads both kinds, and
+:func:`pack_checkpoint` turns one into the other losslessly.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from mattergen_kit.conditioning import adapter_from_meta
 from mattergen_kit.diffusion.joint import CrystalDiffusion
 from mattergen_kit.diffusion.lattice import LatticeVPSDE
 from mattergen_kit.model.denoiser import CrystalDenoiser
+from mattergen_kit.model.packed_weights import PackedCheckpointError, is_packed, read_packed, write_packed
 
 FORMAT = "mattergen_kit.checkpoint"
 VERSION = 1
@@ -65,7 +69,13 @@ def load_checkpoint(path: str | Path) -> dict:
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        if is_packed(path):
+            ckpt = read_packed(path)
+            ckpt.pop("state_dict_stored")
+        else:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except PackedCheckpointError as err:
+        raise CheckpointError(str(err)) from err
     except Exception as err:  # zip/pickle errors differ between torch versions: report them all the same way
         raise CheckpointError(f"{path} is not a readable checkpoint (corrupted, truncated or not a torch file): "
                               f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}") from err
@@ -86,6 +96,21 @@ def load_checkpoint(path: str | Path) -> dict:
     ckpt["state_dict"] = {k: v.float() if v.dtype in (torch.float16, torch.bfloat16) else v
                           for k, v in ckpt["state_dict"].items()}  # half-precision storage → float32 weights
     return ckpt
+
+
+def pack_checkpoint(source: str | Path, out_path: str | Path, base: str | Path | None = None) -> Path:
+    """Write the checkpoint at ``source`` (either kind) packed at ``out_path``, its tensors bit for bit as stored
+    (float16 weights stay float16); ``base``: a packed base model in the same folder to store the weights as a
+    difference from (a fine-tune). Checks that reading the result gives the same tensors."""
+    source, out_path = Path(source), Path(out_path)
+    raw = read_packed(source) if is_packed(source) else torch.load(source, map_location="cpu", weights_only=True)
+    raw.pop("state_dict_stored", None)
+    write_packed(out_path, raw, base)
+    again = read_packed(out_path)["state_dict"]
+    for name, t in raw["state_dict"].items():
+        if not (again[name].dtype == t.dtype and torch.equal(again[name], t)):
+            raise CheckpointError(f"packing {source} changed {name!r}: not written")
+    return out_path
 
 
 def diffusion_from_config(config: dict | None = None):

@@ -1,6 +1,6 @@
 r"""Do conditioned samples have the property they were asked for? (issue 10's proof, one row per target and γ)
 
-    python -m mattergen_kit.studies.adherence --model mattergen_kit/checkpoints/mp_bundled_20_conditioned.pt \
+    python -m mattergen_kit.studies.adherence --model mattergen_kit/checkpoints/mp_bundled_20_conditioned.npz \
         --property space_group --targets 225,194,62,14,2 --gammas 0,1,2,4 --num 64 --steps 200 --out runs/adherence
 
 Per (property, target, γ) it generates ``num`` crystals (γ = 0 is the unconditional model: sampled once and

@@ -136,7 +136,7 @@ def _default_value(spec) -> float:
 
 class GenerationPanel(w.VBox):
     """Guidance panel for ``model`` (a ``GenerativeModel``, a checkpoint path, or None = the conditioned bundled
-    model ``mp_bundled_20_conditioned.pt``; ``mk.load_model()`` gives the unconditional base);
+    model ``mp_bundled_20_conditioned.npz``; ``mk.load_model()`` gives the unconditional base);
     see the module docstring. ``labels``: training labels to plot against (default: the bundled train split,
     read on first plot); ``thumbnails``: draw a small picture on every card."""
 

@@ -17,7 +17,7 @@ REPO = HERE.parents[1]
 
 def main() -> None:
     BAD.mkdir(exist_ok=True)
-    rows = pd.read_csv(REPO / "datasets" / "mp20_biternary" / "val.csv.gz", nrows=3)
+    rows = pd.read_csv(HERE / "mp_rows" / "mp20_biternary_val_head120.csv.gz", nrows=3)
     cif = rows.cif[0]  # TmMgHg2, 4 atoms, real MP-20 row mp-865981
     atom_lines = [ln for ln in cif.splitlines() if ln.startswith("  Tm ") or ln.startswith("  Mg ")
                   or ln.startswith("  Hg ")]
