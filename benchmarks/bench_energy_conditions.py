@@ -26,7 +26,9 @@ from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, load_model
 POINTS = [("e_above_hull", 0.0, 0.0), ("e_above_hull", 0.0, 2.0), ("e_above_hull", 0.0, 4.0),
           ("e_above_hull", 0.0, 1.0), ("formation_energy_per_atom", -2.5, 2.0),
           ("formation_energy_per_atom", -2.5, 4.0), ("formation_energy_per_atom", -2.5, 1.0),
-          ("e_above_hull", 0.1, 2.0), ("formation_energy_per_atom", -0.5, 2.0)]
+          ("e_above_hull", 0.1, 2.0), ("formation_energy_per_atom", -0.5, 2.0),
+          ("e_above_hull", 0.1, 1.0), ("e_above_hull", 0.1, 4.0), ("formation_energy_per_atom", -0.5, 1.0),
+          ("formation_energy_per_atom", -0.5, 4.0)]
 
 
 def main(argv=None) -> int:

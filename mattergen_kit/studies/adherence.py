@@ -356,8 +356,12 @@ def plot_price(rows: list[dict], ax=None):
         own = sorted((r for r in rows if r["property"] == prop and str(r["target"]) == target
                       and r.get("stability") is not None), key=lambda r: r["gamma"])
         n = "/".join(map(str, sorted({r.get("stability_n", r["num"]) for r in own})))
-        ax.plot([r["gamma"] for r in own], [r["stability"] for r in own], "--d",
-                label=f"stable (CHGNet, old mp20 hull, E_hull ≤ 0.1): {prop.replace('_', ' ')} {target}, n={n}")
+        hull = own[0].get("hull", "old mp20")   # rows re-judged on mp20+mpfe carry hull= (bench_conditioning.read_all)
+        line, = ax.plot([r["gamma"] for r in own], [r["stability"] for r in own], "--d",
+                        label=f"stable (CHGNet, {hull} hull, E_hull ≤ 0.1): {prop.replace('_', ' ')} {target}, n={n}")
+        if all(r.get("stability_mp20") is not None for r in own):   # the first-published figure, faint
+            ax.plot([r["gamma"] for r in own], [r["stability_mp20"] for r in own], ":", color=line.get_color(),
+                    alpha=0.5, label=f"same, old mp20 hull: {prop.replace('_', ' ')} {target}")
     ax.set_xlabel("guidance scale γ")
     ax.set_ylim(0, 1.02)
     ax.set_title(f"price of steering\n{_caption(rows)}", fontsize=9)
