@@ -233,6 +233,10 @@ def _run_generation(args) -> int:
     print(f"wrote {len(written['cifs'])} CIFs, summary.csv, {written['extxyz'].name}, {written['cif_zip'].name}"
           + (" and grid.png" if "picture" in written else "") + f" to {args.out} (seed {written['seed']}) "
           f"in {seconds:.1f} s ({sampled[0] / seconds:.2f} crystals/s sampled)")
+    if written.get("rejected"):  # failed the kit's validity check: not written as crystals (outputs.crystal_cif)
+        from mattergen_kit.outputs import rejected_message
+
+        print(rejected_message(written["rejected"], args.num), file=sys.stderr)
     return 0
 
 

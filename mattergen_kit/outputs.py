@@ -10,6 +10,17 @@ A run folder holds, for ``num`` crystals:
   each finished batch at full float precision (the final files are built from these, so a resumed run
   writes the same bytes as an uninterrupted one).
 
+A sampled crystal is written as a crystal only if the kit can stand behind the file (:func:`crystal_cif`): it passes
+the kit's own structural validity (``evaluation.validity.structural_validity``: finite cell, every pair of atoms, own
+periodic images included, ``d_ij ≥ 0.5 Å``), its volume is physical (``MIN_VOLUME_PER_ATOM ≤ V/N ≤
+MAX_VOLUME_PER_ATOM``) and its CIF reads back through pymatgen as the same crystal (same number of sites, same
+species). A crystal that fails is **rejected, not written**: no ``crystal_NNNN.cif``, no frame in the extxyz or the
+zip; its name and the reason are recorded in ``manifest.json`` (``"rejected"``), in ``summary.csv`` (``written``
+False, ``rejected_reason``), in the returned dict (``"rejected"``) and in a warning (the CLI prints a line). Its
+arrays stay in ``.batches/`` for inspection, and the file names of the others do not shift (crystal i is always
+``crystal_i``), so a resumed run is unchanged. (Issue 24: a CIF with three Co atoms 0.0001 Å apart was written and
+then could not be read back by pymatgen.)
+
 Every file is written to a temporary name and renamed into place (``os.replace`` is atomic), so an
 interrupted run leaves whole files only. :func:`prepare_out_dir` refuses a non-empty folder unless the
 caller asks to overwrite it (it is cleared) or to resume it (finished batches are kept and not redone).
@@ -56,8 +67,17 @@ CIF_ZIP = "generated_crystals_cif.zip"
 LOCK = ".lock"
 
 
+MIN_VOLUME_PER_ATOM = 3.0  # Å³/atom: the densest crystals at ambient pressure have ~5.7 (diamond; the bundled train
+#                            split's minimum is 5.77), and even a few hundred GPa compresses solids only to ~3
+MAX_VOLUME_PER_ATOM = 500.0  # Å³/atom: a cube of 7.9 Å per atom, a gas (the train split's maximum is 118)
+
+
 class OutputError(ValueError):
     """The output folder cannot be used as asked (not a folder, not writable, not empty, foreign manifest)."""
+
+
+class RejectedCrystalWarning(UserWarning):
+    """Some sampled crystals failed the kit's own validity check and were not written as crystals."""
 
 
 # ------------------------------------------------------------------------------------------ atomic files
@@ -230,6 +250,7 @@ class RunManifest:
     settings: dict[str, Any]
     batches: dict[str, list[str]] = field(default_factory=dict)
     complete: bool = False
+    rejected: dict[str, str] = field(default_factory=dict)  # CIF name -> why the crystal was not written
     format: str = MANIFEST_FORMAT
     version: int = MANIFEST_VERSION
 
@@ -248,7 +269,12 @@ class RunManifest:
         if d.get("version") != MANIFEST_VERSION:
             raise OutputError(f"{path} has manifest version {d.get('version')}; this mattergen_kit reads "
                               f"version {MANIFEST_VERSION}")
-        return cls(settings=d["settings"], batches=d.get("batches", {}), complete=bool(d.get("complete")))
+        return cls(settings=d["settings"], batches=d.get("batches", {}), complete=bool(d.get("complete")),
+                   rejected=d.get("rejected") or {})
+
+    def written_names(self, names: list[str]) -> list[str]:
+        """``names`` without the rejected crystals (the CIFs that exist)."""
+        return [n for n in names if n not in self.rejected]
 
 
 def cif_names(num: int, prefix: str = "crystal") -> list[str]:
@@ -261,10 +287,40 @@ def _batch_path(out: Path, start: int) -> Path:
     return Path(out) / BATCH_DIR / f"batch_{start:06d}.npz"
 
 
-def write_batch(out: Path, manifest: RunManifest, start: int, batch, names: list[str]) -> None:
-    """Write one finished batch (its CIFs and its exact arrays), then record it in the manifest."""
-    from pymatgen.io.cif import CifWriter
+def crystal_cif(structure) -> tuple[str | None, str]:
+    """``(cif_text, "")`` for a crystal the kit writes, ``(None, reason)`` for one it rejects (module doc): it fails
+    ``structural_validity`` (atoms < 0.5 Å apart, a degenerate or exploded cell), its volume per atom is outside
+    [MIN_VOLUME_PER_ATOM, MAX_VOLUME_PER_ATOM], or its CIF does not read back through pymatgen as the same crystal
+    (pymatgen merges sites closer than its site tolerance, 1e-4 Å, or finds no structure at all)."""
+    from pymatgen.io.cif import CifParser, CifWriter
 
+    # the evaluation package imports this module (and is slow to import): its validity check is imported here
+    from mattergen_kit.evaluation.validity import structural_validity
+
+    ok, reason = structural_validity(structure)
+    if not ok:
+        return None, reason
+    per_atom = structure.volume / len(structure)
+    if not MIN_VOLUME_PER_ATOM <= per_atom <= MAX_VOLUME_PER_ATOM:
+        return None, (f"{per_atom:.3g} Å³/atom, outside the physical range {MIN_VOLUME_PER_ATOM:g}-"
+                      f"{MAX_VOLUME_PER_ATOM:g} Å³/atom")
+    text = str(CifWriter(structure))
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            back = CifParser.from_str(text).parse_structures(primitive=False)
+    except Exception as exc:  # noqa: BLE001 - any failure to read it back means the same: not a usable file
+        return None, f"its CIF does not read back through pymatgen ({type(exc).__name__}: {exc})"
+    if len(back) != 1 or len(back[0]) != len(structure) or \
+            sorted(map(str, back[0].species)) != sorted(map(str, structure.species)):
+        return None, (f"its CIF reads back through pymatgen as {len(back[0]) if back else 0} sites, not "
+                      f"{len(structure)}")
+    return text, ""
+
+
+def write_batch(out: Path, manifest: RunManifest, start: int, batch, names: list[str]) -> None:
+    """Write one finished batch (its exact arrays, the CIFs of its crystals that :func:`crystal_cif` accepts), then
+    record it in the manifest (the batch's names, and the rejected ones with their reasons)."""
     out = Path(out)
     (out / BATCH_DIR).mkdir(exist_ok=True)
     buf = io.BytesIO()
@@ -272,7 +328,13 @@ def write_batch(out: Path, manifest: RunManifest, start: int, batch, names: list
              lattice=batch.lattice.cpu().numpy(), num_atoms=batch.num_atoms.cpu().numpy())
     atomic_write_bytes(_batch_path(out, start), buf.getvalue())
     for name, s in zip(names, batch.to_structures()):
-        atomic_write_text(out / name, str(CifWriter(s)))
+        text, reason = crystal_cif(s)
+        if text is None:
+            manifest.rejected[name] = reason
+            (out / name).unlink(missing_ok=True)  # a stale file of that name is not this run's crystal
+        else:
+            manifest.rejected.pop(name, None)
+            atomic_write_text(out / name, text)
     manifest.batches[str(start)] = list(names)
     manifest.save(out)
 
@@ -297,7 +359,7 @@ def intact_batches(out: Path, manifest: RunManifest) -> set[int]:
                 problem = f"{batch.num_crystals} crystals in its arrays, {len(names)} names"
         except Exception as exc:  # noqa: BLE001 - any unreadable batch file means the same: sample it again
             problem = f"{_batch_path(out, start).name} unreadable ({type(exc).__name__})"
-        missing = [n for n in names if not (out / n).is_file()]
+        missing = [n for n in manifest.written_names(names) if not (out / n).is_file()]
         if problem is None and missing:
             problem = f"{missing[0]} is missing"
         if problem is None:
@@ -340,18 +402,27 @@ def cif_zip_bytes(out: Path, names: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def write_collection(out: Path, structures: list, names: list[str], picture: bool = True) -> dict:
-    """``summary.csv``, ``generated_crystals.extxyz``, ``generated_crystals_cif.zip`` (and ``grid.png``)."""
+def write_collection(out: Path, structures: list, names: list[str], picture: bool = True,
+                     rejected: dict[str, str] | None = None) -> dict:
+    """``summary.csv``, ``generated_crystals.extxyz``, ``generated_crystals_cif.zip`` (and ``grid.png``).
+
+    ``rejected`` (name -> reason): crystals that were not written (:func:`crystal_cif`); they are rows of
+    ``summary.csv`` (``written`` False, ``rejected_reason``) and nothing else. Returns the written paths and
+    ``"rejected"``."""
     import pandas as pd
 
     out = Path(out)
+    rejected = dict(rejected or {})
     rows = [{"file": n, "formula": s.composition.reduced_formula, "num_atoms": len(s), "volume": round(s.volume, 3),
-             "density_g_cm3": round(float(s.density), 4)} for n, s in zip(names, structures)]
+             "density_g_cm3": round(float(s.density), 4), "written": n not in rejected,
+             "rejected_reason": rejected.get(n, "")} for n, s in zip(names, structures)]
     atomic_write_text(out / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
+    kept = [(n, s) for n, s in zip(names, structures) if n not in rejected]
+    names, structures = [n for n, _ in kept], [s for _, s in kept]
     atomic_write_text(out / EXTXYZ, extxyz_text(structures, names))
     atomic_write_bytes(out / CIF_ZIP, cif_zip_bytes(out, names))
     written = {"cifs": [out / n for n in names], "summary": out / "summary.csv", "extxyz": out / EXTXYZ,
-               "cif_zip": out / CIF_ZIP}
+               "cif_zip": out / CIF_ZIP, "rejected": rejected}
     if picture:
         from mattergen_kit.render import structure_grid
 
@@ -459,11 +530,23 @@ class Run:
     def finish(self, picture: bool) -> dict:
         """The collection files from the written batches; the manifest marked complete."""
         structures = read_batches(self.out, self.manifest).to_structures()
-        written = write_collection(self.out, structures, self.names, picture=picture)
+        rejected = {n: r for n, r in self.manifest.rejected.items() if n in self.names}
+        written = write_collection(self.out, structures, self.names, picture=picture, rejected=rejected)
         self.manifest.complete = True
         self.manifest.save(self.out)
+        if rejected:
+            warnings.warn(rejected_message(rejected, len(self.names)), RejectedCrystalWarning, stacklevel=2)
         return {**written, "manifest": self.out / MANIFEST, "seed": self.request.seed,
                 "resumed_batches": sorted(self.done)}
+
+
+def rejected_message(rejected: dict[str, str], num: int) -> str:
+    """One line: how many of ``num`` crystals were not written as crystals, and why (the first few)."""
+    shown = "; ".join(f"{Path(n).stem}: {r}" for n, r in list(rejected.items())[:3])
+    more = f"; and {len(rejected) - 3} more" if len(rejected) > 3 else ""
+    return (f"{len(rejected)} of {num} sampled crystals failed the kit's validity check and were not written as "
+            f"crystals ({shown}{more}); see 'rejected' in manifest.json and summary.csv, their arrays are in "
+            f"{BATCH_DIR}/")
 
 
 def complete_request(model, request: SamplingRequest, previous: "RunManifest | None") -> SamplingRequest:

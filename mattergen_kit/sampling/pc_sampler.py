@@ -437,7 +437,7 @@ class PredictorCorrectorSampler:
         lattice = diff.lattice.sample_prior(num_atoms, generator)
         sym = symmetry if symmetry is not None and any(t is not None for t in symmetry.templates) else None
         if sym is not None and sym.active(1.0):                                  # a symmetric prior sample
-            coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
+            coords, lattice = sym.state(coords, lattice, num_atoms)
         types_mean, coords_mean, lattice_mean = types, coords, lattice
 
         ts = self.timesteps()
@@ -483,7 +483,7 @@ class PredictorCorrectorSampler:
                     raise NonFiniteSampleError(i + 1, self.num_steps, t_i, "sampled lattice",
                                                "corrector step") from None
                 if sym is not None and sym.active(t_i):
-                    coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
+                    coords, lattice = sym.state(coords, lattice, num_atoms)
 
             out = self._denoise(model, state(types, coords, lattice), t, conditions, scale, allowed)  # predictor
             _check_finite(i + 1, self.num_steps, t_i, "predictor network call", coords, lattice, out)
@@ -526,10 +526,10 @@ class PredictorCorrectorSampler:
                     types = sym.types(types, num_atoms)
             last = i + 1 == self.num_steps
             if sym is not None and (sym.active(max(s, 0.0)) or last):
-                coords, lattice = sym.coords(coords, num_atoms), sym.lattice(lattice, num_atoms)
+                coords, lattice = sym.state(coords, lattice, num_atoms)
             if sym is not None and last:      # the result is the last step's means: only they need projecting
                 types_mean = sym.types(types_mean, num_atoms)
-                coords_mean, lattice_mean = sym.coords(coords_mean, num_atoms), sym.lattice(lattice_mean, num_atoms)
+                coords_mean, lattice_mean = sym.state(coords_mean, lattice_mean, num_atoms)
             if trajectory is not None and (i + 1) % record_every == 0 and i + 1 < self.num_steps:
                 trajectory.record(i + 1, max(s, 0.0), types, coords, lattice, num_atoms)
             if step_callback is not None:

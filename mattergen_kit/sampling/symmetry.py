@@ -12,11 +12,17 @@ template's symmetric subspace:
 
     coordinates, per orbit with first atom r (template position x°_r, stabiliser S_r = {g : π_g(r) = r}):
         x̂_r  = x_r + 1/|G| Σ_g wrap( g⁻¹(x_{π_g(r)}) − x_r ),   g⁻¹(y) = R_g⁻¹ (y − τ_g),  wrap(d) = d − round(d)
-        x'_r = x°_r + P_r wrap(x̂_r − x°_r),                   P_r = 1/|S_r| Σ_{g∈S_r} R_g   (onto the Wyckoff set)
+        x'_r = x°_r + P_r v*,                                  P_r = 1/|S_r| Σ_{g∈S_r} R_g   (onto the Wyckoff set)
+        v*   = argmin_{v = wrap(x̂_r − x°_r) + n, n ∈ {−2..2}³} |(I − P_r) v|_{M°}   (|w|²_{M°} = wᵀ M° w)
         x'_j = R_{g_j} x'_r + τ_{g_j}  (mod 1)  for every atom j of the orbit, with some g_j sending r to j
       (the group average of the orbit's atoms pulled back onto r, then the exact projection onto r's Wyckoff
-      position: P_r is the average of a finite group of linear maps, a projector; x° satisfies g(x°_r) ≡ x°_r on
-      S_r, so every choice of g_j gives the same x'_j)
+      position: P_r is the average of a finite group of linear maps, a projector, M°-orthogonal since the R_g are
+      M°-isometries; x° satisfies g(x°_r) ≡ x°_r on S_r, so every choice of g_j gives the same x'_j. The Wyckoff
+      set is x° + range(P_r) + ℤ³: the lattice translate n is the one that brings the offset nearest to the free
+      subspace. Plain P_r wrap(x̂_r − x°_r) is wrong when range(P_r) is not along a cell axis, e.g. (x,x,x): a
+      point already on the set whose offset has a component past ½ is wrapped by an integer n with P_r n not an
+      integer (P n = (⅓,⅓,⅓) for n = (0,0,1)) and jumps to another, inequivalent point; the free parameter
+      could then not reach all its values, and jumped during sampling.)
 
     lattice (rows = lattice vectors, r = xᵀ L, metric M = L Lᵀ; g is an isometry iff R_gᵀ M R_g = M):
         M ← 1/|G| Σ_g R_gᵀ M R_g,     L ← M^{1/2}   (symmetric, as the sampler's polar-decomposed lattices are)
@@ -29,7 +35,35 @@ template's symmetric subspace:
         element already revealed for one group is masked out for the others. (Without this, two orbits that
         draw the same element can add symmetry: rock salt with one element is simple cubic, Pm-3m.)
 
-Both maps are projections (a state that is already symmetric, in the template's frame, is unchanged) and the final
+    frame (issue 24): the template's cell is the **Niggli-reduced** primitive cell, the frame the network was trained
+        in (the bundled crystals are reduced cells, angles within 60°–120°), not pymatgen's primitive *standard* cell.
+        With the lengths the network's and the angles the template's, the volume is
+
+            V = a b c √(1 − cos²α − cos²β − cos²γ + 2 cosα cosβ cosγ)
+
+        and the standard rhombohedral cell (a = b = c, α = β = γ, from √(3a_h² + c_h²)/3 and the hexagonal c/a)
+        has α = 8°–35° for layered R-3m crystals: V/a³ = √(1 − 3cos²α + 2cos³α) = 0.18 at α = 27° and 0.05 at 14°,
+        while the network sizes a, b, c for cells near 60°–90° (V/a³ = 0.71–1). The 166 samples were squeezed
+        5–25 fold (median 3.2 Å³/atom; 225's face-centred 60° cells were fine). The standard frame's angles of the
+        bundled templates: 166 8°–104°, 148 26°–115°, 139 (body-centred) 22°–165°; Niggli: all within 60°–120°. In the reduced cell the operations are other integer matrices
+        (spglib gives them for whatever cell it is handed), the group the same.
+
+    separation (issue 24): a free Wyckoff parameter can drift onto a special value where images of the orbit
+        coincide (x → 1/2 for (x,x,x), (−x,−x,−x)); there the symmetric drift along the free direction vanishes and
+        the small network pulls near-coincident atoms onto one site rather than apart, so 4 of 24 R-3m samples had
+        atoms 0.001–0.04 Å apart. After each projection, with the projected lattice L (rows), atoms closer than
+        d_min = MIN_SEPARATION are pushed apart and the state projected again (a few rounds):
+
+            Δr_i = Σ_{j, image n: d_ijn < d_min} ½ (d_min − d_ijn) · u_ijn,   d_ijn = |(x_i − x_j + n)ᵀ L|
+            x ← project_coords(x + Δr L⁻¹)
+
+        u_ijn the unit vector from j's image to i (the template's own direction x°_i − x°_j when they coincide).
+        For an orbit folding onto itself, j = g(i), the push has a positive component along the free direction
+        u = x_i − p away from the special point p: uᵀ(u − R_g u) = |u|² − uᵀR_g u > 0 in the metric that makes R_g an
+        isometry, and P_r keeps that component.
+
+Both maps are projections (a state that is already symmetric, in the template's frame, is unchanged; so is one
+whose atoms are already d_min apart by the separation) and the final
 sample has the template's symmetry exactly, whatever state the network hands over; spglib can still find a
 supergroup when two orbits end up with the same element at positions of higher symmetry.
 
@@ -44,6 +78,12 @@ from functools import lru_cache
 
 import numpy as np
 import torch
+
+MIN_SEPARATION = 0.8  # Å: no two atoms of a templated crystal closer (validity needs 0.5 Å; an H–H bond is 0.74)
+_IMAGE_SHIFTS = torch.tensor([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)],
+                             dtype=torch.float64)
+_NEAR_SHIFTS = torch.tensor([[i, j, k] for i in range(-2, 3) for j in range(-2, 3) for k in range(-2, 3)],
+                            dtype=torch.float64)    # lattice translates tried by project_coords
 
 
 @dataclass
@@ -90,14 +130,15 @@ class WyckoffTemplate:
 
     @classmethod
     def from_structure(cls, structure, symprec: float = 0.1, source: str = "") -> "WyckoffTemplate":
-        """The template of a pymatgen ``Structure``: its primitive standard cell and that cell's operations.
+        """The template of a pymatgen ``Structure``: its Niggli-reduced primitive cell (the network's frame; module
+        doc, "frame") and that cell's operations.
 
         Raises ValueError if an operation does not map the crystal onto itself within ``symprec`` (Å).
         """
         from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
 
         sga = SpacegroupAnalyzer(structure, symprec=symprec)
-        prim = sga.get_primitive_standard_structure()
+        prim = sga.get_primitive_standard_structure().get_reduced_structure("niggli")   # not the standard frame
         psga = SpacegroupAnalyzer(prim, symprec=symprec)
         ops = psga.get_symmetry_operations(cartesian=False)
         frac = np.asarray(prim.frac_coords, dtype=np.float64)
@@ -169,9 +210,14 @@ class WyckoffTemplate:
         x_rep = x[reps] + (d - torch.round(d)).mean(0)
         if exact_positions:                                              # onto the representative's Wyckoff set
             anchor = self.positions.to(dev)[reps]
+            P = self.wyckoff_projector.to(dev)[reps]
             u = x_rep - anchor
-            u = u - torch.round(u)
-            x_rep = anchor + torch.einsum("kab,kb->ka", self.wyckoff_projector.to(dev)[reps], u)
+            v = (u - torch.round(u))[:, None, :] + _NEAR_SHIFTS.to(dev)[None]          # (k, 125, 3) candidates
+            off = v - torch.einsum("kab,kcb->kca", P, v)                                 # (I − P) v
+            metric = self.metric.to(dev) if self.metric is not None else torch.eye(3, dtype=x.dtype, device=dev)
+            best = torch.einsum("kca,ab,kcb->kc", off, metric, off).argmin(dim=1)        # nearest to range(P)
+            v = v[torch.arange(len(reps), device=dev), best]
+            x_rep = anchor + torch.einsum("kab,kb->ka", P, v)
         full = torch.zeros_like(x)
         full[reps] = x_rep
         rep_pos = full[self.representative.to(dev)]                      # each atom's representative
@@ -227,6 +273,42 @@ class WyckoffTemplate:
         """Every atom takes the type (or mask) of the first atom of its species group."""
         return types[self.species_first.to(types.device)]
 
+    def separate(self, frac: torch.Tensor, lattice: torch.Tensor, min_distance: float = MIN_SEPARATION,
+                 iterations: int = 8) -> torch.Tensor:
+        """Symmetric coordinates ``frac`` (N, 3) with no two atoms closer than ``min_distance`` Å in ``lattice``
+        (rows = lattice vectors), pushed apart and projected again (module doc, "separation"); ``frac`` as it is
+        when no pair is that close or the cell is degenerate. Periodic images of one atom are not pushed (that is
+        a lattice vector shorter than ``min_distance``, the lattice's business)."""
+        L = lattice.double()
+        if not bool(torch.isfinite(L).all()) or abs(float(torch.linalg.det(L))) < 1e-6:
+            return frac
+        L_inv = torch.linalg.inv(L)
+        x = frac.double()
+        n = x.shape[0]
+        shifts = _IMAGE_SHIFTS.to(x.device)
+        self_pair = torch.eye(n, dtype=torch.bool, device=x.device)[:, :, None].expand(n, n, len(shifts))
+        moved = False
+        for _ in range(iterations):
+            d = x[:, None, :] - x[None, :, :]
+            d = d - torch.round(d)
+            cart = (d[:, :, None, :] + shifts[None, None]) @ L             # (N, N, 27, 3): r_i − r_j − image
+            dist = cart.norm(dim=-1)
+            close = (dist < min_distance) & ~self_pair
+            if not bool(close.any()):
+                break
+            unit = cart / dist.clamp_min(1e-12)[..., None]
+            coincident = close & (dist < 1e-6)
+            if bool(coincident.any()):                                    # no direction: the template's own
+                own = self.positions.to(x.device)
+                own_d = own[:, None, :] - own[None, :, :]
+                own_d = (own_d - torch.round(own_d)) @ L
+                own_dir = (own_d / own_d.norm(dim=-1, keepdim=True).clamp_min(1e-12))[:, :, None, :]
+                unit = torch.where(coincident[..., None], own_dir.expand_as(cart), unit)
+            push = (0.5 * (min_distance - dist) * close)[..., None] * unit
+            x = self.project_coords(x + push.sum(dim=(1, 2)) @ L_inv)
+            moved = True
+        return x.to(frac.dtype) if moved else frac
+
 
 class SymmetryProjector:
     """Applies one :class:`WyckoffTemplate` per crystal of a batch (None = that crystal is left free).
@@ -234,12 +316,16 @@ class SymmetryProjector:
     ``t_start``: project only at sampler times t ≤ t_start (the final sample is always projected).
     """
 
-    def __init__(self, templates, t_start: float = 1.0, template_angles: bool = True):
+    def __init__(self, templates, t_start: float = 1.0, template_angles: bool = True,
+                 min_separation: float = MIN_SEPARATION):
         self.templates = list(templates)
         self.template_angles = bool(template_angles)   # WyckoffTemplate.project_lattice
         if not 0.0 < t_start <= 1.0:
             raise ValueError(f"t_start must be in (0, 1], got {t_start}")
         self.t_start = float(t_start)
+        if not min_separation >= 0.0:
+            raise ValueError(f"min_separation must be >= 0 Å (0 = off), got {min_separation}")
+        self.min_separation = float(min_separation)   # WyckoffTemplate.separate
 
     def active(self, t: float) -> bool:
         return t <= self.t_start
@@ -269,6 +355,17 @@ class SymmetryProjector:
             out[b] = template.project_lattice(lattice[b], self.template_angles)
         return out
 
+    def state(self, frac: torch.Tensor, lattice: torch.Tensor, num_atoms: torch.Tensor):
+        """(coords, lattice) of a batch projected onto each crystal's template: the lattice, the coordinates, then
+        atoms closer than ``min_separation`` pushed apart in the projected cell (``WyckoffTemplate.separate``)."""
+        lattice = self.lattice(lattice, num_atoms)
+        frac = self.coords(frac, num_atoms)
+        if self.min_separation > 0.0:
+            frac = frac.clone()
+            for b, sl, template in self._slices(num_atoms):
+                frac[sl] = template.separate(frac[sl], lattice[b], self.min_separation)
+        return frac, lattice
+
     def logits(self, logits: torch.Tensor, types: torch.Tensor, num_atoms: torch.Tensor, mask_class: int) -> torch.Tensor:
         """Tied type logits (``types``: current classes, ``mask_class`` for masked atoms)."""
         return self._per_atom(logits, num_atoms,
@@ -278,7 +375,7 @@ class SymmetryProjector:
         return self._per_atom(types, num_atoms, lambda t, sl: t.tie_types(types[sl]))
 
     def slice(self, start: int, stop: int) -> "SymmetryProjector":
-        return SymmetryProjector(self.templates[start:stop], self.t_start, self.template_angles)
+        return SymmetryProjector(self.templates[start:stop], self.t_start, self.template_angles, self.min_separation)
 
 
 @lru_cache(maxsize=None)
