@@ -12,6 +12,7 @@ lattice) and run the predictor-corrector sampler back to t = 0 (mattergen_refere
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
@@ -26,7 +27,8 @@ from mattergen_kit.outputs import generate_to_folder, write_samples  # noqa: F40
 from mattergen_kit.sampling import NonFiniteSampleError, NumAtomsPrior, PredictorCorrectorSampler
 from mattergen_kit.sampling.request import (DEFAULT_GUIDANCE_SCALE, DEFAULT_THREADS,  # noqa: F401 (public here too)
                                             ResolvedRequest, SamplingRequest, beyond_training,
-                                            check_allowed_elements, formula_atom_types, symmetry_templates)
+                                            check_allowed_elements, device_problem, formula_atom_types,
+                                            symmetry_templates)
 from mattergen_kit.sampling.trajectory import DenoisingTrajectory
 
 BUNDLED_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "mp_bundled_20.npz"
@@ -172,6 +174,11 @@ def load_model(path: str | Path | None = None, device: str | torch.device = "cpu
     corrupted file, a foreign file or a checkpoint of an unsupported format version.
     A path a registered loader accepts (``EXTERNAL_LOADERS``: MatterGen's released models) is loaded by it.
     """
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"load_model takes a checkpoint path (or None for the bundled model), got {path!r}")
+    problem = device_problem(device)
+    if problem:
+        raise ValueError(problem)
     for accepts, load in EXTERNAL_LOADERS:
         if path is not None and accepts(path):
             return load(path, device=device)

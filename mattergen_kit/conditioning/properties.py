@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -72,6 +72,9 @@ class PropertySpec:
     # ------------------------------------------------------------------ validation of one user value
     def check(self, value: Any) -> Any:
         """The validated value (raises ``ValueError`` naming the property and the problem)."""
+        if isinstance(value, (bool, np.bool_)) or (torch.is_tensor(value) and value.dtype == torch.bool):
+            raise ValueError(f"{self.name} must be {'a value' if self.kind != 'scalar' else 'a number'}, got {value!r}"
+                             " (True / False would be read as 1 / 0)")
         if self.kind == "chemical_system":
             return "-".join(element_symbols(value, self.name))
         if self.kind == "categorical":
@@ -249,6 +252,8 @@ def element_symbols(system, name: str = "chemical_system") -> list[str]:
     element or one the model cannot generate (noble gases, Tc, Pm, Z ≥ 84)."""
     from mattergen_kit.constants import ELEMENT_SYMBOLS, atomic_number
 
+    if not isinstance(system, (str, list, tuple)):
+        raise ValueError(f"{name} must be a string such as 'Li-Fe-P-O' (or a list of symbols), got {system!r}")
     parts = system.split("-") if isinstance(system, str) else list(system)
     parts = [p.strip() if isinstance(p, str) else p for p in parts]
     if not parts or any(p in ("", None) for p in parts):
@@ -328,7 +333,12 @@ def check_conditions(conditions: dict | None, specs: dict[str, PropertySpec], gu
         raise ValueError(f"guidance_scale must be a number, got {guidance_scale!r}") from None
     if not math.isfinite(gamma) or gamma < 0:
         raise ValueError(f"guidance_scale must be ≥ 0 (0 = unconditional), got {guidance_scale!r}")
+    if conditions is not None and not isinstance(conditions, Mapping):
+        raise ValueError(f"conditions must be a dict {{property: value}}, e.g. {{'band_gap': 3.0}}, got {conditions!r}")
     conditions = dict(conditions or {})
+    names = [k for k in conditions if not isinstance(k, str)]
+    if names:
+        raise ValueError(f"condition names must be property names (strings), got {names!r}")
     if not specs:
         if conditions or gamma != 0:
             what = f"conditions {sorted(conditions)}" if conditions else f"guidance_scale={guidance_scale}"

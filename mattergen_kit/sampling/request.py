@@ -87,6 +87,15 @@ class SamplingRequest:
     progress: bool = True
     trajectory_every: int | None = None
 
+    def __post_init__(self):
+        """Flags must be flags ("no" is truthy) and ``trajectory_every`` a positive step count, checked when the
+        request is made (``sample`` reads ``trajectory_every`` before :meth:`resolve`)."""
+        for name in ("enforce_symmetry", "progress"):
+            if not isinstance(getattr(self, name), (bool, np.bool_)):
+                raise TypeError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        if self.trajectory_every is not None and (not _is_int(self.trajectory_every) or self.trajectory_every < 1):
+            raise ValueError(f"trajectory_every must be a positive number of steps, got {self.trajectory_every!r}")
+
     @classmethod
     def from_kwargs(cls, num, **kwargs) -> "SamplingRequest":
         """A request from keyword arguments; an unknown keyword is a ``TypeError`` naming the accepted ones."""
@@ -155,6 +164,11 @@ class SamplingRequest:
             fixed = formula_atom_types(self.formula, num, fixed, num_atoms)
         if fixed is not None:
             _check_length("fixed_atom_types", fixed, num)
+            _check_fixed_atom_types(fixed)
+        if torch.is_tensor(allowed):
+            _check_class_mask(allowed, num, model.diffusion.atom_types.num_classes)
+        if fixed is not None and allowed is not None:
+            _check_fixed_within_allowed(fixed, allowed, self.formula)
 
         generator = torch.Generator().manual_seed(self.seed if self.seed is not None else torch.seed() % 2**63)
         base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -175,7 +189,8 @@ class SamplingRequest:
         meta = model.meta
         type_temperature = (float(meta.get("type_temperature", 1.0)) if self.type_temperature is None
                             else _check_positive("type_temperature", self.type_temperature))
-        coherence_bias = meta.get("coherence_bias") if self.coherence_bias is None else self.coherence_bias
+        coherence_bias = (meta.get("coherence_bias") if self.coherence_bias is None
+                          else _check_coherence_bias(self.coherence_bias))
         remask_rate = (float(meta.get("remask_rate", 0.0)) if self.remask_rate is None
                        else _check_positive("remask_rate", self.remask_rate, allow_zero=True))
         request = replace(self, steps=steps, guidance_scale=gamma, sampler=sampler)
@@ -222,6 +237,27 @@ class ResolvedRequest:
             kw["symmetry"] = self.symmetry.slice(start, stop)
         kw["num_atoms"] = None if self.num_atoms is None else self.num_atoms[start:stop]
         return kw
+
+
+def device_problem(device) -> str | None:
+    """Why the kit cannot run on ``device`` here (None when it can): "cpu", or "cuda" / "cuda:k" with CUDA present.
+    Checked where a device is given (``load_model``, ``evaluate``, the CLI) so that "tpu", "" or a GPU that is not
+    there is one line naming the argument, not torch's error from inside ``module.to``."""
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str):
+        return f"device must be 'cpu' or 'cuda', got {device!r}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        return f"device {device!r} is not a device name (use 'cpu' or 'cuda')"
+    if dev.type not in ("cpu", "cuda"):
+        return f"device {device!r}: only 'cpu' and 'cuda' are supported"
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        return f"device {device!r}: CUDA is not available on this machine (use 'cpu')"
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        return f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)"
+    return None
 
 
 def model_device(model) -> torch.device:
@@ -301,6 +337,83 @@ def _check_length(name: str, values, num: int) -> None:
                          "for all)")
 
 
+def _check_fixed_atom_types(fixed) -> None:
+    """One non-empty list of generable elements (symbols or Z) per crystal, at most MAX_REQUEST_ATOMS each (a
+    500-atom list used to run for minutes; a noble gas used to be sampled as if the model knew it)."""
+    if torch.is_tensor(fixed):
+        return
+    for b, crystal in enumerate(fixed):
+        if isinstance(crystal, str) or not isinstance(crystal, (list, tuple, np.ndarray)):
+            raise ValueError(f"fixed_atom_types[{b}] must be a list of elements (one list per crystal, e.g. "
+                             f"[['Li', 'Li', 'O']]), got {crystal!r}")
+        if not 1 <= len(crystal) <= MAX_REQUEST_ATOMS:
+            raise ValueError(f"fixed_atom_types[{b}] has {len(crystal)} atoms; give 1 to {MAX_REQUEST_ATOMS} per "
+                             "crystal (the bundled models are trained on cells of at most 20)")
+        zs = []
+        for e in crystal:
+            try:
+                zs.append(atomic_number(e.strip()) if isinstance(e, str) else _whole_z(e))
+            except (ValueError, KeyError, TypeError):
+                raise ValueError(f"fixed_atom_types[{b}]: {e!r} is not an element symbol or atomic number") from None
+        bad = sorted({ELEMENT_SYMBOLS[z - 1] for z in zs if z not in ALLOWED_Z})
+        if bad:
+            raise ValueError(f"fixed_atom_types[{b}]: {', '.join(bad)} cannot be generated (MatterGen's 76 elements: "
+                             "Z 1-83 without noble gases, Tc and Pm)")
+
+
+def _whole_z(value) -> int:
+    """An atomic number 1-118 given as an integer (not True, not 1.5)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+        raise TypeError(value)
+    if not 1 <= int(value) <= 118:
+        raise ValueError(value)
+    return int(value)
+
+
+def _check_class_mask(mask: torch.Tensor, num: int, num_classes: int) -> None:
+    """An ``allowed_elements`` tensor: a bool class mask (K,) or one per crystal (num, K), each allowing one class."""
+    if mask.dtype != torch.bool or mask.shape not in ((num_classes,), (num, num_classes)):
+        raise ValueError(f"allowed_elements as a tensor must be a bool class mask of shape ({num_classes},) or "
+                         f"({num}, {num_classes}), got {mask.dtype} {tuple(mask.shape)}; or give element symbols")
+    if not bool(mask.reshape(-1, num_classes).any(-1).all()):
+        raise ValueError("allowed_elements masks out every element (of at least one crystal): allow one at least")
+
+
+def _check_fixed_within_allowed(fixed, allowed, formula) -> None:
+    """The atoms a request fixes (formula / fixed_atom_types) must lie inside its element restriction
+    (allowed_elements, a chemical_system condition): 'Li2O' restricted to Fe used to sample Li2O without a word."""
+    if torch.is_tensor(fixed):
+        return
+    for b, crystal in enumerate(fixed):
+        zs = {atomic_number(e.strip()) if isinstance(e, str) else int(e) for e in crystal}
+        if torch.is_tensor(allowed):
+            row = allowed if allowed.ndim == 1 else allowed[b]
+            outside = sorted(z for z in zs if not bool(row[z - 1]))
+        else:
+            outside = sorted(zs - set(int(z) for z in allowed))
+        if outside:
+            what = f"formula {formula!r}" if formula is not None else f"fixed_atom_types[{b}]"
+            raise ValueError(f"{what} has {', '.join(ELEMENT_SYMBOLS[z - 1] for z in outside)}, outside the element "
+                             "restriction (allowed_elements / the chemical_system condition): drop one of the two "
+                             "or make them agree")
+
+
+def _check_coherence_bias(value):
+    """``coherence_bias``: False (off) or ``(t_points, beta_points)``, equal lengths, finite, t increasing."""
+    if value is False:
+        return value
+    why = ("coherence_bias must be False (off), None (the model's fitted β(t)) or (t_points, beta_points) of equal "
+           f"length with increasing t, got {value!r}")
+    try:
+        t_points, beta_points = (np.asarray(x, dtype=float).reshape(-1) for x in value)
+    except (TypeError, ValueError):
+        raise ValueError(why) from None
+    if (len(t_points) != len(beta_points) or len(t_points) < 1 or not np.isfinite(t_points).all()
+            or not np.isfinite(beta_points).all() or (np.diff(t_points) <= 0).any()):
+        raise ValueError(why)
+    return value
+
+
 def _plain(v):
     if torch.is_tensor(v) or isinstance(v, np.ndarray):
         return v.tolist()
@@ -324,16 +437,18 @@ def check_allowed_elements(allowed_elements) -> list[int] | None:
     """
     if allowed_elements is None or torch.is_tensor(allowed_elements):
         return allowed_elements
-    if isinstance(allowed_elements, (str, int)):
+    if isinstance(allowed_elements, (str, int)) and not isinstance(allowed_elements, bool):
         allowed_elements = [allowed_elements]
+    if not isinstance(allowed_elements, (list, tuple, set, frozenset, np.ndarray)):
+        raise ValueError(f"allowed_elements must be a list of element symbols or atomic numbers (e.g. ['Li', 'O']), "
+                         f"got {allowed_elements!r}")
     zs = []
     for e in allowed_elements:
         try:
-            zs.append(atomic_number(e.strip()) if isinstance(e, str) else int(e))
+            zs.append(atomic_number(e.strip()) if isinstance(e, str) else _whole_z(e))
         except (ValueError, KeyError, TypeError):
-            raise ValueError(f"allowed_elements: {e!r} is not an element symbol or atomic number") from None
-        if not 1 <= zs[-1] <= 118:
-            raise ValueError(f"allowed_elements: {e!r} is not an atomic number (1-118)")
+            what = "an element symbol or atomic number" if isinstance(e, str) else "an atomic number (1-118)"
+            raise ValueError(f"allowed_elements: {e!r} is not {what}") from None
     if not zs:
         raise ValueError("allowed_elements is empty: give at least one element (or None for no restriction)")
     usable = [z for z in dict.fromkeys(zs) if z in ALLOWED_Z]
@@ -442,4 +557,4 @@ def condition_rows(conditions: dict | None, start: int, stop: int) -> dict | Non
 
 
 __all__ = ["SamplingRequest", "ResolvedRequest", "DEFAULT_GUIDANCE_SCALE", "DEFAULT_THREADS", "resolve_guidance_scale",
-           "check_allowed_elements", "formula_atom_types", "symmetry_templates", "condition_rows"]
+           "check_allowed_elements", "device_problem", "formula_atom_types", "symmetry_templates", "condition_rows"]
