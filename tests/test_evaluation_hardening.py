@@ -219,3 +219,112 @@ def test_a_very_large_cell_is_judged_but_not_relaxed_with_the_reason(tmp_path):
     assert bool(table.loc[0, "relaxed"])
     assert table.loc[1, "structural_valid"] and not (table.loc[1, "relaxed"] is True)
     assert "not relaxed: 64 atoms, more than max_relax_atoms=20" in table.loc[1, "relax_error"]
+
+
+# ------------------------------------------------------------------------------ issue 24: every argument of evaluate
+# tools/probe_entry_points.py: each of these used to relax and report numbers computed with a value no relaxation
+# can use (fmax inf, steps 0, ...), end in a library's traceback (a tpu device, a number as the input), or count a
+# caller's mistake (a list of file names) as crystals that failed; now refused before any work.
+API_MISTAKES = {
+    "fmax negative": (dict(relax=True, fmax=-1), "fmax must be a finite number"),
+    "fmax nan": (dict(relax=True, fmax=float("nan")), "fmax must be a finite number"),
+    "fmax inf": (dict(relax=True, fmax=float("inf")), "fmax must be a finite number"),
+    "fmax text": (dict(relax=True, fmax="0.1"), "fmax must be a finite number"),
+    "steps 0": (dict(relax=True, steps=0), "steps must be a whole number ≥ 1"),
+    "steps -5": (dict(relax=True, steps=-5), "steps must be a whole number ≥ 1"),
+    "steps 2.5": (dict(relax=True, steps=2.5), "steps must be a whole number ≥ 1"),
+    "device tpu": (dict(relax=True, device="tpu"), "is not a device name"),
+    "torch_threads 0": (dict(relax=True, torch_threads=0), "torch_threads must be a whole number ≥ 1"),
+    "max_relax_atoms -1": (dict(relax=True, max_relax_atoms=-1), "max_relax_atoms must be a whole number ≥ 1"),
+    "max_relax_atoms text": (dict(relax=True, max_relax_atoms="200"), "max_relax_atoms must be a whole number"),
+    "max_reference_fingerprints 0": (dict(max_reference_fingerprints=0), "max_reference_fingerprints must be"),
+    "reference a misspelt split": (dict(reference="bundled-trian"), "reference 'bundled-trian' is not one of"),
+    "reference a number": (dict(reference=42), "reference must be a bundled split name"),
+    "reference an empty list": (dict(reference=[]), "reference is an empty list"),
+    "model unknown without relax": (dict(model="bogus"), "unknown relaxation model 'bogus'"),
+    "names of the wrong length": (dict(names=["a", "b", "c"]), "names must be a list of one name per structure"),
+    "names a string": (dict(names="ab"), "names must be a list of one name per structure"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(API_MISTAKES))
+def test_evaluate_refuses_arguments_it_cannot_use_before_any_work(real_structures, case):
+    import mattergen_kit as mk
+
+    fields, match = API_MISTAKES[case]
+    settings = dict(relax=False, reference=None, distribution=False, band_gap=False, progress=False)
+    with pytest.raises(ValueError, match=match):
+        mk.evaluate(real_structures[:1], **{**settings, **fields})
+
+
+@pytest.mark.parametrize("structures,error,match", [
+    ([], ValueError, "no structures to evaluate"),
+    (42, TypeError, "structures must be a list of pymatgen Structures"),
+    ({"a": None}, TypeError, "structures must be a list of pymatgen Structures"),
+    (["a.cif", "b.cif"], TypeError, r"structures\[0\] is a str, not a pymatgen Structure .*give their folder"),
+])
+def test_evaluate_refuses_inputs_that_are_not_structures(structures, error, match):
+    import mattergen_kit as mk
+
+    with pytest.raises(error, match=match):
+        mk.evaluate(structures, relax=False, reference=None, distribution=False, progress=False)
+
+
+def test_evaluate_of_one_structure_is_a_list_of_one(real_structures, tmp_path):
+    import mattergen_kit as mk
+
+    report = mk.evaluate(real_structures[0], relax=False, reference=None, distribution=False, band_gap=False,
+                         progress=False)
+    assert len(report.per_structure) == 1 and bool(report.per_structure["structural_valid"].iloc[0])
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        a_file = tmp_path / "f.txt"
+        a_file.write_text("x")
+        mk.evaluate(real_structures[:1], relax=False, reference=None, distribution=False, out=a_file)
+
+
+def _garbage(path):
+    path.write_bytes(bytes(range(256)) * 16)
+    return path
+
+
+CLI_MISTAKES = {  # name: (extra arguments (OUT and GOOD filled in), message)
+    "fmax inf": (["--fmax", "inf"], "--fmax must be a finite number > 0"),
+    "device empty": (["--device", ""], "is not a device name"),
+    "dask scheduler empty": (["--dask-scheduler", " "], "--dask-scheduler needs an address"),
+    "dask scheduler with --no-relax": (["--no-relax", "--dask-scheduler", "tcp://127.0.0.1:9"],
+                                       "with --no-relax there are none"),
+    "out empty": (["--out", ""], "--out needs a folder name"),
+    "reference an empty folder": (["--no-relax", "--reference", "EMPTY"], "no structure files"),
+    "reference a garbage file": (["--no-relax", "--reference", "GARBAGE"], "no readable structure in it"),
+    "input a garbage file": (["--no-relax", "--input", "GARBAGE"], "none of the 1 input(s) could be read"),
+    "input a folder of garbage": (["--no-relax", "--input", "GARBAGE_DIR"], "none of the 2 input(s) could be read"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CLI_MISTAKES))
+def test_evaluate_cli_mistakes_found_by_the_probe(tmp_path, real_rows, capsys, case):
+    from mattergen_kit import cli
+
+    extra, match = CLI_MISTAKES[case]
+    good = tmp_path / "in"
+    good.mkdir()
+    (good / "a.cif").write_text(real_rows.cif[0])
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "garbage_dir").mkdir()
+    for k in range(2):
+        _garbage(tmp_path / "garbage_dir" / f"g{k}.cif")
+    paths = {"EMPTY": tmp_path / "empty", "GARBAGE": _garbage(tmp_path / "g.cif"),
+             "GARBAGE_DIR": tmp_path / "garbage_dir"}
+    extra = [str(paths.get(a, a)) for a in extra]
+    source = str(good)
+    if "--input" in extra:
+        k = extra.index("--input")
+        source = extra[k + 1]
+        del extra[k:k + 2]
+    argv = ["evaluate", source, "--out", str(tmp_path / "o"), "--no-distribution", *extra]
+    if "--reference" not in extra:
+        argv += ["--reference", "none"]
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert any(line.startswith("error: ") and match in line for line in err.splitlines()), err

@@ -14,6 +14,7 @@ with the hull (``summary["hull"]``, ``hull_sources``), the potential (``relax_mo
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
@@ -21,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import pandas as pd
-import torch
 from threadpoolctl import threadpool_limits
 
 from mattergen_kit.evaluation import stages
@@ -29,6 +29,7 @@ from mattergen_kit.evaluation.inputs import STRUCTURE_SUFFIXES, load_structures,
 from mattergen_kit.evaluation.report import (CANDIDATES_DIR, RELAXED_EXTXYZ, SUMMARY_KEYS, Report,  # noqa: F401
                                              print_summary, summarise)
 from mattergen_kit.evaluation.stages import DEFAULT_BATCH_SIZE, HULL_CHOICES, EvaluationSettings
+from mattergen_kit.sampling.request import device_problem
 
 __all__ = ["evaluate", "evaluate_cli", "EvaluationSettings", "Report", "load_structures"]
 
@@ -151,6 +152,8 @@ def _cli_problem(args) -> str | None:
     """The first user mistake in the evaluate arguments (checked before any work), or None."""
     if not Path(args.dir).exists():
         return f"{args.dir} does not exist (give a folder or file of CIF / extxyz / POSCAR structures, or a .zip)"
+    if not args.out.strip():
+        return "--out needs a folder name (an empty one would write the report into the current folder)"
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         return f"--out {args.out} is a file, not a folder"
@@ -161,8 +164,8 @@ def _cli_problem(args) -> str | None:
         return f"--out {args.out}: cannot create a folder under {parent}"
     if args.steps < 1:
         return f"--steps must be at least 1, got {args.steps}"
-    if not args.fmax > 0:
-        return f"--fmax must be > 0, got {args.fmax}"
+    if not (args.fmax > 0 and math.isfinite(args.fmax)):
+        return f"--fmax must be a finite number > 0 (eV/Å, default 0.1), got {args.fmax}"
     if args.batch_size is not None and args.batch_size < 1:
         return f"--batch-size must be at least 1, got {args.batch_size}"
     if args.batch_size is not None and args.batch_size > 1 and args.model != "chgnet":
@@ -171,10 +174,26 @@ def _cli_problem(args) -> str | None:
         return f"--max-reference-fingerprints must be at least 1, got {args.max_reference_fingerprints}"
     if args.second_opinion is not None and args.no_relax:
         return "--second-opinion needs relaxation (drop --no-relax)"
-    if args.device is not None:
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            return f"--device {args.device}: CUDA is not available on this machine (use --device cpu)"
+    if args.device is not None and device_problem(args.device):
+        return f"--{device_problem(args.device)}"
+    if args.dask_scheduler is not None and not args.dask_scheduler.strip():
+        return "--dask-scheduler needs an address, e.g. tcp://10.0.0.5:8786"
+    if args.dask_scheduler is not None and args.no_relax:
+        return "--dask-scheduler spreads the relaxations over a cluster; with --no-relax there are none (drop one)"
     return None
+
+
+def _reference_structures(path: Path) -> list:
+    """The readable structures of a ``--reference`` folder or file (ValueError when there are none: novelty against
+    nothing would count every crystal novel)."""
+    try:
+        structures = [s for s in load_structures(path)[0] if s is not None]
+    except FileNotFoundError as err:
+        raise ValueError(f"--reference {path}: {err}") from None
+    if not structures:
+        raise ValueError(f"--reference {path}: no readable structure in it; give a folder of CIF / extxyz files, a "
+                         "bundled split name, or none")
+    return structures
 
 
 def evaluate_cli(argv: Sequence[str] | None = None) -> int:
@@ -225,7 +244,11 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
         ref_path = Path(ref)
         if not ref_path.exists():
             p.error(f"--reference {ref!r}: not a bundled split name and not an existing folder")
-        ref = [s for s in load_structures(ref_path)[0] if s is not None]
+        try:
+            ref = _reference_structures(ref_path)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
     try:
         report = evaluate(args.dir, reference=ref, relax=not args.no_relax, out=args.out, model=args.model,
                           device=args.device, fmax=args.fmax, steps=args.steps, hull=args.hull,
@@ -239,6 +262,12 @@ def evaluate_cli(argv: Sequence[str] | None = None) -> int:
         return 130
     except (FileNotFoundError, RuntimeError, ValueError, OSError) as exc:  # ConnectionError is an OSError
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    errors = report.per_structure["error"].fillna("").astype(str)
+    if len(errors) and (errors != "").all():  # a folder of unreadable files is a mistake, not a 0 % result
+        first = report.per_structure.iloc[0]
+        print(f"error: none of the {len(errors)} input(s) could be read as a crystal structure (first: "
+              f"{first['name']}: {errors.iloc[0][:200]}); {args.out}/per_structure.csv lists each", file=sys.stderr)
         return 2
     extra = f", {args.out}/{CANDIDATES_DIR}/ (relaxed CIFs of the S.U.N. crystals)" if print_summary(report) else ""
     print(f"wrote {args.out}/per_structure.csv, {args.out}/summary.json{extra} and figures")

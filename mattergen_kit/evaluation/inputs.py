@@ -9,7 +9,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from ase.io import read
 from pymatgen.core import Structure
@@ -120,6 +120,17 @@ def read_inputs(structures, names) -> tuple[list, list[str], list[str]]:
         inputs, file_names, load_errors = load_structures(structures)
         names = names or file_names
     else:
+        if _is_structure(structures):  # one Structure / Atoms: evaluated as a list of one
+            structures = [structures]
+        if isinstance(structures, (dict, bytes)) or not isinstance(structures, Iterable):
+            raise TypeError(f"structures must be a list of pymatgen Structures / ASE Atoms, or the path of a folder, "
+                            f"file or zip of structure files; got {type(structures).__name__}")
+        structures = list(structures)
+        wrong = [(i, type(x).__name__) for i, x in enumerate(structures) if x is not None and not _is_structure(x)]
+        if wrong:  # a caller's mistake (a list of file names, formulas ...), not a crystal that failed a check
+            i, kind = wrong[0]
+            raise TypeError(f"structures[{i}] is a {kind}, not a pymatgen Structure or ASE Atoms ({len(wrong)} such); "
+                            "to evaluate files, give their folder or zip as the path")
         inputs, load_errors = [], []
         for x in structures:
             try:
@@ -128,5 +139,16 @@ def read_inputs(structures, names) -> tuple[list, list[str], list[str]]:
             except Exception as exc:  # noqa: BLE001
                 inputs.append(None)
                 load_errors.append(f"{type(exc).__name__}: {exc}")
+    if not inputs:
+        raise ValueError("no structures to evaluate (an empty list)")
+    if names is not None:
+        if isinstance(names, str) or len(names) != len(inputs):
+            raise ValueError(f"names must be a list of one name per structure ({len(inputs)}), got {names!r:.80}")
+        names = [str(n) for n in names]
     names = list(names) if names is not None else [str(i) for i in range(len(inputs))]
     return inputs, names, load_errors
+
+
+def _is_structure(x) -> bool:
+    """A pymatgen Structure or ASE Atoms (what :func:`as_structure` reads)."""
+    return (hasattr(x, "lattice") and hasattr(x, "frac_coords")) or hasattr(x, "get_cell")

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import math
 import warnings
 from dataclasses import dataclass
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -41,6 +43,7 @@ from mattergen_kit.evaluation.properties import band_gap_predictor, hhi, spacegr
 from mattergen_kit.evaluation.reference import DEFAULT_HULL, bundled, known_compositions, resolve_reference
 from mattergen_kit.evaluation.relax import SEVENNET_VARIANT, RelaxSettings, relax_structures
 from mattergen_kit.evaluation.validity import check_structure, structural_validity
+from mattergen_kit.sampling.request import device_problem
 
 __all__ = ["EvaluationSettings", "DEFAULT_BATCH_SIZE", "SUSPECT_THRESHOLD", "DISAGREEMENT_THRESHOLD", "HULL_CHOICES",
            "hull_singleton", "reference_index"]
@@ -52,6 +55,7 @@ SUSPECT_THRESHOLD = 0.1        # eV/atom below the hull: a suspect energy, not a
 DISAGREEMENT_THRESHOLD = 0.1   # eV/atom between two potentials' E_hull: the second opinion disagrees
 HULL_CHOICES = ("bundled", "mp20+mpfe", "mp20", "mp")  # "bundled" = the default bundled hull, "mp20+mpfe"
 SECOND_OPINIONS = ("sevennet",)
+BUNDLED_REFERENCES = ("bundled-train", "bundled-val", "bundled-test", "bundled-all")
 SECOND_OPINION_STORE = "second_opinion_{}.jsonl"
 
 
@@ -93,7 +97,19 @@ class EvaluationSettings:
         return DEFAULT_HULL if self.hull == "bundled" else self.hull
 
     def check(self) -> None:
-        """Fail fast, before any work, on a bad hull / model, a missing optional package, API key or references."""
+        """Fail fast, before any work, on a bad hull / model, a missing optional package, API key or references,
+        and on a value no relaxation or comparison can use (fmax ≤ 0 or not finite, steps < 1, an unknown device,
+        an empty reference ...): each used to run and report numbers computed with it (issue 24)."""
+        self._check_numbers()
+        self._check_reference()
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise ValueError(f"out={str(self.out)!r} is a file, not a folder; give a folder for the report")
+        if self.model not in ("chgnet", "sevennet"):
+            raise ValueError(f"unknown relaxation model {self.model!r}: use 'chgnet' (default) or 'sevennet'")
+        if self.device is not None:
+            problem = device_problem(self.device)
+            if problem:
+                raise ValueError(problem)
         if self.hull not in HULL_CHOICES:
             raise ValueError(f"hull must be one of {', '.join(repr(h) for h in HULL_CHOICES)} (got {self.hull!r}); "
                              f"'bundled' is the default bundled hull {DEFAULT_HULL!r}")
@@ -127,6 +143,36 @@ class EvaluationSettings:
             ElementalReferences.load(potential=self.model)
             if self.second_opinion:
                 ElementalReferences.load(potential=self.second_opinion)
+
+
+    def _check_numbers(self) -> None:
+        if isinstance(self.fmax, bool) or not isinstance(self.fmax, Real) or not (math.isfinite(self.fmax)
+                                                                                   and self.fmax > 0):
+            raise ValueError(f"fmax must be a finite number of eV/Å > 0 (default 0.1), got {self.fmax!r}")
+        for name, value, low, optional in (("steps", self.steps, 1, False), ("torch_threads", self.torch_threads, 1, True),
+                                           ("max_relax_atoms", self.max_relax_atoms, 1, False),
+                                           ("max_reference_fingerprints", self.max_reference_fingerprints, 1, True)):
+            if value is None and optional:
+                continue
+            if isinstance(value, bool) or not isinstance(value, Integral) or value < low:
+                raise ValueError(f"{name} must be a whole number ≥ {low}{' (or None)' if optional else ''}, "
+                                 f"got {value!r}")
+
+    def _check_reference(self) -> None:
+        ref = self.reference
+        if ref is None or hasattr(ref, "structures"):
+            return
+        if isinstance(ref, str):
+            if ref not in BUNDLED_REFERENCES:
+                raise ValueError(f"reference {ref!r} is not one of {', '.join(BUNDLED_REFERENCES)}; give one of them, a "
+                                 "CrystalDataset, a list of Structures, or None (no novelty)")
+            return
+        if not isinstance(ref, (list, tuple)):
+            raise ValueError(f"reference must be a bundled split name, a CrystalDataset, a list of Structures or None, "
+                             f"got {type(ref).__name__}")
+        if not ref:
+            raise ValueError("reference is an empty list: every crystal would count as novel; give structures, or "
+                             "reference=None to skip novelty")
 
 
 # ============================================================================================== shared objects
