@@ -102,7 +102,7 @@ def _generate(argv: list[str]) -> int:
 def _generate_argument_problem(args) -> str | None:
     """The first user mistake in the generate arguments (checked before loading anything), or None."""
     from mattergen_kit.mattergen_models import is_mattergen_reference  # also registers them with load_model
-    from mattergen_kit.sampling.request import resolve_guidance_scale
+    from mattergen_kit.sampling.request import MAX_REQUEST_ATOMS, resolve_guidance_scale
 
     if args.num < 1:
         return f"--num must be at least 1, got {args.num}"
@@ -126,8 +126,10 @@ def _generate_argument_problem(args) -> str | None:
         return f"--guidance must be >= 0 and finite (0 = unconditional), got {args.guidance}"
     if args.remask_rate is not None and not args.remask_rate >= 0:
         return f"--remask-rate must be >= 0, got {args.remask_rate}"
-    if args.num_atoms is not None and not 1 <= args.num_atoms <= 1000:
-        return f"--num-atoms must be at least 1, got {args.num_atoms}"
+    if args.num_atoms is not None and not 1 <= args.num_atoms <= MAX_REQUEST_ATOMS:
+        return f"--num-atoms must be between 1 and {MAX_REQUEST_ATOMS}, got {args.num_atoms}"
+    if args.dask_scheduler is not None and not args.dask_scheduler.strip():
+        return "--dask-scheduler needs an address, e.g. tcp://10.0.0.5:8786 (leave it out to sample here)"
     if args.elements is not None:
         from mattergen_kit.generation import check_allowed_elements
 
@@ -288,6 +290,8 @@ def _fetch_data(argv: list[str]) -> int:
 
 
 def _info(argv: list[str]) -> int:
+    argparse.ArgumentParser(prog="mattergen-kit info",
+                            description="Print the version, the bundled models and the data root.").parse_args(argv)
     from mattergen_kit.constants import VERSION
     from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 
@@ -341,6 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help"):
         print(__doc__)
+        if not argv:
+            print(f"error: give a command: {', '.join(COMMANDS)}", file=sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command not in COMMANDS:

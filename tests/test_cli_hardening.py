@@ -218,3 +218,76 @@ def test_a_rejected_materials_project_key_says_so(monkeypatch):
     finally:
         server.shutdown()
         server.server_close()
+
+
+# ------------------------------------------------------------------------------ issue 24: the probe's CLI cases
+FINETUNE_MISTAKES = {  # name: (arguments after --table TABLE --property my_scalar, message)
+    "table a folder": (["--table", "FOLDER"], "is a folder; give a CDVAE-format CSV file"),
+    "max-steps -5": (["--max-steps", "-5"], "max_steps must be -1 (no step limit) or a whole number ≥ 1, got -5"),
+    "max-steps 0": (["--max-steps", "0"], "max_steps must be -1 (no step limit) or a whole number ≥ 1, got 0"),
+    "max-time -1": (["--max-time", "-1"], "max_time_minutes must be a finite number of minutes > 0"),
+    "max-time nan": (["--max-time", "nan"], "max_time_minutes must be a finite number of minutes > 0"),
+    "batch-size 0": (["--batch-size", "0"], "batch_size must be a whole number ≥ 1, got 0"),
+    "out a file": (["--out", "FILE"], "is a file, not a folder"),
+    "base a folder": (["--base", "FOLDER"], "is a folder; give a checkpoint file"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FINETUNE_MISTAKES))
+def test_finetune_limits_and_paths_are_one_line_errors_before_training(tmp_path, capsys, case):
+    """`max_steps=-5` ended in Lightning's traceback, 0 or a negative time in "no checkpoint at model.pt", a folder
+    as the table and a file as --out in OS tracebacks; now one line before the table or the base is read."""
+    extra, expected = FINETUNE_MISTAKES[case]
+    table = tmp_path / "t.csv"
+    table.write_text("cif,my_scalar\n")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "file").write_text("x")
+    subst = {"FOLDER": str(tmp_path / "folder"), "FILE": str(tmp_path / "file")}
+    extra = [subst.get(a, a) for a in extra]
+    argv = ["finetune", "--table", str(table), "--property", "my_scalar", "--out", str(tmp_path / "run"),
+            "--no-progress"]
+    code = cli.main(argv + extra)  # a later --table / --out wins in argparse
+    one_error_line(capsys, code, expected)
+    assert not (tmp_path / "run").exists()
+
+
+def test_num_atoms_above_the_limit_names_the_limit(tmp_path, capsys):
+    code = cli.main(["generate", "--out", str(tmp_path / "o"), "--num-atoms", "1001"])
+    one_error_line(capsys, code, "--num-atoms must be between 1 and 200, got 1001")
+
+
+def test_an_empty_dask_address_is_refused_not_a_local_run(tmp_path, capsys):
+    code = cli.main(["generate", "--out", str(tmp_path / "o"), "--dask-scheduler", ""])
+    one_error_line(capsys, code, "--dask-scheduler needs an address")
+    assert not (tmp_path / "o").exists()
+
+
+def test_no_command_and_stray_info_arguments(capsys):
+    assert cli.main([]) == 2
+    assert "error: give a command: generate" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as stop:
+        cli.main(["info", "--bogus"])
+    assert stop.value.code == 2 and "unrecognized arguments: --bogus" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("value", [1e9, "1e9"])
+def test_a_band_gap_of_1e9_says_what_was_asked(tmp_path, capsys, value):
+    """Issue 24's misleading message: the request is refused naming the target and the trainable range, and never
+    blames an "untrained or diverged" model."""
+    code = cli.main(["generate", "--out", str(tmp_path / "o"), "--num", "2", "--steps", "3",
+                     "--condition", f"band_gap={value}"])
+    err = capsys.readouterr().err
+    assert code == 2 and "untrained or diverged" not in err
+    assert "band_gap = 1e+09 eV is far outside the labels this model was trained on" in err, err
+
+
+def test_num_atoms_200_says_the_cells_are_beyond_the_training(tmp_path, capsys):
+    """The other misleading message of issue 24: cells larger than the prior get a warning before sampling (and a
+    non-finite sample names the request: test_sampling_request.py), never the checkpoint."""
+    code = cli.main(["generate", "--out", str(tmp_path / "o"), "--num", "1", "--steps", "2", "--seed", "0",
+                     "--no-picture", "--num-atoms", "200"])
+    captured = capsys.readouterr()
+    text = captured.err + captured.out
+    assert "untrained or diverged" not in text
+    assert "cells of 200 atoms are asked for, but this model was trained on cells of at most" in captured.err
+    assert code == 0 or "beyond what the model was trained on" in captured.err

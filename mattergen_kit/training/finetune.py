@@ -24,6 +24,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import math
+import numbers
+import os
 import sys
 from pathlib import Path
 
@@ -104,9 +107,33 @@ def _resolve_base(base: str | Path) -> Path:
 
         return BUNDLED_CHECKPOINT
     path = Path(base)
+    if path.is_dir():
+        raise ValueError(f"base checkpoint {path} is a folder; give a checkpoint file (model.pt) or 'bundled'")
     if not path.is_file():
         raise FileNotFoundError(f"base checkpoint {path} does not exist (give a path or 'bundled')")
     return path
+
+
+def _check_run_settings(table, out, max_steps, max_time_minutes, max_epochs, batch_size, max_atoms) -> None:
+    """The limits and paths of a fine-tune, before the base or the table is read (issue 24): ``max_steps=-5`` used to
+    end in Lightning's own traceback, ``max_steps=0`` or ``max_time_minutes=-1`` in "no checkpoint at model.pt", a
+    folder as the table and a file as ``out`` in an OS traceback."""
+    def whole(value) -> bool:
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+    if not whole(max_steps) or not (max_steps == -1 or max_steps >= 1):
+        raise ValueError(f"max_steps must be -1 (no step limit) or a whole number ≥ 1, got {max_steps!r}")
+    if max_time_minutes is not None and (isinstance(max_time_minutes, bool)
+                                         or not isinstance(max_time_minutes, numbers.Real)
+                                         or not (math.isfinite(max_time_minutes) and max_time_minutes > 0)):
+        raise ValueError(f"max_time_minutes must be a finite number of minutes > 0 (or None), got {max_time_minutes!r}")
+    for name, value in (("max_epochs", max_epochs), ("batch_size", batch_size), ("max_atoms", max_atoms)):
+        if not whole(value) or value < 1:
+            raise ValueError(f"{name} must be a whole number ≥ 1, got {value!r}")
+    if isinstance(table, (str, os.PathLike)) and Path(table).is_dir():
+        raise ValueError(f"table {table} is a folder; give a CDVAE-format CSV file (a cif column plus property columns)")
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"out {out} is a file, not a folder; give a folder for the fine-tuned model")
 
 
 def finetune(table, properties: str | list[str], base: str | Path = "bundled", kind: str | None = None,
@@ -128,6 +155,7 @@ def finetune(table, properties: str | list[str], base: str | Path = "bundled", k
     if isinstance(val_fraction, bool) or not isinstance(val_fraction, (int, float)) or not 0 < val_fraction < 1:
         raise ValueError(f"val_fraction must be a number in (0, 1), the share of crystals held out for validation "
                          f"(e.g. 0.1), got {val_fraction!r}")
+    _check_run_settings(table, out, max_steps, max_time_minutes, max_epochs, batch_size, max_atoms)
     base_path = _resolve_base(base)
     from mattergen_kit.training import load_checkpoint
 
