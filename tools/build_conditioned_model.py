@@ -32,6 +32,7 @@ from pathlib import Path
 
 from mattergen_kit.generation import BUNDLED_CHECKPOINT, BUNDLED_CONDITIONED_CHECKPOINT
 from mattergen_kit.model.checkpoint import pack_checkpoint
+from mattergen_kit.model.packed_weights import is_packed
 from mattergen_kit.training import TrainConfig, load_checkpoint, save_checkpoint, train
 from mattergen_kit.model.checkpoint import SAMPLING_META
 from mattergen_kit.training.module import CrystalDataModule
@@ -115,10 +116,13 @@ def ship(ckpt: dict, base_ckpt: dict, base: Path, sha: str, weights_dtype: str, 
         shown = base
     meta.update({"base": str(shown), "base_sha256": sha,
                  "dataset": "mp-bundled-20 (train split) with datasets/labels/", **fields})
-    plain = save_checkpoint(BUNDLED_CONDITIONED_CHECKPOINT.with_suffix(".pt"), ckpt["model_config"], ckpt["state_dict"],
+    dest = BUNDLED_CONDITIONED_CHECKPOINT
+    plain = save_checkpoint(dest.with_name(dest.name + ".plain.tmp"), ckpt["model_config"], ckpt["state_dict"],
                             ckpt["diffusion_config"], meta, weights_dtype=weights_dtype)
-    # shipped packed (mattergen_kit.model.packed_weights): its weights as differences from the shipped base
-    pack_checkpoint(plain, BUNDLED_CONDITIONED_CHECKPOINT, base=BUNDLED_CHECKPOINT)
+    # shipped packed (mattergen_kit.model.packed_weights): its weights as differences from its base when that base is
+    # a packed file in the same folder (the shipped pair), else on their own
+    beside = base.resolve().parent == dest.resolve().parent and is_packed(base)
+    pack_checkpoint(plain, dest, base=base if beside else None)
     plain.unlink()
     write_card(meta, ckpt)
     print(f"shipped {BUNDLED_CONDITIONED_CHECKPOINT} ({BUNDLED_CONDITIONED_CHECKPOINT.stat().st_size / 2**20:.1f} MB) "
