@@ -63,4 +63,8 @@ def main(rev: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "HEAD")
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("rev", nargs="?", default="HEAD", help="git revision to compare with (default HEAD)")
+    main(parser.parse_args().rev)
