@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import pickle
 from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def load_store(path: str | Path) -> dict:
                 job["frac_coords"] = job["frac_coords"].reshape(-1, 3)
         else:
             store = torch.load(path, weights_only=True)
-    except (OSError, EOFError, ValueError, RuntimeError, KeyError, TypeError, AttributeError) as err:
+    except (OSError, EOFError, ValueError, RuntimeError, KeyError, TypeError, AttributeError,
+            pickle.UnpicklingError) as err:
         raise ValueError(f"{path} is not a readable store of tools/sample_on_device.py ({err})") from None
     if not isinstance(store, dict) or store.get("format") != STORE_FORMAT or not isinstance(store.get("jobs"), dict):
         raise ValueError(f"{path} is not a store of tools/sample_on_device.py")

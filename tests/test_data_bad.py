@@ -189,3 +189,53 @@ def test_unreadable_cif_entries_are_reported_not_dropped(tmp_path, real_rows, ki
                 "to_directory": r"symlink to .*sub cannot be read \(Is a directory\)"}[kind]
     assert pytest.importorskip("re").search(expected, reasons["bad.cif"]), reasons
     assert ds.report.kept + ds.report.n_skipped == 1 + len(reasons)
+
+
+# ------------------------------------------------------------------------------ issue 24: the loaders' filters
+# tools/probe_entry_points.py: max_atoms=0 or -1 filtered every row away and returned an empty dataset as a success,
+# a NaN cut-off compares false with everything, a number as the path and an empty list of dumps were tracebacks.
+def _good_csv(tmp_path, real_rows):
+    path = tmp_path / "rows.csv"
+    real_rows.head(3).to_csv(path, index=False)
+    return path
+
+
+LOADER_MISTAKES = {
+    "load_csv max_atoms 0": (lambda p, t: datasets.load_csv(p, max_atoms=0, cache=False, progress=False),
+                             ValueError, "max_atoms must be a whole number ≥ 1"),
+    "load_csv max_atoms -1": (lambda p, t: datasets.load_csv(p, max_atoms=-1, cache=False, progress=False),
+                              ValueError, "max_atoms must be a whole number ≥ 1"),
+    "load_csv e_above_hull_max nan": (lambda p, t: datasets.load_csv(p, e_above_hull_max=float("nan"), cache=False,
+                                                                     progress=False),
+                                      ValueError, "e_above_hull_max must be a finite number"),
+    "load_csv a number as the path": (lambda p, t: datasets.load_csv(42, progress=False), TypeError,
+                                      "path must be a file or folder path"),
+    "load_cif_folder max_atoms -1": (lambda p, t: datasets.load_cif_folder(t, max_atoms=-1, progress=False),
+                                     ValueError, "max_atoms must be a whole number ≥ 1"),
+    "load_icsd max_atoms 0": (lambda p, t: datasets.load_icsd(t, max_atoms=0, progress=False), ValueError,
+                              "max_atoms must be a whole number ≥ 1"),
+    "load_alexandria no files": (lambda p, t: datasets.load_alexandria([], progress=False), ValueError,
+                                 "needs at least one dump file"),
+    "load_alexandria limit 0": (lambda p, t: datasets.load_alexandria(BAD / "truncated_alexandria.json", limit=0,
+                                                                      progress=False),
+                                ValueError, "limit must be a whole number ≥ 1"),
+    "load_alexandria e_above_hull_max nan": (lambda p, t: datasets.load_alexandria(
+        BAD / "truncated_alexandria.json", e_above_hull_max=float("nan"), progress=False),
+        ValueError, "e_above_hull_max must be a finite number"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LOADER_MISTAKES))
+def test_a_loader_refuses_a_filter_it_cannot_apply(tmp_path, real_rows, case):
+    call, error, match = LOADER_MISTAKES[case]
+    folder = tmp_path / "cifs"
+    folder.mkdir()
+    (folder / "a.cif").write_text(real_rows.cif[0])
+    with pytest.raises(error, match=match):
+        call(_good_csv(tmp_path, real_rows), folder)
+
+
+def test_a_filter_of_one_atom_short_still_loads_and_counts(tmp_path, real_rows):
+    """The rule refuses nonsense only: max_atoms=1 is a real (if strict) filter, its rows counted as filtered."""
+    ds = datasets.load_csv(_good_csv(tmp_path, real_rows), max_atoms=1, cache=False, progress=False)
+    assert len(ds) == 0 and ds.report.n_skipped == 3

@@ -83,3 +83,39 @@ def test_dataset_item_matches_structure(mini_env):
     loader = torch.utils.data.DataLoader(ds, batch_size=4, collate_fn=CrystalBatch.collate)
     first = next(iter(loader))
     assert first.num_crystals == 4 and torch.equal(first.num_atoms, batch.num_atoms[:4])
+
+
+# ------------------------------------------------------------------------------ issue 24: what is not a crystal
+@pytest.mark.parametrize("items,error,match", [
+    ([None], TypeError, "structure 0 is a NoneType, not a pymatgen Structure"),
+    (["NaCl"], TypeError, "structure 0 is a str, not a pymatgen Structure"),
+])
+def test_from_structures_names_what_is_not_a_structure(items, error, match):
+    with pytest.raises(error, match=match):
+        CrystalBatch.from_structures(items)
+
+
+def test_a_structure_without_atoms_and_an_index_out_of_range(real_structures):
+    from pymatgen.core import Lattice, Structure
+
+    with pytest.raises(ValueError, match="structure 0 has no atoms"):
+        CrystalBatch.from_structures([Structure(Lattice.cubic(4.0), [], [])])
+    batch = CrystalBatch.from_structures(real_structures[:2])
+    with pytest.raises(IndexError, match="crystal 5 of a batch of 2"):
+        batch[5]
+    assert batch[-1].num_crystals == 1 and int(batch[-1].num_atoms[0]) == len(real_structures[1])
+
+
+@pytest.mark.parametrize("value", ["NaCl", None])
+def test_canonicalize_takes_a_structure(value):
+    with pytest.raises(TypeError, match="canonicalize_structure takes a pymatgen Structure"):
+        canonicalize_structure(value)
+
+
+def test_polar_factor_of_a_matrix_that_is_no_lattice():
+    from mattergen_kit.data.crystal_batch import symmetric_polar_factor
+
+    with pytest.raises(ValueError, match=r"a lattice is a \(3, 3\) matrix"):
+        symmetric_polar_factor(torch.eye(2))
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        symmetric_polar_factor(torch.full((3, 3), float("nan")))

@@ -206,3 +206,22 @@ def test_fetch_model_times_out_on_a_silent_server(tmp_path):
         assert time.monotonic() - start < 5
     finally:
         silent.close()
+
+
+@pytest.mark.parametrize("timeout", [-1, 0, float("nan"), float("inf"), "10"])
+def test_fetch_model_refuses_a_timeout_it_cannot_keep(tmp_path, timeout):
+    """Issue 24's probe: a negative or NaN timeout went to the socket (here it only failed because there is no
+    network); now refused before any connection."""
+    from mattergen_kit.mattergen_models import fetch_model
+
+    with pytest.raises(ValueError, match="timeout must be a finite number of seconds > 0"):
+        fetch_model("mattergen_base", dest=tmp_path / "m", timeout=timeout)
+    assert not (tmp_path / "m").exists()
+
+
+def test_fetch_model_into_a_file_is_refused(tmp_path):
+    from mattergen_kit.mattergen_models import fetch_model
+
+    (tmp_path / "f").write_text("x")
+    with pytest.raises(ValueError, match="is a file, not a folder"):
+        fetch_model("mattergen_base", dest=tmp_path / "f", base_url="http://127.0.0.1:9", timeout=2)

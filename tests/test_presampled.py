@@ -140,3 +140,13 @@ def test_a_store_follows_the_guidance_rule_and_refuses_what_it_cannot_honour(sto
         model.generate(24, seed=0, steps=100, conditions={"space_group": 225}, formula="Li2O")
     with pytest.raises(TypeError, match="unknown sampling option"):
         model.generate(24, seed=0, steps=100, conditions={"space_group": 225}, guidance=2.0)
+
+
+def test_a_store_that_is_binary_garbage_is_refused_in_one_line(tmp_path):
+    """Issue 24's probe: a garbage ``*.pt`` store ended in torch's UnpicklingError traceback."""
+    from mattergen_kit.presampled import load_store
+
+    path = tmp_path / "store.pt"
+    path.write_bytes(bytes(range(256)) * 16)
+    with pytest.raises(ValueError, match="is not a readable store of tools/sample_on_device.py"):
+        load_store(path)

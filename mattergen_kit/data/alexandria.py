@@ -29,7 +29,7 @@ from typing import Iterator
 import numpy as np
 
 from mattergen_kit.data.dataset import CrystalDataset, _isnum
-from mattergen_kit.data.report import LoadReport, Skip
+from mattergen_kit.data.report import LoadReport, Skip, check_load_options
 from mattergen_kit.data.parsing import process_records
 
 __all__ = ["load_alexandria", "iter_json_array", "open_text"]
@@ -138,7 +138,13 @@ def load_alexandria(path: str | os.PathLike | list, *, max_atoms: int | None = 2
     counted as filtered in ``.report``; entries without a usable structure as invalid (file and entry index).
     ``limit`` stops after that many kept candidates (for a quick look at a big file).
     """
-    paths = [Path(p) for p in (path if isinstance(path, (list, tuple)) else [path])]
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    if not paths:
+        raise ValueError("load_alexandria needs at least one dump file (got an empty list)")
+    for p in paths:
+        check_load_options(p)
+    check_load_options(max_atoms=max_atoms, e_above_hull_max=e_above_hull_max, limit=limit)
+    paths = [Path(p) for p in paths]
     report = LoadReport(name=name or paths[0].name, sources=[str(p) for p in paths])
     records, rows_props = [], {}
     for p in paths:

@@ -102,6 +102,10 @@ class CrystalBatch:
 
     def __getitem__(self, index: int) -> "CrystalBatch":
         """The single crystal ``index`` as a batch of one."""
+        if isinstance(index, bool) or not isinstance(index, (int, np.integer)):
+            raise TypeError(f"a CrystalBatch is indexed by a whole number, got {index!r}")
+        if not -self.num_crystals <= index < self.num_crystals:
+            raise IndexError(f"crystal {index} of a batch of {self.num_crystals}")
         if index < 0:
             index += self.num_crystals
         start = int(self.num_atoms[:index].sum())
@@ -121,6 +125,10 @@ class CrystalBatch:
         """Build a batch from pymatgen ``Structure`` objects (ordered sites only)."""
         types, coords, lattices, counts = [], [], [], []
         for i, s in enumerate(structures):
+            if not (hasattr(s, "lattice") and hasattr(s, "is_ordered")):
+                raise TypeError(f"structure {i} is a {type(s).__name__}, not a pymatgen Structure")
+            if len(s) == 0:
+                raise ValueError(f"structure {i} has no atoms")
             if not s.is_ordered:
                 raise ValueError(f"structure {i} ({s.composition.reduced_formula}) has partial occupancies; "
                                  "order it first (e.g. pymatgen OrderDisorderedStructureTransformation)")
@@ -226,6 +234,10 @@ def symmetric_polar_factor(lattice: torch.Tensor) -> torch.Tensor:
     """
     as_numpy = isinstance(lattice, np.ndarray)
     L = torch.as_tensor(lattice)
+    if L.ndim < 2 or tuple(L.shape[-2:]) != (3, 3):
+        raise ValueError(f"a lattice is a (3, 3) matrix (or a batch of them), got shape {tuple(L.shape)}")
+    if not bool(torch.isfinite(L).all()):
+        raise ValueError("the lattice holds NaN or infinite entries")
     W, S, _ = torch.linalg.svd(L)
     L_sym = W @ torch.diag_embed(S) @ W.transpose(-1, -2)
     L_sym = 0.5 * (L_sym + L_sym.transpose(-1, -2))  # exact symmetry despite rounding
@@ -241,6 +253,8 @@ def canonicalize_structure(structure, primitive: bool = True):
     """
     from pymatgen.core import Lattice, Structure
 
+    if not hasattr(structure, "get_primitive_structure"):
+        raise TypeError(f"canonicalize_structure takes a pymatgen Structure, got {type(structure).__name__}")
     s = structure.get_primitive_structure() if primitive else structure.copy()
     s = s.get_reduced_structure(reduction_algo="niggli")
     L_sym = symmetric_polar_factor(np.asarray(s.lattice.matrix, dtype=np.float64))

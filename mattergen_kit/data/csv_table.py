@@ -12,7 +12,7 @@ from mattergen_kit.data.dataset import (CACHE_VERSION, COLUMN_ALIASES, NUMERIC_C
                                         _isnan, _isnum, _mid, _options_key)
 from mattergen_kit.data.parsing import process_records
 from mattergen_kit.data.paths import sha256_file
-from mattergen_kit.data.report import LoadReport, Skip
+from mattergen_kit.data.report import LoadReport, Skip, check_load_options
 
 __all__ = ["load_csv"]
 
@@ -114,6 +114,8 @@ def load_csv(path: str | os.PathLike, *, cif_column: str = "cif", max_atoms: int
     missing labels, kept as unknown; ``.report.notes`` counts them per column.
     The result is cached in the cache folder, keyed by the file's sha256 and the options.
     """
+    check_load_options(path, max_atoms=max_atoms, e_above_hull_max=e_above_hull_max,
+                       formation_energy_max=formation_energy_max)
     path = Path(path)
     source = path.name
     filters = {"max_atoms": max_atoms, "e_above_hull_max": e_above_hull_max,

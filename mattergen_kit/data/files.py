@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mattergen_kit.data.dataset import CrystalDataset
 from mattergen_kit.data.parsing import StructureError, parse_extxyz_text, process_records
-from mattergen_kit.data.report import LoadReport, Skip
+from mattergen_kit.data.report import LoadReport, Skip, check_load_options
 
 __all__ = ["iter_structure_files", "load_cif_folder", "STRUCTURE_FILE_SUFFIXES"]
 
@@ -100,6 +100,7 @@ def load_cif_folder(path: str | os.PathLike, *, max_atoms: int | None = None, wo
     ``material_id`` is the file stem (``<stem>-<k>`` for frame k of a multi-frame extxyz), ``file`` the
     path inside the folder/zip. Unparsable/invalid files are skipped and listed in ``.report``.
     """
+    check_load_options(path, max_atoms=max_atoms)
     path = Path(path)
     report = LoadReport(name=name or path.name, sources=[str(path)])
     records, rows_props = _structure_file_records(path, report, {"max_atoms": max_atoms})

@@ -25,7 +25,7 @@ import numpy as np
 from mattergen_kit.data.dataset import CrystalDataset
 from mattergen_kit.data.files import iter_structure_files
 from mattergen_kit.data.parsing import StructureError, parse_cif_text, process_records
-from mattergen_kit.data.report import LoadReport, Skip
+from mattergen_kit.data.report import LoadReport, Skip, check_load_options
 
 __all__ = ["load_icsd", "order_disordered"]
 
@@ -71,6 +71,7 @@ def load_icsd(path: str | os.PathLike, *, max_atoms: int | None = 20, disorder: 
     """Load an ICSD CIF export (folder or zip); see the module docstring for what is done to each entry."""
     if disorder not in ("skip", "order"):
         raise ValueError(f"disorder must be 'skip' or 'order' (got {disorder!r})")
+    check_load_options(path, max_atoms=max_atoms)
     path = Path(path)
     report = LoadReport(name=name or f"icsd:{path.name}", sources=[str(path)])
     records, rows_props = [], {}

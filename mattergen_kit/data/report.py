@@ -3,6 +3,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,3 +87,20 @@ class LoadReport:
         self.sources.extend(other.sources)
         for k, n in other.notes.items():
             self.notes[k] = self.notes.get(k, 0) + n
+
+
+def check_load_options(path=None, **limits) -> None:
+    """The filters of a loader, checked before any file is read (issue 24): ``max_atoms`` / ``limit`` a whole number
+    ≥ 1, an energy cut-off (``e_above_hull_max``, ``formation_energy_max``) a finite number, each or None; ``path`` a
+    path. ``max_atoms=0`` used to filter every row away and report an empty dataset as a success, a NaN cut-off
+    to keep or drop everything (a comparison with NaN is always false)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"path must be a file or folder path, got {path!r}")
+    for name, value in limits.items():
+        if value is None:
+            continue
+        if name in ("max_atoms", "limit"):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name} must be a whole number ≥ 1 (or None for no limit), got {value!r}")
+        elif isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
+            raise ValueError(f"{name} must be a finite number (or None for no cut-off), got {value!r}")

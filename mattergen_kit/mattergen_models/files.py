@@ -235,7 +235,11 @@ def fetch_model(name: str, dest: str | Path | None = None, base_url: str | None 
     (:class:`ModelFetchError`) naming the manual alternative. Returns the model folder."""
     if name not in KNOWN_CHECKPOINTS:
         raise ValueError(f"unknown MatterGen model {name!r}; the released models are: {', '.join(KNOWN_CHECKPOINTS)}")
+    if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not (0 < timeout < float("inf")):
+        raise ValueError(f"timeout must be a finite number of seconds > 0, got {timeout!r}")
     folder = Path(dest) if dest is not None else cache_dir() / name
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"dest {folder} is a file, not a folder; give a folder for the model")
     base = (base_url or os.environ.get("MATTERGEN_KIT_HF_URL") or HF_BASE_URL).rstrip("/")
     size, sha = KNOWN_CHECKPOINTS[name]
     checkpoint = folder / CHECKPOINT_FILE
