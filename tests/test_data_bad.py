@@ -239,3 +239,10 @@ def test_a_filter_of_one_atom_short_still_loads_and_counts(tmp_path, real_rows):
     """The rule refuses nonsense only: max_atoms=1 is a real (if strict) filter, its rows counted as filtered."""
     ds = datasets.load_csv(_good_csv(tmp_path, real_rows), max_atoms=1, cache=False, progress=False)
     assert len(ds) == 0 and ds.report.n_skipped == 3
+
+
+@pytest.mark.parametrize("fractions", [(1.5, 0.0, 0.0), (-0.2, 0.6, 0.6), (float("nan"), 0.5, 0.5), (0.5, 0.5)])
+def test_split_fractions_must_be_three_shares_summing_to_one(fractions):
+    with pytest.raises(ValueError, match="fractions must be three shares"):
+        datasets.split_of("mp-149", fractions=fractions)
+    assert datasets.split_of("mp-149", fractions=(0.5, 0.25, 0.25)) in ("train", "val", "test")

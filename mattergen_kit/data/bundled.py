@@ -43,7 +43,12 @@ BUNDLED_FILES = ("mp20_biternary/val.csv.gz", "mp20_biternary/test.csv.gz", "mpt
 
 def split_of(material_id: str, seed: str = SPLIT_SEED, fractions: tuple[float, float, float] = SPLIT_FRACTIONS) -> str:
     """Deterministic split of a material id: u = sha256(seed + ":" + id) as a number in [0, 1);
-    train if u < 0.8, val if u < 0.9, else test."""
+    train if u < 0.8, val if u < 0.9, else test. ``fractions``: three shares ≥ 0 that sum to 1 (ValueError else:
+    (1.5, 0, 0) used to put everything in train without a word)."""
+    if fractions != SPLIT_FRACTIONS and (len(fractions) != 3 or any(not 0 <= f <= 1 for f in fractions)
+                                         or abs(sum(fractions) - 1) > 1e-9):
+        raise ValueError(f"fractions must be three shares (train, val, test), each in [0, 1], summing to 1; "
+                         f"got {fractions!r}")
     h = hashlib.sha256(f"{seed}:{material_id}".encode()).digest()
     u = int.from_bytes(h[:8], "big") / 2.0 ** 64
     if u < fractions[0]:
