@@ -134,3 +134,21 @@ def test_finetune_on_a_dataset_with_a_registry_property(tmp_path, base, table):
         mk.finetune(ds, "space_group", base=base, kind="scalar", out=tmp_path / "sg2", max_steps=1, progress=False)
     with pytest.raises(ValueError, match=r"already conditioned on \['space_group'\]; fine-tune an unconditioned base"):
         mk.finetune(ds, "band_gap", base=path, out=tmp_path / "sg3", max_steps=1, progress=False)
+
+
+@pytest.mark.parametrize("fields,error,match", [
+    (dict(table=42), TypeError, "table must be a CSV path or a CrystalDataset, got int"),
+    (dict(bogus_option=1), TypeError, "unknown fine-tuning option"),
+    (dict(max_steps=2.5), ValueError, "max_steps must be -1"),
+    (dict(max_time_minutes=float("inf")), ValueError, "max_time_minutes must be a finite number"),
+    (dict(max_atoms=0), ValueError, "max_atoms must be a whole number ≥ 1"),
+])
+def test_finetune_arguments_are_checked_before_the_table_is_read(tmp_path, table, fields, error, match):
+    """Issue 24's probe: a number as the table was an AttributeError, an unknown keyword TrainConfig's TypeError
+    after the table had been parsed; the limits are checked first too."""
+    import mattergen_kit as mk
+
+    kwargs = dict(table=table, properties="my_scalar", out=tmp_path / "o", max_steps=1, progress=False)
+    with pytest.raises(error, match=match):
+        mk.finetune(**{**kwargs, **fields})
+    assert not (tmp_path / "o").exists()

@@ -28,6 +28,7 @@ import math
 import numbers
 import os
 import sys
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 
 import numpy as np
@@ -156,6 +157,13 @@ def finetune(table, properties: str | list[str], base: str | Path = "bundled", k
         raise ValueError(f"val_fraction must be a number in (0, 1), the share of crystals held out for validation "
                          f"(e.g. 0.1), got {val_fraction!r}")
     _check_run_settings(table, out, max_steps, max_time_minutes, max_epochs, batch_size, max_atoms)
+    if not isinstance(table, (str, os.PathLike)) and not hasattr(table, "properties"):
+        raise TypeError(f"table must be a CSV path or a CrystalDataset, got {type(table).__name__}")
+    known = {f.name for f in dataclass_fields(TrainConfig)}
+    unknown = sorted(set(config) - known)
+    if unknown:  # checked before the table is read, not by TrainConfig after it
+        raise TypeError(f"unknown fine-tuning option(s) {', '.join(unknown)}: the extra keywords are TrainConfig keys "
+                        f"({', '.join(sorted(known))})")
     base_path = _resolve_base(base)
     from mattergen_kit.training import load_checkpoint
 
