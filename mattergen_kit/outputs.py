@@ -11,8 +11,8 @@ A run folder holds, for ``num`` crystals:
   writes the same bytes as an uninterrupted one).
 
 A sampled crystal is written as a crystal only if the kit can stand behind the file (:func:`crystal_cif`): it passes
-the kit's own structural validity (``evaluation.validity.structural_validity``: finite cell, every pair of atoms, own
-periodic images included, ``d_ij ≥ 0.5 Å``), its volume is physical (``MIN_VOLUME_PER_ATOM ≤ V/N ≤
+the kit's own structural validity (``evaluation.validity.structural_validity``, restated as
+:func:`structural_problem`: finite cell, every pair of atoms, own periodic images included, ``d_ij ≥ 0.5 Å``), its volume is physical (``MIN_VOLUME_PER_ATOM ≤ V/N ≤
 MAX_VOLUME_PER_ATOM``) and its CIF reads back through pymatgen as the same crystal (same number of sites, same
 species). A crystal that fails is **rejected, not written**: no ``crystal_NNNN.cif``, no frame in the extxyz or the
 zip; its name and the reason are recorded in ``manifest.json`` (``"rejected"``), in ``summary.csv`` (``written``
@@ -67,6 +67,9 @@ CIF_ZIP = "generated_crystals_cif.zip"
 LOCK = ".lock"
 
 
+MIN_ATOM_DISTANCE = 0.5  # Å  } evaluation.validity's structural validity (MIN_DISTANCE, MIN_VOLUME, MAX_CELL_LENGTH)
+MIN_CELL_VOLUME = 0.1  # Å³  }
+MAX_CELL_LENGTH = 1000.0  # Å }
 MIN_VOLUME_PER_ATOM = 3.0  # Å³/atom: the densest crystals at ambient pressure have ~5.7 (diamond; the bundled train
 #                            split's minimum is 5.77), and even a few hundred GPa compresses solids only to ~3
 MAX_VOLUME_PER_ATOM = 500.0  # Å³/atom: a cube of 7.9 Å per atom, a gas (the train split's maximum is 118)
@@ -287,18 +290,39 @@ def _batch_path(out: Path, start: int) -> Path:
     return Path(out) / BATCH_DIR / f"batch_{start:06d}.npz"
 
 
+def structural_problem(structure) -> str:
+    """Why ``structure`` is not a crystal (``""`` if it is): the rule of ``evaluation.validity.structural_validity``
+    (non-finite or empty, disordered, V < 0.1 Å³, a lattice vector > 1000 Å, two atoms — or an atom and its own
+    periodic image — closer than 0.5 Å), restated here because the evaluation package needs the [eval] extras and
+    generation must not (``test_the_core_works_without_the_extras``); a test keeps the two in agreement."""
+    m = np.asarray(structure.lattice.matrix, dtype=float)
+    if len(structure) == 0:
+        return "no atoms"
+    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(structure.frac_coords))):
+        return "non-finite lattice or coordinates"
+    if not structure.is_ordered:
+        return "partial occupancy"
+    volume = abs(float(np.linalg.det(m)))
+    if not volume >= MIN_CELL_VOLUME:
+        return f"volume {volume:.3g} Å³ < {MIN_CELL_VOLUME}"
+    if float(max(structure.lattice.abc)) > MAX_CELL_LENGTH:
+        return f"cell exploded (longest lattice vector {max(structure.lattice.abc):.3g} Å > {MAX_CELL_LENGTH:g} Å)"
+    neighbours = structure.get_reduced_structure("LLL").get_all_neighbors(MIN_ATOM_DISTANCE, include_index=False)
+    nearest = min((n.nn_distance for site in neighbours for n in site), default=float("inf"))
+    if nearest < MIN_ATOM_DISTANCE:
+        return f"atoms {nearest:.2g} Å apart (< {MIN_ATOM_DISTANCE} Å)"
+    return ""
+
+
 def crystal_cif(structure) -> tuple[str | None, str]:
-    """``(cif_text, "")`` for a crystal the kit writes, ``(None, reason)`` for one it rejects (module doc): it fails
-    ``structural_validity`` (atoms < 0.5 Å apart, a degenerate or exploded cell), its volume per atom is outside
+    """``(cif_text, "")`` for a crystal the kit writes, ``(None, reason)`` for one it rejects (module doc): it has a
+    :func:`structural_problem` (atoms < 0.5 Å apart, a degenerate or exploded cell), its volume per atom is outside
     [MIN_VOLUME_PER_ATOM, MAX_VOLUME_PER_ATOM], or its CIF does not read back through pymatgen as the same crystal
     (pymatgen merges sites closer than its site tolerance, 1e-4 Å, or finds no structure at all)."""
     from pymatgen.io.cif import CifParser, CifWriter
 
-    # the evaluation package imports this module (and is slow to import): its validity check is imported here
-    from mattergen_kit.evaluation.validity import structural_validity
-
-    ok, reason = structural_validity(structure)
-    if not ok:
+    reason = structural_problem(structure)
+    if reason:
         return None, reason
     per_atom = structure.volume / len(structure)
     if not MIN_VOLUME_PER_ATOM <= per_atom <= MAX_VOLUME_PER_ATOM:
@@ -452,7 +476,9 @@ def write_samples(structures: list, out_dir: str | Path, picture: bool = True, p
     ``generated_crystals_cif.zip``, ``manifest.json`` and (optionally) ``grid.png`` into ``out_dir``.
 
     A folder holding only the output of an earlier ``write_samples``/generate run is replaced as a whole
-    (never mixed); a folder holding anything else is refused unless ``overwrite=True`` (it is cleared).
+    (never mixed); a folder holding anything else is refused unless ``overwrite=True`` (it is cleared). A structure
+    :func:`crystal_cif` rejects is not written (its name and reason in the manifest, summary.csv, ``"rejected"`` and
+    a warning), as in a generation run.
     """
     out = Path(out_dir)
     if out.is_dir() and _has_content(out) and not overwrite and _only_earlier_output(out):
@@ -461,13 +487,18 @@ def write_samples(structures: list, out_dir: str | Path, picture: bool = True, p
     with RunLock(out):
         out = prepare_out_dir(out, overwrite=overwrite, locked=True)
         names = cif_names(len(structures), prefix)
-        from pymatgen.io.cif import CifWriter
-
+        rejected = {}
         for name, s in zip(names, structures):
-            atomic_write_text(out / name, str(CifWriter(s)))
-        written = write_collection(out, structures, names, picture=picture)
+            text, reason = crystal_cif(s)
+            if text is None:
+                rejected[name] = reason
+            else:
+                atomic_write_text(out / name, text)
+        written = write_collection(out, structures, names, picture=picture, rejected=rejected)
         RunManifest(settings={"source": "write_samples", "num": len(structures), "prefix": prefix},
-                    batches={"0": names}, complete=True).save(out)
+                    batches={"0": names}, complete=True, rejected=rejected).save(out)
+    if rejected:
+        warnings.warn(rejected_message(rejected, len(names)), RejectedCrystalWarning, stacklevel=2)
     return written
 
 

@@ -280,3 +280,44 @@ def test_a_crystal_with_atoms_0_0001_A_apart_is_not_written_as_a_crystal(tmp_pat
     from ase.io import read
 
     assert [a.info["file"] for a in read(out / "generated_crystals.extxyz", index=":")] == ["crystal_0000.cif"]
+
+
+def test_the_writers_structural_rule_agrees_with_the_evaluators(real_structures):
+    """outputs.structural_problem restates evaluation.validity.structural_validity (generation must work without the
+    [eval] extras): the two agree on real crystals and on broken ones."""
+    from mattergen_kit.evaluation.validity import structural_validity
+    from mattergen_kit.outputs import structural_problem
+
+    rocks = rocksalt()
+    close = rocks.copy()
+    close.append("Na", rocks[0].frac_coords + [0.05, 0, 0])                 # 0.28 A from a Na
+    tiny = Structure(Lattice.cubic(0.4), ["Na"], [[0, 0, 0]])                # an atom 0.4 A from its own image
+    flat = Structure(Lattice([[5, 0, 0], [0, 5, 0], [0, 0, 1e-4]]), ["Na"], [[0, 0, 0]])
+    for s in [*real_structures[:20], rocks, close, tiny, flat]:
+        assert (structural_problem(s) == "") == structural_validity(s)[0], s.composition
+    assert structural_problem(close).startswith("atoms") and structural_problem(rocks) == ""
+
+
+def test_cli_says_how_many_crystals_were_not_written_and_why(tmp_path, capsys, monkeypatch):
+    """The CLI's count is honest: a crystal the writer rejects is not among the CIFs, and one line says so."""
+    import json
+
+    import mattergen_kit.outputs as outputs
+    from mattergen_kit.cli import main
+
+    accept = outputs.crystal_cif
+    calls = []
+
+    def reject_the_second(structure):  # as if the sampler had put two atoms 0.0001 A apart in crystal 1
+        calls.append(1)
+        return (None, "atoms 0.0001 Å apart (< 0.5 Å)") if len(calls) == 2 else accept(structure)
+
+    monkeypatch.setattr(outputs, "crystal_cif", reject_the_second)
+    out = tmp_path / "run"
+    assert main(["generate", "--num", "2", "--steps", "3", "--out", str(out), "--seed", "0", "--no-picture"]) == 0
+    captured = capsys.readouterr()
+    assert "wrote 1 CIFs" in captured.out
+    assert "1 of 2 sampled crystals failed the kit's validity check" in captured.err and "crystal_0001" in captured.err
+    assert sorted(p.name for p in out.glob("*.cif")) == ["crystal_0000.cif"]
+    assert json.loads((out / "manifest.json").read_text())["rejected"] == {"crystal_0001.cif":
+                                                                             "atoms 0.0001 Å apart (< 0.5 Å)"}
