@@ -136,6 +136,8 @@ REQUEST_MISTAKES = {  # name: (conditioned model?, request fields, exception, me
     "enforce_symmetry 'yes'": (True, dict(enforce_symmetry="yes", conditions={"space_group": 225}), TypeError,
                                "enforce_symmetry must be True or False"),
     "progress 'no'": (False, dict(progress="no"), TypeError, "progress must be True or False"),
+    "fixed types vs num_atoms": (False, dict(fixed_atom_types=[["Li", "O"]] * 2, num_atoms=5), ValueError,
+                                 "fixed_atom_types and num_atoms disagree"),
 }
 
 

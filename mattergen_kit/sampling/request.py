@@ -165,6 +165,10 @@ class SamplingRequest:
         if fixed is not None:
             _check_length("fixed_atom_types", fixed, num)
             _check_fixed_atom_types(fixed)
+            if num_atoms is not None and not torch.is_tensor(fixed) and any(
+                    len(f) != n for f, n in zip(fixed, num_atoms)):
+                raise ValueError("fixed_atom_types and num_atoms disagree: the fixed types set each crystal's number "
+                                 "of atoms; leave num_atoms out")
         if torch.is_tensor(allowed):
             _check_class_mask(allowed, num, model.diffusion.atom_types.num_classes)
         if fixed is not None and allowed is not None:
