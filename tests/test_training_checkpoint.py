@@ -87,6 +87,9 @@ def test_config_yaml(tmp_path):
     (tmp_path / "bad.yaml").write_text("hidden_dims: 3\n")
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
         TrainConfig.from_yaml(tmp_path / "bad.yaml")
+    (tmp_path / "empty.yaml").write_text("# nothing but a comment\n")  # would train with every default
+    with pytest.raises(ValueError, match="is empty"):
+        TrainConfig.from_yaml(tmp_path / "empty.yaml")
 
 
 def test_init_from_starts_training_from_a_plain_checkpoint(good):

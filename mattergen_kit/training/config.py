@@ -219,7 +219,10 @@ class TrainConfig:
         ``**{"model.hidden_dim": 64}`` sets one network key."""
         import yaml  # here: the GPU recipe (training/fast.py) imports this module where only torch may be installed
 
-        values = yaml.safe_load(Path(path).read_text()) or {}
+        values = yaml.safe_load(Path(path).read_text())
+        if values is None:  # an empty file would silently train with every default (issue 24's sweep)
+            raise ValueError(f"{path} is empty (or only comments): a training config names at least its data and "
+                             "run_dir; start from configs/bundled_cpu.yaml or configs/tiny_test.yaml")
         if not isinstance(values, dict):
             raise ValueError(f"{path}: expected a mapping of TrainConfig keys, got {type(values).__name__}")
         values = nest_model_keys(values, FLAT_MODEL_KEYS, "TrainConfig", str(path))
