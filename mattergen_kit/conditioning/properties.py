@@ -19,6 +19,7 @@ labels of the MP structures are ML estimates (CHGNet), see ``labels.py`` / ``lab
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Any, Mapping, Sequence
@@ -319,20 +320,35 @@ def get_spec(name: str) -> PropertySpec:
     return PROPERTIES[name]
 
 
-def check_conditions(conditions: dict | None, specs: dict[str, PropertySpec], guidance_scale: float = 0.0
+#: γ when conditions are given and no guidance_scale is (the CLI's and the panel's long-standing default)
+DEFAULT_GUIDANCE_SCALE = 2.0
+
+
+def resolve_guidance_scale(guidance_scale, conditions) -> float:
+    """The guidance scale γ by the kit's one rule (every entry point: API, CLI, panel, Dask; sampling/request.py):
+    None → 2.0 with conditions, 0 without; else a finite number ≥ 0 (TypeError for a non-number, ValueError for a
+    negative or non-finite one). Guidance combines the two network outputs as u + γ (c − u)."""
+    if guidance_scale is None:
+        return DEFAULT_GUIDANCE_SCALE if conditions else 0.0
+    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
+        raise TypeError(f"guidance_scale must be a number (e.g. 2.0), got {guidance_scale!r} "
+                        f"({type(guidance_scale).__name__})")
+    gamma = float(guidance_scale)
+    if not math.isfinite(gamma) or gamma < 0:
+        raise ValueError(f"guidance_scale must be ≥ 0 and finite (0 = unconditional), got {guidance_scale!r}")
+    return gamma
+
+
+def check_conditions(conditions: dict | None, specs: dict[str, PropertySpec], guidance_scale: float | None = 0.0
                      ) -> dict[str, Any]:
     """Validate user conditions against a model's property specs before any sampling.
 
-    Errors (``ValueError``): γ < 0; conditions or γ ≠ 0 for a model without conditioning; a property the
-    model was not trained on (its list is named); an out-of-range value or unknown element. Per-crystal lists
-    are checked value by value. Returns the checked conditions (chemical systems normalised to "A-B-C").
+    Errors (``ValueError``): γ < 0 (γ is read by :func:`resolve_guidance_scale`, the one γ rule); conditions or
+    γ ≠ 0 for a model without conditioning; a property the model was not trained on (its list is named); an
+    out-of-range value or unknown element. Per-crystal lists are checked value by value. Returns the checked
+    conditions (chemical systems normalised to "A-B-C").
     """
-    try:
-        gamma = float(guidance_scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"guidance_scale must be a number, got {guidance_scale!r}") from None
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"guidance_scale must be ≥ 0 (0 = unconditional), got {guidance_scale!r}")
+    gamma = resolve_guidance_scale(guidance_scale, conditions)
     if conditions is not None and not isinstance(conditions, Mapping):
         raise ValueError(f"conditions must be a dict {{property: value}}, e.g. {{'band_gap': 3.0}}, got {conditions!r}")
     conditions = dict(conditions or {})

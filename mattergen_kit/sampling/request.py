@@ -31,13 +31,12 @@ from typing import Any
 import numpy as np
 import torch
 from mattergen_kit.conditioning import check_conditions
+from mattergen_kit.conditioning.properties import DEFAULT_GUIDANCE_SCALE, resolve_guidance_scale  # noqa: F401 (re-exported)
 from mattergen_kit.constants import ALLOWED_Z, ELEMENT_SYMBOLS, atomic_number
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask
 from mattergen_kit.sampling.few_step import choose_sampler, fast_sampler_options, sampler_steps
 from mattergen_kit.sampling.symmetry import SymmetryProjector, templates_for
 
-#: γ when conditions are given and no guidance_scale is (the CLI's and the panel's long-standing default)
-DEFAULT_GUIDANCE_SCALE = 2.0
 #: torch CPU threads while sampling unless told otherwise: the network is small, one thread is never the slow case
 DEFAULT_THREADS = 1
 #: the most atoms a requested cell may have (formula / num_atoms); the bundled models are trained on ≤ 20 (MP-20)
@@ -297,19 +296,6 @@ def beyond_training(model, resolved: "ResolvedRequest") -> str:
                 parts.append(f"{name} = {float(v):g} ({z:+.1f} standard deviations from its training labels)")
                 break
     return "; ".join(parts)
-
-
-def resolve_guidance_scale(guidance_scale, conditions) -> float:
-    """γ by the module's rule: None → 2.0 with conditions, 0 without; a number ≥ 0 otherwise (else ValueError)."""
-    if guidance_scale is None:
-        return DEFAULT_GUIDANCE_SCALE if conditions else 0.0
-    if isinstance(guidance_scale, bool) or not isinstance(guidance_scale, numbers.Real):
-        raise TypeError(f"guidance_scale must be a number (e.g. 2.0), got {guidance_scale!r} "
-                        f"({type(guidance_scale).__name__})")
-    gamma = float(guidance_scale)
-    if not math.isfinite(gamma) or gamma < 0:
-        raise ValueError(f"guidance_scale must be ≥ 0 and finite (0 = unconditional), got {guidance_scale!r}")
-    return gamma
 
 
 def _check_count(name: str, value, minimum: int, maximum: int | None = None) -> int:
