@@ -2,6 +2,8 @@
 
     python benchmarks/bench_few_step.py --configs ref1000 ref100 fast100 fast50 --num 1000 --relax-n 256
     python benchmarks/bench_few_step.py --configs ref100 ode100 --num 256 --relax-n 0 --tag screen   # screening
+    python benchmarks/bench_few_step.py --configs fast100 fast100_cws --num 1000 --first 512 --relax-n 0 \
+        --tag types_screen        # the atom-type screen: first 512 of the 1000-crystal draw, paired with fast100
 
 Each configuration (``CONFIGS``: steps and ``PredictorCorrectorSampler`` options) samples ``--num`` crystals of the
 shipped base model, seed 0, in batches of 64 exactly as ``GenerativeModel.iter_batches`` does (the same numbers of
@@ -14,8 +16,8 @@ bundled test split; with ``--proxy-n K`` the CHGNet force RMS of the first K gen
 single-point call; a cheap stand-in for the distance to the relaxed cell); with ``--relax-n K`` the first K are relaxed
 with batched CHGNet: RMSD generated → relaxed, stability (E_hull ≤ 0.1 eV/atom, bundled hull), S.U.N.
 
-Samples are cached as pymatgen JSON under ``benchmarks/results/samples_few_step/<config>_n<num>/`` (git-ignored); the
-table is written after every configuration to ``benchmarks/results/few_step_<tag>.json``.
+Samples are cached as pymatgen JSON under ``benchmarks/results/samples_few_step/<config>_n<num>[_seed<seed>]/``
+(git-ignored); the table is written after every configuration to ``benchmarks/results/few_step_<tag>.json``.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 BATCH = 64
 STORE = HERE / "results" / "device_samples_h200.json.gz"
+
+_FAST = {"continuous_update": "ode2m", "noise_scale": 0.7, "network_bfloat16": True}
 
 #: name -> (steps, PredictorCorrectorSampler options). "ref*" are MatterGen's reference sampler.
 CONFIGS: dict[str, tuple[int, dict]] = {
@@ -68,12 +72,21 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "ode2m_eta05_100_bf16": (100, {"continuous_update": "ode2m", "noise_scale": 0.5, "network_bfloat16": True}),
     "corr3_50_bf16": (50, {"n_corrector_steps": 3, "network_bfloat16": True}),
     "ode2m_conf100": (100, {"continuous_update": "ode2m", "type_unmasking": "confidence"}),
+    # atom types of the few-step sampler (tag types_screen): temperature, confidence order, the coherence bias
+    "fast100_t09": (100, {**_FAST, "type_temperature": 0.9}),
+    "fast100_t08": (100, {**_FAST, "type_temperature": 0.8}),
+    "fast100_conf": (100, {**_FAST, "type_unmasking": "confidence"}),
+    "fast100_cws": (100, {**_FAST, "coherence_within_step": True}),
+    "fast100_cws_b15": (100, {**_FAST, "coherence_within_step": True, "coherence_scale": 1.5}),
+    "fast100_b15": (100, {**_FAST, "coherence_scale": 1.5}),
+    "fast50_cws": (50, {**_FAST, "coherence_within_step": True}),
 }
 
 
-def sample_config(name: str, num: int, seed: int, folder: Path, shard: tuple[int, int] = (0, 1)
-                  ) -> tuple[list, float, int]:
-    """(structures, sampling seconds, NFE per crystal) of one configuration; cached batches are reused."""
+def sample_config(name: str, num: int, seed: int, folder: Path, shard: tuple[int, int] = (0, 1),
+                  first: int | None = None) -> tuple[list, float, int]:
+    """(structures, sampling seconds, NFE per crystal) of one configuration; cached batches are reused. With
+    ``first`` only the first ``first`` crystals of the ``num``-crystal draw are sampled (whole batches)."""
     import torch
     from pymatgen.core import Structure
 
@@ -87,15 +100,15 @@ def sample_config(name: str, num: int, seed: int, folder: Path, shard: tuple[int
     generator = torch.Generator().manual_seed(seed)
     base_seed = int(torch.randint(0, 2**62, (1,), generator=generator))
     num_atoms = model.num_atoms_prior.sample(num, generator=generator)
-    sampler = PredictorCorrectorSampler(
-        model.diffusion, num_steps=steps, type_temperature=float(model.meta.get("type_temperature", 1.0)),
-        coherence_bias=model.meta.get("coherence_bias"), remask_rate=float(model.meta.get("remask_rate", 0.0)),
-        **options)
+    defaults = {"type_temperature": float(model.meta.get("type_temperature", 1.0)),
+                "coherence_bias": model.meta.get("coherence_bias"),
+                "remask_rate": float(model.meta.get("remask_rate", 0.0))}
+    sampler = PredictorCorrectorSampler(model.diffusion, num_steps=steps, **{**defaults, **options})
     timing = folder / f"seconds_{shard[0]}.json"
     seconds = json.loads(timing.read_text()) if timing.exists() else {}
     for start in range(0, num, BATCH):
         path = folder / f"batch_{start:06d}.json"
-        if path.exists() or (start // BATCH) % shard[1] != shard[0]:
+        if path.exists() or (start // BATCH) % shard[1] != shard[0] or (first is not None and start >= first):
             continue
         stop = min(num, start + BATCH)
         t0 = time.perf_counter()
@@ -104,9 +117,11 @@ def sample_config(name: str, num: int, seed: int, folder: Path, shard: tuple[int
         path.write_text(json.dumps([s.as_dict() for s in batch.to_structures()]))
         timing.write_text(json.dumps(seconds))
         print(f"  {name}: batch {start} in {seconds[str(start)]:.1f} s", flush=True)
-    seconds = {k: v for f in folder.glob("seconds_*.json") for k, v in json.loads(f.read_text()).items()}
+    keep = num if first is None else min(num, first)
+    seconds = {k: v for f in folder.glob("seconds_*.json") for k, v in json.loads(f.read_text()).items()
+               if int(k) < keep}
     structures = [Structure.from_dict(d) for f in sorted(folder.glob("batch_*.json")) for d in json.loads(f.read_text())]
-    return structures[:num], float(sum(seconds.values())), sampler.network_calls()
+    return structures[:keep], float(sum(seconds.values())), sampler.network_calls()
 
 
 #: configurations served from the GPU store instead of being sampled here: name -> the store's job label
@@ -190,6 +205,9 @@ def main(argv=None) -> int:
     p.add_argument("--relax-n", type=int, default=256)
     p.add_argument("--proxy-n", type=int, default=0)
     p.add_argument("--tag", default="table")
+    p.add_argument("--first", type=int, default=None, help="sample and judge only the first FIRST crystals of the "
+                   "--num draw (whole batches of 64; the same numbers of atoms and batch seeds as the full draw, so a "
+                   "screen at --num 1000 --first 512 is paired with the cached 1000-crystal runs)")
     p.add_argument("--shard", default="0/1", help="k/K: sample only the batches b with b %% K == k, then stop (run "
                    "K processes, then once more with the default 0/1 to judge all cached batches)")
     args = p.parse_args(argv)
@@ -200,15 +218,19 @@ def main(argv=None) -> int:
     result_path = HERE / "results" / f"few_step_{args.tag}.json"
     rows = json.loads(result_path.read_text())["rows"] if result_path.exists() else {}
     for name in args.configs:
-        folder = HERE / "results" / "samples_few_step" / f"{name}_n{args.num}"
+        label = f"{name}_n{args.num}" + (f"_seed{args.seed}" if args.seed else "")
+        folder = HERE / "results" / "samples_few_step" / label
         if name in STORED:
             structures, seconds, nfe = stored_reference(name, args.num, args.seed)
+            keep = min(args.first or args.num, args.num)
+            structures, seconds = structures[:keep], seconds * keep / args.num
         else:
             shard = tuple(int(x) for x in args.shard.split("/"))
-            structures, seconds, nfe = sample_config(name, args.num, args.seed, folder, shard)
+            structures, seconds, nfe = sample_config(name, args.num, args.seed, folder, shard, args.first)
             if shard[1] > 1:
                 continue                                    # a shard only samples; the 0/1 run judges
-        row = {"config": name, "steps": CONFIGS[name][0], "options": CONFIGS[name][1], "num": args.num,
+        row = {"config": name, "steps": CONFIGS[name][0], "options": CONFIGS[name][1], "num": len(structures),
+               "of_draw": args.num,
                "seed": args.seed, "nfe": nfe, "sample_seconds": seconds,
                "sampled_on": "H200 (stored), batches of 1024" if name in STORED else "CPU, 1 thread, batches of 64"}
         row.update(judge(structures, args.relax_n, args.proxy_n, folder / "relaxation" if args.relax_n else None))

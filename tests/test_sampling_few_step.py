@@ -122,7 +122,9 @@ def test_final_step_is_tweedie_on_a_point_mass():
 @pytest.mark.parametrize("options", [dict(continuous_update="ode"),
                                      dict(continuous_update="ode2m", grid_rho=2.0),
                                      dict(continuous_update="ode2m", grid_rho=2.0, n_corrector_steps=0),
-                                     dict(continuous_update="ode2m", type_unmasking="confidence")])
+                                     dict(continuous_update="ode2m", type_unmasking="confidence"),
+                                     dict(continuous_update="ode2m", coherence_bias=([0.0, 1.0], [1.0, 1.0]),
+                                          coherence_within_step=True, coherence_scale=1.5)])
 def test_probability_flow_samplers_recover_a_two_crystal_mixture(options):
     """Exact scores of NaCl rock salt vs ZnS zinc blende: every sample has the geometry of one of the two crystals
     (coordinates and lattice), ≥ 90 % also its atom types (atoms revealed in the same step are drawn independently,
@@ -167,6 +169,61 @@ def test_confidence_unmasking_reveals_the_reference_count_most_confident_first()
     # the last step (k' = 0) reveals every atom
     sample, _ = confidence_reveal_step(types_model, x_k, logits, torch.tensor(5), torch.tensor(0), bidx, 1, g)
     assert not bool((sample == types_model.mask_class).any())
+
+
+def test_coherent_reveals_keep_the_reference_count_and_share_elements_within_a_step():
+    """coherent_reveal_step: how many atoms a step reveals is the reference's Binomial(masked, p_reveal); with one
+    reveal the class law is softmax(logits); atoms revealed in the same step see each other's elements (a large β
+    makes a cell of atoms revealed together single-element, where independent draws over two equally likely
+    elements mix them); atoms revealed before the step never change."""
+    from mattergen_kit.diffusion.atom_types import mask_logits
+    from mattergen_kit.sampling.few_step import coherent_reveal_step
+
+    types_model = CrystalDiffusion().atom_types
+    m = types_model.mask_class
+    g = torch.Generator().manual_seed(0)
+    keep = torch.zeros(101, dtype=torch.bool)
+    keep[[10, 16]] = True
+    logits = mask_logits(torch.zeros(6, 101), keep)                    # Na, Cl equally likely, nothing else
+    one_crystal = torch.zeros(6, dtype=torch.long)
+    x_k = torch.full((6,), m)
+    counts = []
+    for _ in range(300):                                               # p_reveal = 1/3 for k = 600 → k' = 400
+        sample, _ = coherent_reveal_step(types_model, x_k, logits, 0.0, torch.tensor(600), torch.tensor(400),
+                                         one_crystal, 1, g)
+        counts.append(int((sample != m).sum()))
+    assert abs(sum(counts) / len(counts) - 2.0) < 0.25                 # E[Binomial(6, 1/3)] = 2 (sd of mean 0.07)
+
+    def mixed_share(beta):                                             # all 6 revealed in one step (k' = 0)
+        mixed = 0
+        for _ in range(200):
+            sample, _ = coherent_reveal_step(types_model, x_k, logits, beta, torch.tensor(5), torch.tensor(0),
+                                             one_crystal, 1, g)
+            assert not bool((sample == m).any()) and bool(((sample == 10) | (sample == 16)).all())
+            mixed += len(set(sample.tolist())) > 1
+        return mixed / 200
+    assert mixed_share(0.0) > 0.9                                      # independent: 1 − 2·2⁻⁶ = 0.97 mixed
+    assert mixed_share(20.0) < 0.05                                    # coherent within the step
+    # two crystals: the bias only counts elements drawn in the atom's own crystal
+    two = torch.tensor([0, 0, 0, 1, 1, 1])
+    sample, _ = coherent_reveal_step(types_model, x_k, logits, 20.0, torch.tensor(5), torch.tensor(0), two, 2, g)
+    assert len(set(sample[:3].tolist())) == 1 and len(set(sample[3:].tolist())) == 1
+    # one masked atom: the class law is softmax(logits); the revealed atom (K, class 18) stays
+    law = torch.zeros(2, 101)
+    law[1, 10], law[1, 16] = math.log(3.0), 0.0                         # Na : Cl = 3 : 1 (others masked out)
+    law = mask_logits(law, keep)
+    x = torch.tensor([18, m])
+    draws = [coherent_reveal_step(types_model, x, law, 5.0, torch.tensor(3), torch.tensor(0),
+                                  torch.zeros(2, dtype=torch.long), 1, g)[0] for _ in range(400)]
+    assert all(int(d[0]) == 18 for d in draws)
+    assert abs(sum(int(d[1]) == 10 for d in draws) / 400 - 0.75) < 0.07
+    with pytest.raises(ValueError, match="coherence_within_step"):
+        PredictorCorrectorSampler(CrystalDiffusion(), coherence_within_step=True, type_unmasking="confidence")
+    with pytest.raises(ValueError, match="coherence_scale"):
+        PredictorCorrectorSampler(CrystalDiffusion(), coherence_scale=-1.0)
+    scaled = PredictorCorrectorSampler(CrystalDiffusion(), coherence_bias=([0.0, 1.0], [2.0, 0.0]),
+                                       coherence_scale=1.5)
+    assert math.isclose(scaled._beta(0.25), 1.5 * 1.5)                 # s · β(t), β linear in t
 
 
 def test_bfloat16_network_calls_stay_close_to_float32():

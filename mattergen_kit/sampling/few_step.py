@@ -152,6 +152,57 @@ def confidence_reveal_step(types_model, x_k: torch.Tensor, x0_logits: torch.Tens
     return sample, mean
 
 
+def coherent_reveal_step(types_model, x_k: torch.Tensor, logits: torch.Tensor, beta: float, k: torch.Tensor,
+                         k_prev: torch.Tensor, batch_idx: torch.Tensor, num_crystals: int,
+                         generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""The D3PM step x_k → x_{k'} (class indices) with the coherence bias acting within the step as well.
+
+    At 100 steps a step spans ~10 of the T = 1000 reveal levels, so two atoms of a cell are often revealed in the
+    same step; the reference draws them independently, each blind to the other's element. Here which atoms are
+    revealed is drawn as in the reference step (each masked atom independently with the posterior's reveal
+    probability p_i = 1 − q(x_{k'} = m | x_k = m, x̂_0)); the revealed atoms of a crystal then draw their classes one
+    after the other, in a random order, each seeing the elements drawn before it in this step::
+
+        p(c_j) ∝ exp( ℓ_j,c + β · 1[c was drawn by an earlier atom of the crystal in this step, and not held before] )
+
+    ``logits`` ℓ already carry β on the elements the crystal held before the step (so with one reveal per crystal and
+    step — the usual case at 1000 steps — the law is the reference's). Revealed atoms never change. Returns
+    (sample, mean); the mean of a masked atom is the posterior argmax of ℓ, as in the reference step.
+    """
+    n, mask = x_k.shape[0], types_model.mask_class
+    sample, mean = x_k.clone(), x_k.clone()
+    todo = (x_k == mask).nonzero().squeeze(-1)
+    if not todo.numel():
+        return sample, mean
+    k = torch.as_tensor(k, device=x_k.device).expand(n)[todo]
+    k_prev = torch.as_tensor(k_prev, device=x_k.device).expand(n)[todo]
+    post = types_model.posterior_probs(x_k[todo], torch.softmax(logits[todo].double(), -1), k, k_prev)
+    mean[todo] = post.argmax(-1)
+    u = torch.rand(todo.shape, generator=generator, device=x_k.device, dtype=torch.float64)
+    reveal = todo[u < 1.0 - post[:, mask]]                                      # u_i < p_i
+    if not reveal.numel():
+        return sample, mean
+    crystal = batch_idx[reveal]
+    key = torch.rand(reveal.shape, generator=generator, device=x_k.device, dtype=torch.float64)
+    order = torch.argsort(key)                                                  # a random order ...
+    order = order[torch.argsort(crystal[order], stable=True)]                   # ... within each crystal
+    first = torch.searchsorted(crystal[order], crystal[order], right=False)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order), device=x_k.device) - first
+    held = torch.zeros(num_crystals, logits.shape[-1], dtype=torch.bool, device=x_k.device)
+    before = x_k != mask
+    held[batch_idx[before], x_k[before]] = True                                 # held before the step
+    drawn = torch.zeros_like(held)                                              # drawn in this step
+    for r in range(int(rank.max()) + 1):
+        now = reveal[rank == r]
+        extra = beta * (drawn & ~held)[batch_idx[now]].to(logits.dtype)
+        probs = torch.softmax((logits[now] + extra).double(), -1)
+        cls = torch.multinomial(probs.float(), 1, generator=generator).squeeze(-1)
+        sample[now] = cls
+        drawn[batch_idx[now], cls] = True
+    return sample, mean
+
+
 # ---------------------------------------------------------------------------------------------- reduced noise
 # Reduced-noise steps (``noise_scale`` η ≤ 1; η = 1 is the reference step, drawing the same random numbers):
 # the stochastic term of the ancestral predictor and of the Langevin corrector is multiplied by η, i.e. the sampler

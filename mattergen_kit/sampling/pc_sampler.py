@@ -51,7 +51,8 @@ import torch
 from mattergen_kit.data import MASK_Z, CrystalBatch
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask, continuous_to_discrete, mask_logits
 from mattergen_kit.diffusion.joint import CrystalDiffusion, DenoiserOutput
-from mattergen_kit.sampling.few_step import (confidence_reveal_step, coords_corrector_scaled, coords_ode_step,
+from mattergen_kit.sampling.few_step import (coherent_reveal_step, confidence_reveal_step, coords_corrector_scaled,
+                                             coords_ode_step,
                                              coords_predictor_scaled, lattice_corrector_scaled, lattice_ode_step,
                                              lattice_predictor_scaled, rho_time_grid)
 from mattergen_kit.sampling.guidance import combine_guidance
@@ -149,6 +150,11 @@ class PredictorCorrectorSampler:
     type_unmasking: "random" (the reference: every masked atom revealed independently) or "confidence"
         (MaskGIT: as many atoms per crystal as the reference would reveal, the most confident ones). Not with
         remasking or symmetry templates.
+    coherence_scale: s, the factor on the coherence bias: s · β(t) is used (1 = the fitted β).
+    coherence_within_step: with a coherence bias, the atoms revealed in the same step draw their elements one after
+        the other, each seeing the elements drawn before it in the step (few_step.coherent_reveal_step; False = the
+        reference: drawn independently). Not with confidence unmasking; the steps that remask (remask_rate > 0,
+        inside remask_window) and sampling under symmetry templates keep their own reveal steps.
     """
 
     def __init__(self, diffusion: CrystalDiffusion, num_steps: int = 1000, snr_coords: float = 0.4,
@@ -156,7 +162,8 @@ class PredictorCorrectorSampler:
                  type_temperature: float = 1.0, coherence_bias=None, remask_rate: float = 0.0,
                  remask_window: tuple[float, float] = (0.05, 0.55), grid_rho: float = 1.0,
                  corrector_t_max: float = 1.0, continuous_update: str = "ancestral", type_unmasking: str = "random",
-                 network_bfloat16: bool = False, noise_scale: float = 1.0):
+                 network_bfloat16: bool = False, noise_scale: float = 1.0, coherence_scale: float = 1.0,
+                 coherence_within_step: bool = False):
         if num_steps < 1:
             raise ValueError("num_steps must be ≥ 1")
         if not type_temperature > 0:
@@ -187,6 +194,12 @@ class PredictorCorrectorSampler:
         if type_unmasking == "confidence" and remask_rate:
             raise ValueError("type_unmasking='confidence' cannot be combined with remask_rate > 0")
         self.type_unmasking = type_unmasking
+        if not coherence_scale >= 0:
+            raise ValueError(f"coherence_scale must be ≥ 0, got {coherence_scale}")
+        self.coherence_scale = float(coherence_scale)
+        if coherence_within_step and type_unmasking != "random":
+            raise ValueError("coherence_within_step works with the random reveal order only (type_unmasking='random')")
+        self.coherence_within_step = bool(coherence_within_step)
         self.network_bfloat16 = bool(network_bfloat16)
         if not 0.0 <= noise_scale <= 1.0:
             raise ValueError(f"noise_scale must be in [0, 1], got {noise_scale}")
@@ -206,7 +219,8 @@ class PredictorCorrectorSampler:
                 f"type_temperature={self.type_temperature}, remask_rate={self.remask_rate}, "
                 f"grid_rho={self.grid_rho}, corrector_t_max={self.corrector_t_max}, "
                 f"continuous_update={self.continuous_update!r}, type_unmasking={self.type_unmasking!r}, "
-                f"network_bfloat16={self.network_bfloat16}, noise_scale={self.noise_scale})")
+                f"network_bfloat16={self.network_bfloat16}, noise_scale={self.noise_scale}, "
+                f"coherence_scale={self.coherence_scale}, coherence_within_step={self.coherence_within_step})")
 
     # ------------------------------------------------------------------ public
     def timesteps(self) -> torch.Tensor:
@@ -384,12 +398,17 @@ class PredictorCorrectorSampler:
             allowed = allowed[noisy.batch_idx]                         # per crystal → per atom
         return DenoiserOutput(mask_logits(out.type_logits, allowed), out.coord_score, out.lattice_score)
 
-    def _coherence_term(self, t: float, types: torch.Tensor, bidx: torch.Tensor, B: int, K: int) -> torch.Tensor:
-        """β(t) · 1[element c is already revealed in the atom's crystal], (ΣN, K)."""
+    def _beta(self, t: float) -> float:
+        """s · β(t), β linear in t between the fitted points, constant beyond the ends."""
         import numpy as np
 
         t_points, beta_points = self.coherence_bias
-        beta = float(np.interp(t, t_points.numpy(), beta_points.numpy()))  # linear in t, constant beyond the ends
+        beta = float(np.interp(t, t_points.numpy(), beta_points.numpy()))
+        return beta if self.coherence_scale == 1.0 else self.coherence_scale * beta
+
+    def _coherence_term(self, t: float, types: torch.Tensor, bidx: torch.Tensor, B: int, K: int) -> torch.Tensor:
+        """β(t) · 1[element c is already revealed in the atom's crystal], (ΣN, K)."""
+        beta = self._beta(t)
         revealed = types != MASK_Z
         present = torch.zeros(B, K, dtype=torch.bool, device=types.device)
         present[bidx[revealed], types[revealed] - 1] = True
@@ -518,6 +537,9 @@ class PredictorCorrectorSampler:
                 elif sigma > 0.0:                                                 # ReMDM-style re-drawing
                     x, x_mean = diff.atom_types.remask_reverse_step(types - 1, logits, k_grid[i].to(device),
                                                                     k_next[i].to(device), sigma, generator)
+                elif self.coherence_within_step and self.coherence_bias is not None and sym is None:
+                    x, x_mean = coherent_reveal_step(diff.atom_types, types - 1, logits, self._beta(t_i),
+                                                     k_grid[i].to(device), k_next[i].to(device), bidx, B, generator)
                 else:
                     x, x_mean = diff.atom_types.reverse_step(types - 1, logits, k_grid[i].to(device),
                                                              k_next[i].to(device), generator)
