@@ -20,6 +20,13 @@ torch thread, and measured as they come out of the sampler:
   **raw_cif_unreadable**: how many CIFs written unconditionally (the writer before issue 24) pymatgen cannot read back.
 
 Output: a table on stdout and ``--out`` (JSON with the settings, the per-group figures and every crystal's row).
+
+Measured (``benchmarks/results/template_soundness.json`` / ``.txt``, the defaults): 240/240 sound cells, all written and
+read back, median 17.6–23.0 Å³/atom per group, 3 crystals with their nearest pair at the 0.8 Å floor; exact hits
+202/240 (2, 139, 166, 225, 229: 24/24; 164, 194: 23/24; 148: 13/24, the rest R-3m; 62: 12/24, the rest Cmcm/Imma/...;
+14: 11/24, the rest Pnnm/P2_1/m/...: higher-symmetry groups spglib finds at symprec 0.1). The template code before
+issue 24 (``template_soundness_before_fix.json``, same settings): 166 17/24 hits, 6/24 sound, median 4.0 Å³/atom,
+2 CIFs pymatgen cannot read; 148 7/24 and 18/24; 62 13/24 and 20/24; 14 14/24 and 24/24.
 """
 
 from __future__ import annotations
