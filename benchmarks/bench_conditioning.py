@@ -188,6 +188,69 @@ def _fmt(x, pct=True):
     return f"{100 * x:.1f} %" if pct else f"{x:.3g}"
 
 
+#: the energy-condition grid (issue 26): benchmarks/bench_energy_conditions.py, 64 relaxed samples per point
+ENERGY_ROWS = ROOT / "benchmarks" / "results" / "energy_conditions.jsonl"
+
+
+def _energy_median(r: dict) -> float:
+    return r["median_e_above_hull"] if r["property"] == "e_above_hull" else r["median_e_form_per_atom"]
+
+
+def energy_section(rows: list[dict]) -> list[str]:
+    """The e_above_hull / formation-energy targets: relaxed medians against γ, and how far each moved
+    (shift = (median − median₀)/(target − median₀): 0 = not at all, 1 = onto the target, ≥ 0.5 = at least halfway)."""
+    if not rows:
+        return []
+    base = next((r for r in rows if r["gamma"] == 0), None)
+    r0 = rows[0]
+    out = ["\n## Energy targets: `e_above_hull` and `formation_energy_per_atom` (relaxed, judged on the hull)\n",
+           f"`python benchmarks/bench_energy_conditions.py --num {r0['n']} --steps {r0['sampler_steps']}` (seed "
+           f"{r0['seed']}, reference sampler): {r0['n']} samples per point, each relaxed with {r0['potential']} and "
+           f"judged on `{r0['hull']}`; the medians are of the relaxed samples' E_hull and formation energy (eV/atom), "
+           "ML estimates. γ = 0 is the unconditional model, shared by every target. Shift = (median − median₀) / "
+           "(target − median₀): 1 = onto the target, ≥ 0.5 = at least halfway, > 1 = past it.\n",
+           "| property | target | γ | relaxed | median E_hull | median E_form | shift | distance to target (at γ = 0) "
+           "| stable | S.U.N. | suspects |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
+    if base:
+        out.append(f"| (unconditional) | — | 0 | {base['n_relaxed']} | {base['median_e_above_hull']:.3f} | "
+                   f"{base['median_e_form_per_atom']:.3f} | — | — | {_fmt(base['stability'])} | {_fmt(base['sun'])} | "
+                   f"{base['n_suspect']} |")
+    for r in sorted((r for r in rows if r["gamma"] > 0), key=lambda r: (r["property"], -r["target"], r["gamma"])):
+        m0 = _energy_median(dict(base, property=r["property"])) if base else None  # the same quantity at γ = 0
+        shift = (_energy_median(r) - m0) / (r["target"] - m0) if m0 is not None and r["target"] != m0 else None
+        gap = f"{abs(_energy_median(r) - r['target']):.3f}" + ("" if m0 is None else f" ({abs(m0 - r['target']):.3f})")
+        out.append(f"| {r['property']} | {r['target']:g} | {r['gamma']:g} | {r['n_relaxed']} | "
+                   f"{r['median_e_above_hull']:.3f} | {r['median_e_form_per_atom']:.3f} | "
+                   f"{'—' if shift is None else f'{shift:.2f}'} | {gap} | {_fmt(r['stability'])} | {_fmt(r['sun'])} | "
+                   f"{r['n_suspect']} |")
+    return out
+
+
+def plot_energy_targets(rows: list[dict]):
+    """Relaxed median against γ for each energy target (dashed: the target), one panel per property."""
+    import matplotlib.pyplot as plt
+
+    base = next((r for r in rows if r["gamma"] == 0), None)
+    props = ["e_above_hull", "formation_energy_per_atom"]
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.6))
+    for ax, prop in zip(axes, props):
+        for target in sorted({r["target"] for r in rows if r["property"] == prop}):
+            pts = sorted((r["gamma"], _energy_median(r)) for r in rows if r["property"] == prop and r["target"] == target)
+            if base:
+                pts = [(0.0, _energy_median(dict(base, property=prop)))] + pts
+            line, = ax.plot(*zip(*pts), "o-", label=f"target {target:g}")
+            ax.axhline(target, ls="--", lw=0.8, color=line.get_color())
+        ax.set_xlabel("guidance scale γ")
+        ax.set_ylabel(f"median relaxed {'E_hull' if prop == 'e_above_hull' else 'E_form'} (eV/atom)")
+        ax.set_title(prop.replace("_", " "), fontsize=9)
+        ax.legend(fontsize=8)
+    n = rows[0]["n"]
+    fig.suptitle(f"energy targets: {n} samples per point, {rows[0]['potential']} relaxed, hull {rows[0]['hull']}, "
+                 f"seed {rows[0]['seed']} (ML estimates)", fontsize=9)
+    return fig
+
+
 def summarise(out: Path, figures: Path) -> str:
     import matplotlib
 
@@ -313,6 +376,8 @@ def summarise(out: Path, figures: Path) -> str:
                 lines.append(f"| {name} | {g:g} | {_fmt(mean('structural_validity'))} | "
                              f"{_fmt(mean('compositional_validity'))} | {_fmt(mean('uniqueness'))} |"
                              + (f" {_fmt(mean('stability'))} | {_fmt(mean('stability_mp20'))} |" if relaxed_rows else ""))
+    energy = read_jsonl(ENERGY_ROWS)
+    lines += energy_section(energy)
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
 
@@ -363,6 +428,8 @@ def summarise(out: Path, figures: Path) -> str:
     fig, ax = plt.subplots(figsize=(6.5, 4.8))
     plot_price(rows, ax=ax)
     drawn.append(("conditioning_price_of_steering", fig))
+    if energy:
+        drawn.append(("conditioning_energy_targets", plot_energy_targets(energy)))
     for stem, fig in drawn:
         fig.tight_layout()
         for ext in ("png", "svg"):
