@@ -167,12 +167,23 @@ def test_cli_conditions(tmp_path, cond_model, base_model, capsys):
     assert rc == 0
     from pymatgen.core import Structure
     assert "--enforce-symmetry" in capsys.readouterr().err      # guidance alone rarely hits a space group: say so
-    cifs = sorted((tmp_path / "a").glob("*.cif"))
-    assert len(cifs) == 2 and all({e.symbol for e in Structure.from_file(c).composition} <= {"Li", "O"} for c in cifs)
+    # an untrained 3-step model's cells may fail the writer's validity check (no CIF then): summary.csv lists every
+    # sampled crystal, written or not, and every CIF that was written reads back
+    import pandas as pd
+    from pymatgen.core import Composition
+
+    def sampled(folder):
+        table = pd.read_csv(tmp_path / folder / "summary.csv")
+        written = sorted((tmp_path / folder).glob("*.cif"))
+        assert len(written) == int(table["written"].sum()) and all(Structure.from_file(c) for c in written)
+        return table
+
+    table = sampled("a")
+    assert len(table) == 2 and all({e.symbol for e in Composition(f)} <= {"Li", "O"} for f in table.formula)
     rc = main(["generate", "--model", str(ckpt), "--out", str(tmp_path / "f"), "--formula", "LiF", *common])
-    assert rc == 0 and all(Structure.from_file(c).composition.formula == "Li1 F1" for c in (tmp_path / "f").glob("*.cif"))
+    assert rc == 0 and list(sampled("f").formula) == ["LiF", "LiF"] and list(sampled("f").num_atoms) == [2, 2]
     rc = main(["generate", "--model", str(ckpt), "--out", str(tmp_path / "n"), "--num-atoms", "5", *common])
-    assert rc == 0 and [len(Structure.from_file(c)) for c in sorted((tmp_path / "n").glob("*.cif"))] == [5, 5]
+    assert rc == 0 and list(sampled("n").num_atoms) == [5, 5]
     capsys.readouterr()
     for args, message in [
         (["--model", str(ckpt), "--condition", "magnetic_density=0.1"], "not trained on 'magnetic_density'"),
