@@ -73,6 +73,8 @@ patterns follow the training data's; the elements are free, so the compositions 
 
 from __future__ import annotations
 
+import sys
+import time
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -407,6 +409,11 @@ def templates_for(space_group: int, max_templates: int = 200, max_atoms: int = 2
                          "Wyckoff template for it; use enforce_symmetry=False (guidance only)")
     rng = np.random.default_rng(seed)
     ids = [ids[i] for i in rng.permutation(len(ids))[: 3 * max_templates]]
+    # the first request for a group symmetrises up to 3×max_templates train crystals (10–90 s on a busy 2-core CPU):
+    # say so, so that it does not look like a hang (cached for the session: lru_cache)
+    start = time.perf_counter()
+    print(f"building the Wyckoff templates of space group {space_group} from {len(ids)} bundled train crystals "
+          "(once per session) ...", file=sys.stderr, flush=True)
     train = load_bundled("train", progress=False)
     row = {m: i for i, m in enumerate(train.properties["material_id"])}
     ids = [m for m in ids if m in row]
@@ -421,6 +428,8 @@ def templates_for(space_group: int, max_templates: int = 200, max_atoms: int = 2
             out.append(template)
         if len(out) >= max_templates:
             break
+    print(f"built {len(out)} templates of space group {space_group} in {time.perf_counter() - start:.1f} s",
+          file=sys.stderr, flush=True)
     if not out:
         raise ValueError(f"no train crystal of space group {space_group} gave a template with ≤ {max_atoms} atoms")
     return tuple(out)
