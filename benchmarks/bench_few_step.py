@@ -80,6 +80,7 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "fast100_cws_b15": (100, {**_FAST, "coherence_within_step": True, "coherence_scale": 1.5}),
     "fast100_b15": (100, {**_FAST, "coherence_scale": 1.5}),
     "fast50_cws": (50, {**_FAST, "coherence_within_step": True}),
+    "fast100_remask2": (100, {**_FAST, "remask_rate": 2.0}),
 }
 
 
@@ -216,7 +217,8 @@ def main(argv=None) -> int:
 
     torch.set_num_threads(1)
     result_path = HERE / "results" / f"few_step_{args.tag}.json"
-    rows = json.loads(result_path.read_text())["rows"] if result_path.exists() else {}
+    table = json.loads(result_path.read_text()) if result_path.exists() else {}     # other keys (notes) are kept
+    rows = table.get("rows", {})
     for name in args.configs:
         label = f"{name}_n{args.num}" + (f"_seed{args.seed}" if args.seed else "")
         folder = HERE / "results" / "samples_few_step" / label
@@ -235,7 +237,7 @@ def main(argv=None) -> int:
                "sampled_on": "H200 (stored), batches of 1024" if name in STORED else "CPU, 1 thread, batches of 64"}
         row.update(judge(structures, args.relax_n, args.proxy_n, folder / "relaxation" if args.relax_n else None))
         rows[name] = row
-        result_path.write_text(json.dumps({"num": args.num, "seed": args.seed, "rows": rows}, indent=1))
+        result_path.write_text(json.dumps({**table, "num": args.num, "seed": args.seed, "rows": rows}, indent=1))
         print_table({name: row})
     print_table(rows)
     return 0
