@@ -188,7 +188,8 @@ def _fmt(x, pct=True):
     return f"{100 * x:.1f} %" if pct else f"{x:.3g}"
 
 
-#: the energy-condition grid (issue 26): benchmarks/bench_energy_conditions.py, 64 relaxed samples per point
+#: the energy-condition grid (issue 26): benchmarks/bench_energy_conditions.py, 64 relaxed samples per point; read
+#: from the folder above the proof's (--out), i.e. benchmarks/results/ for the committed proof
 ENERGY_ROWS = ROOT / "benchmarks" / "results" / "energy_conditions.jsonl"
 
 
@@ -376,7 +377,7 @@ def summarise(out: Path, figures: Path) -> str:
                 lines.append(f"| {name} | {g:g} | {_fmt(mean('structural_validity'))} | "
                              f"{_fmt(mean('compositional_validity'))} | {_fmt(mean('uniqueness'))} |"
                              + (f" {_fmt(mean('stability'))} | {_fmt(mean('stability_mp20'))} |" if relaxed_rows else ""))
-    energy = read_jsonl(ENERGY_ROWS)
+    energy = read_jsonl(out.parent / ENERGY_ROWS.name)  # benchmarks/results/ beside conditioning/
     lines += energy_section(energy)
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)

@@ -310,7 +310,7 @@ def structural_problem(structure) -> str:
     neighbours = structure.get_reduced_structure("LLL").get_all_neighbors(MIN_ATOM_DISTANCE, include_index=False)
     nearest = min((n.nn_distance for site in neighbours for n in site), default=float("inf"))
     if nearest < MIN_ATOM_DISTANCE:
-        return f"atoms {nearest:.2g} Å apart (< {MIN_ATOM_DISTANCE} Å)"
+        return f"atoms {nearest:.3g} Å apart (< {MIN_ATOM_DISTANCE} Å)"
     return ""
 
 
@@ -447,7 +447,7 @@ def write_collection(out: Path, structures: list, names: list[str], picture: boo
     atomic_write_bytes(out / CIF_ZIP, cif_zip_bytes(out, names))
     written = {"cifs": [out / n for n in names], "summary": out / "summary.csv", "extxyz": out / EXTXYZ,
                "cif_zip": out / CIF_ZIP, "rejected": rejected}
-    if picture:
+    if picture and structures:  # every crystal rejected: nothing to draw (the rejected line says why)
         from mattergen_kit.render import structure_grid
 
         shown = structures[:64]

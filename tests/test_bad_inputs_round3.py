@@ -82,7 +82,8 @@ def test_generate_into_a_folder_another_process_is_writing_names_it_and_a_killed
     # SIGKILL: the kernel released the lock; the stale .lock file does not block (and is not "content")
     code = cli.main(["generate", "--out", str(out), "--num", "2", "--steps", "2", "--seed", "1", "--no-picture"])
     assert code == 0, capsys.readouterr().err
-    assert sorted(p.name for p in out.glob("*.cif")) == ["crystal_0000.cif", "crystal_0001.cif"]
+    table = (out / "summary.csv").read_text().splitlines()   # both crystals sampled; 2-step cells may be rejected
+    assert [line.split(",")[0] for line in table[1:]] == ["crystal_0000.cif", "crystal_0001.cif"]
 
 
 @pytest.mark.timeout(240)

@@ -230,9 +230,8 @@ API_MISTAKES = {
     "fmax nan": (dict(relax=True, fmax=float("nan")), "fmax must be a finite number"),
     "fmax inf": (dict(relax=True, fmax=float("inf")), "fmax must be a finite number"),
     "fmax text": (dict(relax=True, fmax="0.1"), "fmax must be a finite number"),
-    "steps 0": (dict(relax=True, steps=0), "steps must be a whole number ≥ 1"),
-    "steps -5": (dict(relax=True, steps=-5), "steps must be a whole number ≥ 1"),
-    "steps 2.5": (dict(relax=True, steps=2.5), "steps must be a whole number ≥ 1"),
+    "steps -5": (dict(relax=True, steps=-5), "steps must be a whole number ≥ 0"),   # 0: a single point, allowed
+    "steps 2.5": (dict(relax=True, steps=2.5), "steps must be a whole number ≥ 0"),
     "device tpu": (dict(relax=True, device="tpu"), "is not a device name"),
     "torch_threads 0": (dict(relax=True, torch_threads=0), "torch_threads must be a whole number ≥ 1"),
     "max_relax_atoms -1": (dict(relax=True, max_relax_atoms=-1), "max_relax_atoms must be a whole number ≥ 1"),

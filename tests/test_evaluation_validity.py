@@ -88,7 +88,7 @@ def test_evaluate_reports_bad_structures_without_crashing(tmp_path):
     """Bad inputs go through the whole pipeline (incl. relaxation) and are reported per structure."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rep = evaluate(_bad_structures(), reference=[], relax=True, steps=5, out=tmp_path, distribution=False,
+        rep = evaluate(_bad_structures(), reference=None, relax=True, steps=5, out=tmp_path, distribution=False,
                        band_gap=False, progress=False)
     df = rep.per_structure
     assert len(df) == 6 and rep.summary["n"] == 6

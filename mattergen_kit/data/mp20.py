@@ -44,7 +44,7 @@ def _how_to_get(root: Path) -> str:
 
 
 def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline: float | None = None,
-              fingerprint=git_blob_id, what: str = "MP-20's") -> None:
+              fingerprint=git_blob_id, what: str = "MP-20's", fingerprint_name: str = "git blob id") -> None:
     """Download ``url`` to ``dest`` (verified, atomic). ``timeout``: seconds a single read may wait;
     ``deadline``: a ``time.monotonic()`` value by which the whole download must have finished; ``fingerprint``:
     the function of a file path whose value must equal ``expected_blob`` (default git's blob id; or sha256)."""
@@ -76,7 +76,7 @@ def _download(url: str, dest: Path, expected_blob: str, timeout: float, deadline
             raise DataIntegrityError(f"could not download {url}: {type(exc).__name__}: {exc}") from None
         got = fingerprint(tmp)
         if got != expected_blob:
-            raise DataIntegrityError(f"{url} has fingerprint {got} ({size} bytes) but {what} {dest.name} is "
+            raise DataIntegrityError(f"{url} has {fingerprint_name} {got} ({size} bytes) but {what} {dest.name} is "
                                      f"{expected_blob}: the download is corrupt, partial or a different file; "
                                      "nothing was saved. Try again (or check base_url).")
         os.replace(tmp, dest)

@@ -58,7 +58,8 @@ def fetch_sources(from_dir: str | os.PathLike | None = None, *, timeout: float =
                 if tmp.exists():
                     tmp.unlink()
         else:
-            _download(url, dest, expected, timeout, deadline, fingerprint=sha256_file, what="the recorded")
+            _download(url, dest, expected, timeout, deadline, fingerprint=sha256_file, what="the recorded",
+                      fingerprint_name="sha256")
         log(f"verified {rel} ({dest.stat().st_size / 1e6:.1f} MB) -> {dest}")
         out[rel] = dest
     return out

@@ -149,7 +149,8 @@ class EvaluationSettings:
         if isinstance(self.fmax, bool) or not isinstance(self.fmax, Real) or not (math.isfinite(self.fmax)
                                                                                    and self.fmax > 0):
             raise ValueError(f"fmax must be a finite number of eV/Å > 0 (default 0.1), got {self.fmax!r}")
-        for name, value, low, optional in (("steps", self.steps, 1, False), ("torch_threads", self.torch_threads, 1, True),
+        # steps = 0: a single-point energy at the given geometry (no relaxation step), a documented use
+        for name, value, low, optional in (("steps", self.steps, 0, False), ("torch_threads", self.torch_threads, 1, True),
                                            ("max_relax_atoms", self.max_relax_atoms, 1, False),
                                            ("max_reference_fingerprints", self.max_reference_fingerprints, 1, True)):
             if value is None and optional:
