@@ -38,7 +38,9 @@ _FAST = {"continuous_update": "ode2m", "noise_scale": 0.7, "network_bfloat16": T
 
 #: name -> (steps, PredictorCorrectorSampler options). "ref*" are MatterGen's reference sampler.
 CONFIGS: dict[str, tuple[int, dict]] = {
-    # the few-step sampler (FAST_SAMPLER in mattergen_kit/sampling/few_step.py) at 100 and 50 steps
+    # the few-step sampler's continuous part at 100 and 50 steps; FAST_SAMPLER (mattergen_kit/sampling/few_step.py)
+    # is fast100_cws below since 2026-12-04 (coherent reveals within a step); fast100 / fast50 keep their names
+    # (and cached samples) as the earlier default
     "fast100": (100, {"continuous_update": "ode2m", "noise_scale": 0.7, "network_bfloat16": True}),
     "fast50": (50, {"continuous_update": "ode2m", "noise_scale": 0.7, "network_bfloat16": True}),
     "ref1000": (1000, {}),
