@@ -120,6 +120,22 @@ def lattice_ode_step(lattice: torch.Tensor, score: torch.Tensor, mu: torch.Tenso
     return mu + y_s, y0
 
 
+def _masked_posterior(types_model, x_k: torch.Tensor, logits: torch.Tensor, k, k_prev):
+    """(sample, mean, todo, post) shared by the reveal steps: copies of x_k, the indices of its masked atoms and, for
+    those, the posterior q(x_{k'} | x_k, x̂_0) with x̂_0 = softmax(logits) (mean: its argmax; empty ``todo``: nothing
+    to reveal)."""
+    n = x_k.shape[0]
+    sample, mean = x_k.clone(), x_k.clone()
+    todo = (x_k == types_model.mask_class).nonzero().squeeze(-1)
+    if not todo.numel():
+        return sample, mean, todo, None
+    k = torch.as_tensor(k, device=x_k.device).expand(n)[todo]
+    k_prev = torch.as_tensor(k_prev, device=x_k.device).expand(n)[todo]
+    post = types_model.posterior_probs(x_k[todo], torch.softmax(logits[todo].double(), -1), k, k_prev)
+    mean[todo] = post.argmax(-1)
+    return sample, mean, todo, post
+
+
 def confidence_reveal_step(types_model, x_k: torch.Tensor, x0_logits: torch.Tensor, k: torch.Tensor,
                            k_prev: torch.Tensor, batch_idx: torch.Tensor, num_crystals: int,
                            generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -134,15 +150,9 @@ def confidence_reveal_step(types_model, x_k: torch.Tensor, x0_logits: torch.Tens
 
     Revealed atoms never change. Returns (sample, mean); the mean of a masked atom is the posterior argmax.
     """
-    n = x_k.shape[0]
-    sample, mean = x_k.clone(), x_k.clone()
-    todo = (x_k == types_model.mask_class).nonzero().squeeze(-1)
+    sample, mean, todo, post = _masked_posterior(types_model, x_k, x0_logits, k, k_prev)
     if not todo.numel():
         return sample, mean
-    k = torch.as_tensor(k, device=x_k.device).expand(n)[todo]
-    k_prev = torch.as_tensor(k_prev, device=x_k.device).expand(n)[todo]
-    post = types_model.posterior_probs(x_k[todo], torch.softmax(x0_logits[todo].double(), -1), k, k_prev)
-    mean[todo] = post.argmax(-1)
     p_reveal = 1.0 - post[:, types_model.mask_class]                            # p_i
     u = torch.rand(todo.shape, generator=generator, device=x_k.device, dtype=torch.float64)
     crystal = batch_idx[todo]
@@ -178,15 +188,10 @@ def coherent_reveal_step(types_model, x_k: torch.Tensor, logits: torch.Tensor, b
     step — the usual case at 1000 steps — the law is the reference's). Revealed atoms never change. Returns
     (sample, mean); the mean of a masked atom is the posterior argmax of ℓ, as in the reference step.
     """
-    n, mask = x_k.shape[0], types_model.mask_class
-    sample, mean = x_k.clone(), x_k.clone()
-    todo = (x_k == mask).nonzero().squeeze(-1)
+    mask = types_model.mask_class
+    sample, mean, todo, post = _masked_posterior(types_model, x_k, logits, k, k_prev)
     if not todo.numel():
         return sample, mean
-    k = torch.as_tensor(k, device=x_k.device).expand(n)[todo]
-    k_prev = torch.as_tensor(k_prev, device=x_k.device).expand(n)[todo]
-    post = types_model.posterior_probs(x_k[todo], torch.softmax(logits[todo].double(), -1), k, k_prev)
-    mean[todo] = post.argmax(-1)
     u = torch.rand(todo.shape, generator=generator, device=x_k.device, dtype=torch.float64)
     reveal = todo[u < 1.0 - post[:, mask]]                                      # u_i < p_i
     if not reveal.numel():
