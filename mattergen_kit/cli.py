@@ -300,9 +300,14 @@ def _info(argv: list[str]) -> int:
     built = BUNDLED_CONDITIONED_CHECKPOINT.is_file()
     print(f"conditioned bundled model: {BUNDLED_CONDITIONED_CHECKPOINT} "
           f"({'present' if built else 'not built: python tools/build_conditioned_model.py'})")
+    from mattergen_kit.data.paths import SOURCE_FILES, missing_sources
     from mattergen_kit.datasets import data_root
 
     print(f"data root: {data_root()}")
+    missing = missing_sources()
+    print(f"source CSVs (rebuilds, max_atoms=52, calibrate): "
+          + (f"{len(SOURCE_FILES) - len(missing)} of {len(SOURCE_FILES)} fetched; `mattergen-kit fetch-data sources`"
+             if missing else "all fetched"))
     return 0
 
 

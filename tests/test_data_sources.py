@@ -47,6 +47,11 @@ def test_the_bundled_set_loads_offline_without_source_files(clone_without_source
         load_bundled("train", max_atoms=52, progress=False)
 
 
+def test_info_says_whether_the_sources_are_fetched(clone_without_sources, capsys):
+    assert main(["info"]) == 0
+    assert "0 of 4 fetched; `mattergen-kit fetch-data sources`" in capsys.readouterr().out
+
+
 def test_fetch_sources_from_a_folder_checks_every_file(clone_without_sources, tmp_path):
     bad = tmp_path / "mirror"
     for rel in SOURCE_FILES:
