@@ -11,8 +11,8 @@ A run folder holds, for ``num`` crystals:
   writes the same bytes as an uninterrupted one).
 
 A sampled crystal is written as a crystal only if the kit can stand behind the file (:func:`crystal_cif`): it passes
-the kit's own structural validity (``evaluation.validity.structural_validity``, restated as
-:func:`structural_problem`: finite cell, every pair of atoms, own periodic images included, ``d_ij ≥ 0.5 Å``), its volume is physical (``MIN_VOLUME_PER_ATOM ≤ V/N ≤
+the kit's own structural validity (:func:`mattergen_kit.data.structural.structural_validity`, the evaluator's rule:
+finite cell, every pair of atoms, own periodic images included, ``d_ij ≥ 0.5 Å``), its volume is physical (``MIN_VOLUME_PER_ATOM ≤ V/N ≤
 MAX_VOLUME_PER_ATOM``) and its CIF reads back through pymatgen as the same crystal (same number of sites, same
 species). A crystal that fails is **rejected, not written**: no ``crystal_NNNN.cif``, no frame in the extxyz or the
 zip; its name and the reason are recorded in ``manifest.json`` (``"rejected"``), in ``summary.csv`` (``written``
@@ -55,6 +55,7 @@ except ImportError:  # Windows: no flock; runs into one folder are then not guar
 
 from mattergen_kit.data import CrystalBatch
 from mattergen_kit.data.paths import sha256_file
+from mattergen_kit.data.structural import structural_validity
 from mattergen_kit.sampling.few_step import choose_sampler, sampler_steps
 from mattergen_kit.sampling.request import SamplingRequest, resolve_guidance_scale
 
@@ -67,9 +68,6 @@ CIF_ZIP = "generated_crystals_cif.zip"
 LOCK = ".lock"
 
 
-MIN_ATOM_DISTANCE = 0.5  # Å  } evaluation.validity's structural validity (MIN_DISTANCE, MIN_VOLUME, MAX_CELL_LENGTH)
-MIN_CELL_VOLUME = 0.1  # Å³  }
-MAX_CELL_LENGTH = 1000.0  # Å }
 MIN_VOLUME_PER_ATOM = 3.0  # Å³/atom: the densest crystals at ambient pressure have ~5.7 (diamond; the bundled train
 #                            split's minimum is 5.77), and even a few hundred GPa compresses solids only to ~3
 MAX_VOLUME_PER_ATOM = 500.0  # Å³/atom: a cube of 7.9 Å per atom, a gas (the train split's maximum is 118)
@@ -291,27 +289,10 @@ def _batch_path(out: Path, start: int) -> Path:
 
 
 def structural_problem(structure) -> str:
-    """Why ``structure`` is not a crystal (``""`` if it is): the rule of ``evaluation.validity.structural_validity``
-    (non-finite or empty, disordered, V < 0.1 Å³, a lattice vector > 1000 Å, two atoms — or an atom and its own
-    periodic image — closer than 0.5 Å), restated here because the evaluation package needs the [eval] extras and
-    generation must not (``test_the_core_works_without_the_extras``); a test keeps the two in agreement."""
-    m = np.asarray(structure.lattice.matrix, dtype=float)
-    if len(structure) == 0:
-        return "no atoms"
-    if not (np.all(np.isfinite(m)) and np.all(np.isfinite(structure.frac_coords))):
-        return "non-finite lattice or coordinates"
-    if not structure.is_ordered:
-        return "partial occupancy"
-    volume = abs(float(np.linalg.det(m)))
-    if not volume >= MIN_CELL_VOLUME:
-        return f"volume {volume:.3g} Å³ < {MIN_CELL_VOLUME}"
-    if float(max(structure.lattice.abc)) > MAX_CELL_LENGTH:
-        return f"cell exploded (longest lattice vector {max(structure.lattice.abc):.3g} Å > {MAX_CELL_LENGTH:g} Å)"
-    neighbours = structure.get_reduced_structure("LLL").get_all_neighbors(MIN_ATOM_DISTANCE, include_index=False)
-    nearest = min((n.nn_distance for site in neighbours for n in site), default=float("inf"))
-    if nearest < MIN_ATOM_DISTANCE:
-        return f"atoms {nearest:.3g} Å apart (< {MIN_ATOM_DISTANCE} Å)"
-    return ""
+    """Why ``structure`` is not a crystal (``""`` if it is): the kit's structural validity rule
+    (:func:`mattergen_kit.data.structural.structural_validity`, the evaluator's too: a finite, ordered cell,
+    V ≥ 0.1 Å³, no lattice vector > 1000 Å, no two atoms — or an atom and its own periodic image — closer than 0.5 Å)."""
+    return structural_validity(structure)[1]
 
 
 def crystal_cif(structure) -> tuple[str | None, str]:

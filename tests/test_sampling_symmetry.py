@@ -283,8 +283,8 @@ def test_a_crystal_with_atoms_0_0001_A_apart_is_not_written_as_a_crystal(tmp_pat
 
 
 def test_the_writers_structural_rule_agrees_with_the_evaluators(real_structures):
-    """outputs.structural_problem restates evaluation.validity.structural_validity (generation must work without the
-    [eval] extras): the two agree on real crystals and on broken ones."""
+    """The writer (outputs.structural_problem) and the evaluator judge with the one rule of data.structural (generation
+    must work without the [eval] extras): they agree on real crystals and on broken ones."""
     from mattergen_kit.evaluation.validity import structural_validity
     from mattergen_kit.outputs import structural_problem
 
