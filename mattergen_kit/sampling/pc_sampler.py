@@ -110,6 +110,20 @@ def _allowed_mask(allowed_elements, num_classes: int) -> torch.Tensor | None:
     return allowed_classes_mask([_to_z(e) for e in allowed_elements], num_classes)
 
 
+def coherence_bias_points(coherence_bias) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(t_points, beta_points)`` (float64) of a coherence bias β(t) given as two sequences: equal lengths ≥ 1,
+    finite values, t strictly increasing; else ValueError."""
+    why = "coherence_bias must be (t_points, beta_points) of equal length with increasing t and finite values"
+    try:
+        t_points, beta_points = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in coherence_bias)
+    except (TypeError, ValueError, RuntimeError):
+        raise ValueError(why) from None
+    if (len(t_points) != len(beta_points) or len(t_points) < 1 or not bool(torch.isfinite(t_points).all())
+            or not bool(torch.isfinite(beta_points).all()) or bool((t_points[1:] <= t_points[:-1]).any())):
+        raise ValueError(why)
+    return t_points, beta_points
+
+
 class PredictorCorrectorSampler:
     """MatterGen's predictor–corrector sampler (equations in the module docstring).
 
@@ -177,10 +191,7 @@ class PredictorCorrectorSampler:
         self.remask_rate, self.remask_window = float(remask_rate), (t_off, t_on)
         self.coherence_bias = None
         if coherence_bias is not None:
-            t_points, beta_points = (torch.as_tensor(x, dtype=torch.float64).reshape(-1) for x in coherence_bias)
-            if len(t_points) != len(beta_points) or len(t_points) < 1 or bool((t_points[1:] <= t_points[:-1]).any()):
-                raise ValueError("coherence_bias must be (t_points, beta_points) of equal length with increasing t")
-            self.coherence_bias = (t_points, beta_points)
+            self.coherence_bias = coherence_bias_points(coherence_bias)
         if not grid_rho > 0:
             raise ValueError(f"grid_rho must be > 0, got {grid_rho}")
         if continuous_update not in CONTINUOUS_UPDATES:

@@ -35,6 +35,7 @@ from mattergen_kit.conditioning.properties import DEFAULT_GUIDANCE_SCALE, resolv
 from mattergen_kit.constants import ALLOWED_Z, ELEMENT_SYMBOLS, atomic_number
 from mattergen_kit.diffusion.atom_types import allowed_classes_mask
 from mattergen_kit.sampling.few_step import choose_sampler, fast_sampler_options, sampler_steps
+from mattergen_kit.sampling.pc_sampler import coherence_bias_points
 from mattergen_kit.sampling.symmetry import SymmetryProjector, templates_for
 
 #: torch CPU threads while sampling unless told otherwise: the network is small, one thread is never the slow case
@@ -389,18 +390,15 @@ def _check_fixed_within_allowed(fixed, allowed, formula) -> None:
 
 
 def _check_coherence_bias(value):
-    """``coherence_bias``: False (off) or ``(t_points, beta_points)``, equal lengths, finite, t increasing."""
+    """``coherence_bias``: False (off) or ``(t_points, beta_points)`` as the sampler takes it
+    (:func:`~mattergen_kit.sampling.pc_sampler.coherence_bias_points`), checked before any sampling."""
     if value is False:
         return value
-    why = ("coherence_bias must be False (off), None (the model's fitted β(t)) or (t_points, beta_points) of equal "
-           f"length with increasing t, got {value!r}")
     try:
-        t_points, beta_points = (np.asarray(x, dtype=float).reshape(-1) for x in value)
-    except (TypeError, ValueError):
-        raise ValueError(why) from None
-    if (len(t_points) != len(beta_points) or len(t_points) < 1 or not np.isfinite(t_points).all()
-            or not np.isfinite(beta_points).all() or (np.diff(t_points) <= 0).any()):
-        raise ValueError(why)
+        coherence_bias_points(value)
+    except ValueError:
+        raise ValueError("coherence_bias must be False (off), None (the model's fitted β(t)) or (t_points, beta_points) "
+                         f"of equal length with increasing t, got {value!r}") from None
     return value
 
 
