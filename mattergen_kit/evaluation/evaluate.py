@@ -174,8 +174,8 @@ def _cli_problem(args) -> str | None:
         return f"--max-reference-fingerprints must be at least 1, got {args.max_reference_fingerprints}"
     if args.second_opinion is not None and args.no_relax:
         return "--second-opinion needs relaxation (drop --no-relax)"
-    if args.device is not None and device_problem(args.device):
-        return f"--{device_problem(args.device)}"
+    if args.device is not None and (problem := device_problem(args.device)):
+        return f"--{problem}"
     if args.dask_scheduler is not None and not args.dask_scheduler.strip():
         return "--dask-scheduler needs an address, e.g. tcp://10.0.0.5:8786"
     if args.dask_scheduler is not None and args.no_relax:

@@ -56,6 +56,8 @@ __all__ = ["resolve_reference", "load_phases_table", "bundled", "hull_reference_
            "merged_hull_file_name"]
 
 BUNDLED_PREFIX = "bundled-"
+#: the bundled splits a reference can name
+BUNDLED_REFERENCES = ("bundled-train", "bundled-val", "bundled-test", "bundled-all")
 PHASES_FILE = "mp20_phases/mp20_phases.parquet"
 MP_FE_FILE = "mp_formation_energies/mp_formation_energies.json.gz"
 DEFAULT_HULL = "mp20+mpfe"
@@ -85,9 +87,9 @@ def resolve_reference(reference) -> tuple[list | None, list[str] | None, str]:
     if reference is None:
         return None, None, "none"
     if isinstance(reference, str):
-        if not reference.startswith(BUNDLED_PREFIX):
-            raise ValueError(f"unknown reference {reference!r}: use 'bundled-train', 'bundled-val', 'bundled-test', "
-                             "'bundled-all', a CrystalDataset, a list of pymatgen Structures, or None")
+        if reference not in BUNDLED_REFERENCES:
+            raise ValueError(f"unknown reference {reference!r}: use {', '.join(map(repr, BUNDLED_REFERENCES))}, a "
+                             "CrystalDataset, a list of pymatgen Structures, or None")
         split = reference[len(BUNDLED_PREFIX):]
         ds = bundled(split)
         ids = list(ds.properties["material_id"].astype(str)) if "material_id" in ds.properties else None

@@ -40,7 +40,8 @@ from mattergen_kit.evaluation.distribution import (coverage, fingerprints, refer
 from mattergen_kit.evaluation.hull import (STABILITY_THRESHOLD, ConvexHull, ElementalReferences,
                                            MaterialsProjectHull)
 from mattergen_kit.evaluation.properties import band_gap_predictor, hhi, spacegroup
-from mattergen_kit.evaluation.reference import DEFAULT_HULL, bundled, known_compositions, resolve_reference
+from mattergen_kit.evaluation.reference import (BUNDLED_REFERENCES, DEFAULT_HULL, bundled, known_compositions,
+                                               resolve_reference)
 from mattergen_kit.evaluation.relax import SEVENNET_VARIANT, RelaxSettings, relax_structures
 from mattergen_kit.evaluation.validity import check_structure, structural_validity
 from mattergen_kit.sampling.request import device_problem
@@ -55,7 +56,6 @@ SUSPECT_THRESHOLD = 0.1        # eV/atom below the hull: a suspect energy, not a
 DISAGREEMENT_THRESHOLD = 0.1   # eV/atom between two potentials' E_hull: the second opinion disagrees
 HULL_CHOICES = ("bundled", "mp20+mpfe", "mp20", "mp")  # "bundled" = the default bundled hull, "mp20+mpfe"
 SECOND_OPINIONS = ("sevennet",)
-BUNDLED_REFERENCES = ("bundled-train", "bundled-val", "bundled-test", "bundled-all")
 SECOND_OPINION_STORE = "second_opinion_{}.jsonl"
 
 
