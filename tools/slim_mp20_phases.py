@@ -11,11 +11,12 @@ The kept columns are copied value for value (checked after writing); rows keep t
 """
 
 import argparse
-import hashlib
 import sys
 from pathlib import Path
 
 import pandas as pd
+
+from mattergen_kit.data.paths import sha256_file
 
 REPO = Path(__file__).resolve().parents[1]
 UPSTREAM_SHA256 = "28e3ca2b5e3757303ce79882156d0d8335f1c741b1a08f95741b884a09839136"
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     p.add_argument("--out", default=str(OUT))
     args = p.parse_args(argv)
     upstream = Path(args.upstream)
-    digest = hashlib.sha256(upstream.read_bytes()).hexdigest()
+    digest = sha256_file(upstream)
     if digest != UPSTREAM_SHA256:
         print(f"{upstream} has sha256 {digest[:12]}…, not the upstream file ({UPSTREAM_SHA256[:12]}…)", file=sys.stderr)
         return 1
@@ -47,7 +48,7 @@ def main(argv=None) -> int:
             return 1
     tmp.replace(out)
     print(f"wrote {out} ({out.stat().st_size / 1e6:.2f} MB, {len(slim):,} rows, columns {KEEP}); "
-          f"sha256 {hashlib.sha256(out.read_bytes()).hexdigest()}")
+          f"sha256 {sha256_file(out)}")
     return 0
 
 

@@ -71,7 +71,6 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         if is_packed(path):
             ckpt = read_packed(path)
-            ckpt.pop("state_dict_stored")
         else:
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except PackedCheckpointError as err:
@@ -104,12 +103,12 @@ def pack_checkpoint(source: str | Path, out_path: str | Path, base: str | Path |
     difference from (a fine-tune). Checks that reading the result gives the same tensors."""
     source, out_path = Path(source), Path(out_path)
     raw = read_packed(source) if is_packed(source) else torch.load(source, map_location="cpu", weights_only=True)
-    raw.pop("state_dict_stored", None)
     write_packed(out_path, raw, base)
     again = read_packed(out_path)["state_dict"]
     for name, t in raw["state_dict"].items():
         if not (again[name].dtype == t.dtype and torch.equal(again[name], t)):
-            raise CheckpointError(f"packing {source} changed {name!r}: not written")
+            out_path.unlink()
+            raise CheckpointError(f"packing {source} changed {name!r}: nothing written")
     return out_path
 
 

@@ -22,7 +22,6 @@ Unpacking gives back the very same tensors bit for bit (``tests/test_model_check
 
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -31,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from mattergen_kit.data.paths import sha256_file
 
 __all__ = ["is_packed", "write_packed", "read_packed", "PackedCheckpointError"]
 
@@ -50,14 +51,6 @@ def is_packed(path: str | os.PathLike) -> bool:
             return INDEX in z.namelist()
     except (zipfile.BadZipFile, OSError):
         return False
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _bits(t: torch.Tensor) -> np.ndarray:
@@ -84,8 +77,8 @@ def write_packed(path: str | os.PathLike, ckpt: dict, base_path: str | os.PathLi
         base = read_packed(base_path)
         if base_path.resolve().parent != path.resolve().parent:
             raise ValueError("a packed fine-tune and its base must sit in the same folder (it is found by file name)")
-        header["base"] = {"file": base_path.name, "sha256": _sha256(base_path)}
-        base_bits = {k: _bits(v) for k, v in base["state_dict_stored"].items() if v.dtype == torch.float16}
+        header["base"] = {"file": base_path.name, "sha256": sha256_file(base_path)}
+        base_bits = {k: _bits(v) for k, v in base["state_dict"].items() if v.dtype == torch.float16}
     tensors, hi, lo, other = [], [], [], {}
     for name, t in ckpt["state_dict"].items():
         entry = {"name": name, "dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape)}
@@ -119,7 +112,7 @@ def _read_npy(z: zipfile.ZipFile, member: str) -> np.ndarray:
 
 def read_packed(path: str | os.PathLike) -> dict:
     """The checkpoint dict of a packed file: tensors in ``state_dict`` as stored (16-bit floats stay 16-bit; the
-    caller converts), also under ``state_dict_stored``. Raises :class:`PackedCheckpointError` with what to do."""
+    caller converts). Raises :class:`PackedCheckpointError` with what to do."""
     path = Path(path)
     try:
         with zipfile.ZipFile(path) as z:
@@ -157,7 +150,6 @@ def read_packed(path: str | os.PathLike) -> dict:
         raise PackedCheckpointError(f"{path} is not a readable packed checkpoint (damaged or truncated): "
                                     f"{type(err).__name__}: {err}; restore it (git checkout) or re-download it") from err
     header["state_dict"] = state
-    header["state_dict_stored"] = state
     return header
 
 
@@ -166,8 +158,8 @@ def _read_base(path: Path, base: dict) -> dict:
     if not base_path.is_file():
         raise PackedCheckpointError(f"{path} is stored as a difference from {base_path.name}, which is missing: "
                                     f"put {base_path.name} (sha256 {base.get('sha256', '?')[:12]}…) beside it")
-    if _sha256(base_path) != base.get("sha256"):
+    if sha256_file(base_path) != base.get("sha256"):
         raise PackedCheckpointError(f"{path} is stored against {base_path.name} with sha256 "
                                     f"{base.get('sha256', '?')[:12]}…, but the file there differs: restore the base "
                                     "model it was packed with (git checkout)")
-    return read_packed(base_path)["state_dict_stored"]
+    return read_packed(base_path)["state_dict"]
