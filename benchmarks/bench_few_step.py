@@ -83,6 +83,12 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "fast100_b15": (100, {**_FAST, "coherence_scale": 1.5}),
     "fast50_cws": (50, {**_FAST, "coherence_within_step": True}),
     "fast100_remask2": (100, {**_FAST, "remask_rate": 2.0}),
+    # the geometry of the default (tag rmsd_screen: RMSD generated -> relaxed): lower corrector noise, two correctors
+    # per step where t <= 0.5 (none above: still 200 NFE), or 66 steps with two correctors each (198 NFE)
+    "fast100_cws_eta06": (100, {**_FAST, "coherence_within_step": True, "noise_scale": 0.6}),
+    "fast100_cws_c2half": (100, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 2,
+                                 "corrector_t_max": 0.5}),
+    "fast66_cws_c2": (66, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 2}),
 }
 
 

@@ -58,6 +58,31 @@ def test_run_rows_and_resume(tmp_path):
     assert again == rows and len((tmp_path / "adherence.jsonl").read_text().splitlines()) == 2
 
 
+def test_fast_sampler_rows_are_their_own_points(tmp_path):
+    """A row sampled with the few-step sampler is a separate point from the reference sampler's row of the same
+    request (same target, γ, n, steps): both are kept, resumed and told apart by ``sampler``, with their own samples;
+    the fast row's crystals are those of generate(sampler="fast")."""
+    from mattergen_kit.conditioning import attach_adapter, get_spec
+    from mattergen_kit.generation import load_model
+    from mattergen_kit.studies.adherence import current_rows, read_rows, run
+
+    model = load_model()
+    attach_adapter(model.denoiser, [get_spec("chemical_system")])
+    ref = run(model, "chemical_system", ["Li-O"], gammas=[2], num=3, steps=4, out=tmp_path, progress=False)
+    fast = run(model, "chemical_system", ["Li-O"], gammas=[2], num=3, steps=4, out=tmp_path, progress=False,
+               sampler="fast")
+    assert "sampler" not in ref[0] and fast[0]["sampler"] == "fast"
+    assert fast[0]["in_system"] == 1.0
+    direct = model.generate(3, seed=0, steps=4, conditions={"chemical_system": "Li-O"}, guidance_scale=2.0,
+                            sampler="fast", progress=False)
+    assert fast[0]["values"] == measure(direct, "chemical_system")
+    assert {p.name for p in (tmp_path / "samples").iterdir()} == {"chemical_system_Li-O_g2.extxyz",
+                                                                  "chemical_system_Li-O_g2_fast4.extxyz"}
+    again = run(model, "chemical_system", ["Li-O"], gammas=[2], num=3, steps=4, out=tmp_path, progress=False,
+                sampler="fast")
+    assert again == fast and len(read_rows(tmp_path)) == 2 and len(current_rows(read_rows(tmp_path))) == 2
+
+
 def test_a_fresh_adapter_does_not_move_the_band_gap(tmp_path):
     """Zero mix-in: γ = 1 (the conditional network alone) samples are the unconditional ones, so the median band
     gap shift is exactly 0. (γ = 2 runs both branches in one batch of 2B crystals; its float rounding differs from

@@ -133,13 +133,15 @@ def _compact(values: Sequence) -> list:
 def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0, 2.0, 4.0), num: int = 64,
         steps: int = 200, seed: int = 0, batch_size: int = 64, out: str | Path | None = None,
         progress: bool = True, with_stability: bool | int = False, enforce_symmetry: bool = False,
-        novelty: bool = False) -> list[dict]:
+        novelty: bool = False, sampler: str = "reference") -> list[dict]:
     """Rows of adherence for ``name`` at each target and γ (appended to ``out/adherence.jsonl`` when given).
 
     ``with_stability``: True relaxes every sample for stability / S.U.N.; an int k relaxes the first k only
     (the row's ``stability_n``). ``enforce_symmetry`` (space_group only): sample with Wyckoff templates of the
     target (generate(enforce_symmetry=True)); then γ = 0 is the template-constrained sampler without guidance.
-    ``novelty``: also the share of samples matching no bundled train crystal (StructureMatcher)."""
+    ``novelty``: also the share of samples matching no bundled train crystal (StructureMatcher). ``sampler``:
+    "reference" (MatterGen's predictor-corrector sampler at ``steps``; rows without a ``sampler`` field are its) or
+    "fast" (the few-step sampler of sampling/few_step.py at ``steps``)."""
     from mattergen_kit.generation import GenerativeModel, load_model
 
     if model is None or isinstance(model, (str, Path)):
@@ -150,7 +152,7 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
     path = Path(out) / "adherence.jsonl" if out is not None else None
     done = read_jsonl(path) if path is not None else []
     key = lambda r: (r["property"], str(r["target"]), float(r["gamma"]), r["num"], r["steps"], r["seed"],  # noqa: E731
-                     bool(r.get("enforce_symmetry", False)))
+                     bool(r.get("enforce_symmetry", False)), r.get("sampler", "reference"))
     if enforce_symmetry and name != "space_group":
         raise ValueError("enforce_symmetry applies to the space_group property only")
     have = {key(r): r for r in done}
@@ -166,6 +168,8 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
             base = {"property": name, "target": target, "gamma": float(gamma), "num": num, "steps": steps, "seed": seed}
             if enforce_symmetry:
                 base["enforce_symmetry"] = True
+            if sampler != "reference":
+                base["sampler"] = sampler
             if key(base) in have:
                 rows.append(have[key(base)])
                 if gamma == 0 and scalar:
@@ -177,7 +181,8 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
                 conditions = {name: target} if gamma != 0 or enforce_symmetry else None
                 structures = model.generate(num, seed=seed, steps=steps, batch_size=batch_size, progress=progress,
                                             conditions=conditions, guidance_scale=float(gamma),
-                                            **({"enforce_symmetry": True} if enforce_symmetry else {}))
+                                            **({"enforce_symmetry": True} if enforce_symmetry else {}),
+                                            **({"sampler": sampler} if sampler != "reference" else {}))
                 values = measure(structures, name, labeller)
                 if gamma == 0 and not enforce_symmetry:   # the templates differ per target
                     uncond = (structures, values)
@@ -187,7 +192,8 @@ def run(model, name: str, targets: Sequence, gammas: Sequence[float] = (0.0, 1.0
                 row["drawn_on"] = drawn_on
             if novelty:
                 row["novelty"] = novelty_rate(structures)
-            tag = f"{name}_{str(target).replace('/', '_')}_g{gamma:g}" + ("_sym" if enforce_symmetry else "")
+            tag = (f"{name}_{str(target).replace('/', '_')}_g{gamma:g}" + ("_sym" if enforce_symmetry else "")
+                   + ("" if sampler == "reference" else f"_{sampler}{steps}"))
             if with_stability:
                 k = len(structures) if with_stability is True else int(with_stability)
                 row.update(stability(structures[:k], Path(out) / "relax" / tag if out is not None else None),
@@ -225,6 +231,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--enforce-symmetry", action="store_true",
                    help="space_group only: sample with Wyckoff templates of the target (generate(enforce_symmetry=True))")
     p.add_argument("--novelty", action="store_true", help="also measure novelty against the bundled train split")
+    p.add_argument("--sampler", choices=("reference", "fast"), default="reference",
+                   help="reference: MatterGen's predictor-corrector sampler at --steps; fast: the few-step sampler")
     p.add_argument("--presampled", default=None, metavar="STORE",
                    help="judge samples drawn elsewhere (tools/sample_on_device.py) for --model instead of sampling")
     args = p.parse_args(argv)
@@ -244,7 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             model = PresampledModel(args.presampled, model)
         run(model, args.property, targets, gammas, args.num, args.steps,
             args.seed, out=args.out, with_stability=args.stability, enforce_symmetry=args.enforce_symmetry,
-            novelty=args.novelty)
+            novelty=args.novelty, sampler=args.sampler)
     except (FileNotFoundError, ValueError, KeyError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -270,10 +278,11 @@ def read_rows(out: str | Path) -> list[dict]:
 
 
 def current_rows(rows: list[dict]) -> list[dict]:
-    """One row per (property, target, γ, steps, templates): the one with the most samples (the last written if
+    """One row per (property, target, γ, steps, templates, sampler): the one with the most samples (the last written if
     equal). A point re-measured with more samples (e.g. 64 → 256 on a lent GPU) supersedes the smaller run, whose
     row stays in adherence.jsonl as history."""
-    key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")))  # noqa: E731
+    key = lambda r: (r["property"], str(r["target"]), r["gamma"], r["steps"], bool(r.get("enforce_symmetry")),  # noqa: E731
+                     r.get("sampler", "reference"))
     best = {}
     for r in rows:
         if key(r) not in best or r["num"] >= best[key(r)]["num"]:
