@@ -89,6 +89,13 @@ CONFIGS: dict[str, tuple[int, dict]] = {
     "fast100_cws_c2half": (100, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 2,
                                  "corrector_t_max": 0.5}),
     "fast66_cws_c2": (66, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 2}),
+    # more correctors still nearer t = 0: three per step at t <= 0.33 (199 NFE); 80 steps, two per step at t <= 0.75
+    "fast100_cws_c3third": (100, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 3,
+                                  "corrector_t_max": 0.33}),
+    "fast80_cws_c2": (80, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 2, "corrector_t_max": 0.75}),
+    # FAST_SAMPLER since 2026-12-04 (evening) is fast100_cws_c2half; its 50-step form (50 + 2·25 = 100 NFE)
+    "fast50_cws_c2half": (50, {**_FAST, "coherence_within_step": True, "n_corrector_steps": 2,
+                               "corrector_t_max": 0.5}),
 }
 
 

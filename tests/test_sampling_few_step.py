@@ -303,6 +303,8 @@ def test_default_request_is_the_few_step_sampler_and_steps_1000_the_reference():
     assert fast.steps == FAST_STEPS and fast.request.sampler == "fast"
     assert {k: fast.sampler_options[k] for k in FAST_SAMPLER} == fast_sampler_options("cpu")
     assert fast_sampler_options("cpu")["network_bfloat16"] == fast_bfloat16("cpu")  # bf16 only where the CPU has it
+    for n in (FAST_STEPS, 50):   # the budget: ≤ 2 network calls per step (correctors included)
+        assert PredictorCorrectorSampler(model.diffusion, num_steps=n, **fast.sampler_options).network_calls() == 2 * n
     ref = SamplingRequest(4, seed=0, steps=1000).resolve(model)
     assert ref.steps == 1000 and ref.request.sampler == "reference"
     assert not set(FAST_SAMPLER) & set(ref.sampler_options)
