@@ -6,10 +6,12 @@
 
 The proof of issue 10 (``benchmarks/bench_conditioning.py``, rows in ``benchmarks/results/conditioning/``) measured
 the conditioned bundled model with MatterGen's reference predictor-corrector sampler at 100 steps (band gap, chemical
-system; 256 samples, drawn on a lent GPU) and 200 steps (space group, guidance and Wyckoff templates). Here the same
+system; 256 samples, drawn on a lent GPU) and 100 steps (Wyckoff templates, 64 samples; re-sampled here with the
+current templates). Here the same
 requests (model, targets, γ, sample count, seed 0) are sampled with the few-step sampler (``sampler="fast"``,
-``FAST_STEPS`` = 100 steps: DPM-Solver++(2M) predictor, one Langevin corrector at η = 0.7; 200 network calls per
-crystal, 400 with guidance) on this CPU, one torch thread, and judged by the same code
+``FAST_STEPS`` = 100 steps: DPM-Solver++(2M) predictor, two Langevin correctors per step where t ≤ 0.5; 200 network
+calls per crystal, 400 with guidance; a steered request gets ``FAST_SAMPLER_STEERED``, the corrector at η = 1) on this
+CPU, one torch thread, and judged by the same code
 (``mattergen_kit.studies.adherence.run``). Rows go to ``benchmarks/results/conditioning/fast_sampler/adherence.jsonl``
 as they finish; ``summary.md`` there puts each fast row beside the proof's reference row of the same request.
 Band gap is measured with the project's composition predictor (an ML estimate).
@@ -37,9 +39,11 @@ PLAN = {
 #: requests whose proof rows predate a change to their sampling (issue 24 rebuilt the Wyckoff templates): their
 #: reference rows are sampled again here with the current code, at the proof's steps (100), and those are compared
 RESAMPLE_REFERENCE = {"templates"}
-#: rows of the earlier few-step default (one corrector per step, before the corrector placement of few_step.py
-#: changed), kept as a third column: more γ values, more chemical systems
-EARLIER = OUT / "adherence_cws.jsonl"
+#: earlier few-step settings measured on the same requests, kept as further columns: the unconditioned default's
+#: corrector noise (η = 0.7, before steered requests got η = 1) and the default before the corrector placement changed
+#: (one corrector at every step, η = 0.7; more γ values and chemical systems)
+EARLIER = [("fast, η = 0.7", OUT / "adherence_eta07.jsonl"),
+           ("earlier default (one corrector per step, η = 0.7)", OUT / "adherence_cws.jsonl")]
 #: the metric compared per property (adherence.py's definitions) and whether it is a share
 METRIC = {"band_gap": ("median", False), "chemical_system": ("exact_system", True), "space_group": ("hit_rate", True)}
 
@@ -82,7 +86,7 @@ def summarise(steps: int) -> str:
     from mattergen_kit.studies.adherence import read_jsonl
 
     fast = read_jsonl(OUT / "adherence.jsonl")
-    earlier = read_jsonl(EARLIER)
+    earlier = [(label, read_jsonl(path)) for label, path in EARLIER]
     ref = _reference_rows()
     lines = ["# Conditioned sampling with the few-step sampler (`python benchmarks/bench_conditioning_fast.py`)\n",
              "Model: the conditioned bundled model (`mp_bundled_20_conditioned.npz`), seed 0. Each row: the same "
@@ -90,8 +94,8 @@ def summarise(steps: int) -> str:
              "(`benchmarks/results/conditioning/`, its steps) and with the few-step sampler at "
              f"{steps} steps (`sampler=\"fast\"`), judged by the same code. Band gap: the composition predictor's "
              "estimate (ML). A share from 256 samples carries about ±3 points of noise (one standard error), from "
-             "64 about ±6. The last column: the earlier few-step default (one corrector at every step), "
-             "measured on more γ values before the corrector placement changed. ‡: the reference "
+             "64 about ±6. The last columns: earlier few-step settings on the same requests (see EARLIER in the "
+             "script). ‡: the reference "
              "row re-sampled here with the current code (the proof's template rows predate issue 24's template fix).\n"]
     for name, (prop, targets, gammas, num, templates) in PLAN.items():
         metric, share = METRIC[prop]
@@ -99,10 +103,12 @@ def summarise(steps: int) -> str:
                  "hit_rate": "in the target space group"}[metric]
         lines += [f"\n## {name.replace('_', ' ')}{' (Wyckoff templates)' if templates else ''}: {label}\n",
                   "| target | γ | n | reference (steps) | fast, " + f"{steps} steps | difference | validity ref → fast | "
-                  "SMACT ref → fast | earlier fast default |", "|---|---|---|---|---|---|---|---|---|"]
-        targets_all = list(dict.fromkeys(targets + sorted({r["target"] for r in earlier if r["property"] == prop
+                  "SMACT ref → fast | " + " | ".join(label for label, _ in earlier) + " |",
+                  "|---|---|---|---|---|---|---|---|" + "---|" * len(earlier)]
+        old_rows = [r for _, rows in earlier for r in rows]
+        targets_all = list(dict.fromkeys(targets + sorted({r["target"] for r in old_rows if r["property"] == prop
                                                             and bool(r.get("enforce_symmetry")) == templates}, key=str)))
-        gammas_all = sorted(set(gammas) | {float(r["gamma"]) for r in earlier if r["property"] == prop})
+        gammas_all = sorted(set(gammas) | {float(r["gamma"]) for r in old_rows if r["property"] == prop})
         for target in targets_all:
             for gamma in gammas_all:
                 def pick(rows, sampler):
@@ -111,8 +117,9 @@ def summarise(steps: int) -> str:
                             and bool(r.get("enforce_symmetry")) == templates
                             and r.get("sampler", "reference") == sampler]
                     return hits[-1] if hits else None
-                r, f, e = pick(ref, "reference"), pick(fast, "fast"), pick(earlier, "fast")
-                if f is None and e is None:
+                r, f = pick(ref, "reference"), pick(fast, "fast")
+                e = [pick(rows, "fast") for _, rows in earlier]
+                if f is None and not any(e):
                     continue
 
                 def cell(row):
@@ -130,7 +137,7 @@ def summarise(steps: int) -> str:
                              f"{diff} | {_fmt(r and r.get('structural_validity'), True)} → "
                              f"{_fmt(f and f.get('structural_validity'), True)} | "
                              f"{_fmt(r and r.get('compositional_validity'), True)} → "
-                             f"{_fmt(f and f.get('compositional_validity'), True)} | {cell(e)} |")
+                             f"{_fmt(f and f.get('compositional_validity'), True)} | " + " | ".join(cell(x) for x in e) + " |")
     text = "\n".join(lines) + "\n"
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "summary.md").write_text(text)

@@ -318,3 +318,26 @@ def test_default_request_is_the_few_step_sampler_and_steps_1000_the_reference():
     resolved = SamplingRequest(2, seed=3, steps=4).resolve(model)
     b = sampler.sample(model.denoiser, resolved.num_atoms, seed=resolved.base_seed, progress=False)
     assert torch.equal(a.frac_coords, b.frac_coords) and torch.equal(a.lattice, b.lattice)
+
+
+def test_a_steered_request_gets_the_corrector_at_full_noise():
+    """Guided conditions or Wyckoff templates with the few-step sampler: FAST_SAMPLER_STEERED (η = 1), at which
+    guidance kept its strength (issue 21's measurements); an unsteered request (no conditions, or γ = 0) keeps
+    FAST_SAMPLER's η = 0.7. Both make the same 2 network calls per step."""
+    import warnings
+
+    from mattergen_kit.generation import BUNDLED_CONDITIONED_CHECKPOINT, load_model
+    from mattergen_kit.sampling.few_step import FAST_SAMPLER, FAST_SAMPLER_STEERED
+    from mattergen_kit.sampling.request import SamplingRequest
+
+    model = load_model(BUNDLED_CONDITIONED_CHECKPOINT)
+    assert FAST_SAMPLER_STEERED["noise_scale"] == 1.0 and FAST_SAMPLER["noise_scale"] == 0.7
+    assert {k: v for k, v in FAST_SAMPLER_STEERED.items() if k != "noise_scale"} == \
+        {k: v for k, v in FAST_SAMPLER.items() if k != "noise_scale"}
+    noise = lambda **kw: SamplingRequest(4, seed=0, sampler="fast", **kw).resolve(model).sampler_options["noise_scale"]  # noqa: E731
+    assert noise() == 0.7
+    assert noise(conditions={"band_gap": 2.0}) == 1.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")                       # γ = 0 with conditions warns: they are not used
+        assert noise(conditions={"band_gap": 2.0}, guidance_scale=0.0) == 0.7
+        assert noise(conditions={"space_group": 225}, enforce_symmetry=True, guidance_scale=0.0) == 1.0

@@ -198,12 +198,14 @@ class SamplingRequest:
         remask_rate = (float(meta.get("remask_rate", 0.0)) if self.remask_rate is None
                        else _check_positive("remask_rate", self.remask_rate, allow_zero=True))
         request = replace(self, steps=steps, guidance_scale=gamma, sampler=sampler)
+        steered = bool(conditions) and gamma > 0 or bool(self.enforce_symmetry)   # FAST_SAMPLER_STEERED
         return ResolvedRequest(request=request, num=num, steps=steps, batch_size=batch_size, base_seed=base_seed,
                                guidance_scale=gamma, conditions=conditions or None, allowed_elements=allowed,
                                num_atoms=num_atoms, fixed_atom_types=fixed, symmetry=symmetry,
                                sampler_options=dict(type_temperature=type_temperature,
                                                     coherence_bias=coherence_bias or None, remask_rate=remask_rate,
-                                                    **(fast_sampler_options(model_device(model)) if sampler == "fast" else {})))
+                                                    **(fast_sampler_options(model_device(model), steered)
+                                                       if sampler == "fast" else {})))
 
 
 @dataclass
