@@ -35,10 +35,12 @@ PLAN = {
     "band_gap": ("band_gap", [2.0, 4.0], [0.0, 2.0], 256, False),
     "chemical_system": ("chemical_system", ["Li-Mn-O", "Ba-O-Ti"], [2.0], 256, False),
     "templates": ("space_group", [225, 194, 62, 14, 2], [0.0], 64, True),
+    # the one template row that differed by more than one standard error at 64 samples, at 256
+    "templates_p21c": ("space_group", [14], [0.0], 256, True),
 }
 #: requests whose proof rows predate a change to their sampling (issue 24 rebuilt the Wyckoff templates): their
 #: reference rows are sampled again here with the current code, at the proof's steps (100), and those are compared
-RESAMPLE_REFERENCE = {"templates"}
+RESAMPLE_REFERENCE = {"templates", "templates_p21c"}
 #: earlier few-step settings measured on the same requests, kept as further columns: the unconditioned default's
 #: corrector noise (η = 0.7, before steered requests got η = 1) and the default before the corrector placement changed
 #: (one corrector at every step, η = 0.7; more γ values and chemical systems)
@@ -76,6 +78,17 @@ def _reference_rows() -> list[dict]:
     return [r for r in rows if r.get("sampler", "reference") == "reference"]
 
 
+def _median_difference_interval(ref_values, fast_values, draws: int = 2000) -> tuple[float, float]:
+    """95 % bootstrap interval of median(fast) − median(reference) (per-sample values, resampled; seed 0)."""
+    import numpy as np
+
+    a = np.array([v for v in ref_values if v is not None], float)
+    b = np.array([v for v in fast_values if v is not None], float)
+    rng = np.random.default_rng(0)
+    d = [np.median(rng.choice(b, len(b))) - np.median(rng.choice(a, len(a))) for _ in range(draws)]
+    return tuple(float(x) for x in np.percentile(d, [2.5, 97.5]))
+
+
 def _fmt(x, share: bool) -> str:
     if x is None:
         return "—"
@@ -94,7 +107,7 @@ def summarise(steps: int) -> str:
              "(`benchmarks/results/conditioning/`, its steps) and with the few-step sampler at "
              f"{steps} steps (`sampler=\"fast\"`), judged by the same code. Band gap: the composition predictor's "
              "estimate (ML). A share from 256 samples carries about ±3 points of noise (one standard error), from "
-             "64 about ±6. The last columns: earlier few-step settings on the same requests (see EARLIER in the "
+             "64 about ±6; a band-gap difference carries its 95 % bootstrap interval. The last columns: earlier few-step settings on the same requests (see EARLIER in the "
              "script). ‡: the reference "
              "row re-sampled here with the current code (the proof's template rows predate issue 24's template fix).\n"]
     for name, (prop, targets, gammas, num, templates) in PLAN.items():
@@ -133,6 +146,9 @@ def summarise(steps: int) -> str:
                 if r is not None and f is not None and r.get(metric) is not None and f.get(metric) is not None:
                     d = f[metric] - r[metric]
                     diff = f"{'+' if d >= 0 else '−'}{_fmt(abs(d), share)}"
+                    if metric == "median":                      # 95 % bootstrap interval of the difference
+                        lo, hi = _median_difference_interval(r["values"], f["values"])
+                        diff += f" ({lo:+.2f} … {hi:+.2f})"
                 lines.append(f"| {target} | {gamma:g} | {num} | {cell(r)} ({r['steps'] if r else '—'}) | {cell(f)} | "
                              f"{diff} | {_fmt(r and r.get('structural_validity'), True)} → "
                              f"{_fmt(f and f.get('structural_validity'), True)} | "

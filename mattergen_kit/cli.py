@@ -57,9 +57,9 @@ def _generate(argv: list[str]) -> int:
                    help="predictor-corrector steps, >= 2 (default: the model's recommended CPU setting; "
                         "1000 = reference)")
     p.add_argument("--sampler", choices=("fast", "reference"), default=None,
-                   help="fast: the few-step sampler (100 steps, 200 network calls per crystal); reference: MatterGen's "
-                        "predictor-corrector sampler (default: fast without --steps/--condition/--enforce-symmetry, "
-                        "else reference; --steps 1000 alone is the reference sampler exactly)")
+                   help="fast: the few-step sampler (100 steps, 200 network calls per crystal, twice that with "
+                        "guidance); reference: MatterGen's predictor-corrector sampler (default: fast without --steps, "
+                        "else reference: --steps 1000 alone is the reference sampler exactly)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--model", default=None, help=f"checkpoint path (default: the bundled {BUNDLED_CHECKPOINT.name})")
     p.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -567,7 +567,7 @@ def complete_request(model, request: SamplingRequest, previous: "RunManifest | N
     seed = request.seed
     if seed is None:
         seed = int(previous.settings["seed"]) if previous is not None else int.from_bytes(os.urandom(7), "little")
-    sampler = choose_sampler(request.sampler, request.steps, request.conditions, request.enforce_symmetry, model.meta)
+    sampler = choose_sampler(request.sampler, request.steps, model.meta)
     steps = sampler_steps(sampler, request.steps, model.meta)      # FAST_STEPS for the few-step default
     return replace(request, seed=seed, steps=steps, sampler=sampler,
                    guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions))
@@ -591,7 +591,6 @@ def run_settings(model, request: SamplingRequest, prefix: str = "crystal") -> di
     path = getattr(model, "path", None)
     digest = sha256_file(path)[:16] if path is not None else None  # in chunks: a MatterGen checkpoint is 0.5 GB
     request = replace(request, guidance_scale=resolve_guidance_scale(request.guidance_scale, request.conditions),
-                      sampler=choose_sampler(request.sampler, request.steps, request.conditions,
-                                             request.enforce_symmetry, getattr(model, "meta", {})))
+                      sampler=choose_sampler(request.sampler, request.steps, getattr(model, "meta", {})))
     return {"model": Path(path).name if path else None, "model_sha256": digest, "prefix": prefix,
             **request.to_dict()}

@@ -36,6 +36,15 @@ def test_conditions_without_gamma_are_guided_not_ignored(conditioned):
 def test_gamma_zero_with_conditions_says_so(conditioned):
     with pytest.warns(UserWarning, match="unconditional model: the conditions \\['band_gap'\\] are not used"):
         SamplingRequest(4, seed=0, conditions={"band_gap": 3.0}, guidance_scale=0).resolve(conditioned)
+    # what γ = 0 still uses is not called unused: a chemical system masks the elements, templates carry the group
+    with pytest.warns(UserWarning, match="the conditions \\['band_gap'\\] are not used"):
+        SamplingRequest(4, seed=0, conditions={"band_gap": 3.0, "chemical_system": "Li-O"},
+                        guidance_scale=0).resolve(conditioned)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        SamplingRequest(4, seed=0, conditions={"chemical_system": "Li-O"}, guidance_scale=0).resolve(conditioned)
+        SamplingRequest(4, seed=0, conditions={"space_group": 225}, enforce_symmetry=True,
+                        guidance_scale=0).resolve(conditioned)
 
 
 @pytest.mark.parametrize("fields, error, match", [

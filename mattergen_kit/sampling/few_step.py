@@ -278,20 +278,18 @@ def lattice_corrector_scaled(lattice_sde, lattice, score, t, dt, snr, eta: float
 SAMPLERS = ("fast", "reference")
 
 
-def choose_sampler(sampler: str | None, steps: int | None, conditions, enforce_symmetry: bool, meta: dict) -> str:
+def choose_sampler(sampler: str | None, steps: int | None, meta: dict) -> str:
     """The sampler a request gets: its own ``sampler`` ("fast" | "reference") if given; otherwise "fast" when it gives
-    no ``steps``, no conditions and no symmetry templates and the model is a kit model (a MatterGen port keeps its
-    reference sampler), else "reference" — explicit steps (``--steps 1000``) give MatterGen's reference sampler.
-    Conditioned and templated requests keep the reference sampler: with the fast one they steer less (measured on the
-    proof's requests, benchmarks/results/conditioning/fast_sampler/summary.md: at γ = 2 the median band gap reaches
-    1.79 eV for a 2 eV target against 2.20 with the reference sampler at the same 100 steps); ``sampler="fast"``
-    opts in."""
+    no ``steps`` and the model is a kit model (a MatterGen port keeps its reference sampler), else "reference":
+    explicit steps (``--steps 1000``) give MatterGen's reference sampler exactly. Conditioned and templated requests
+    get the fast sampler too, with the corrector at full noise (FAST_SAMPLER_STEERED): on the proof's requests at the
+    proof's 100 steps they steer as the reference sampler does (benchmarks/results/conditioning/fast_sampler/summary.md:
+    band gap, chemical systems, Wyckoff templates)."""
     if sampler is not None:
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS} (or None for the default), got {sampler!r}")
         return sampler
-    plain = steps is None and not conditions and not enforce_symmetry and meta.get("source") != "mattergen"
-    return "fast" if plain else "reference"
+    return "fast" if steps is None and meta.get("source") != "mattergen" else "reference"
 
 
 def sampler_steps(sampler: str, steps: int | None, meta: dict) -> int | None:

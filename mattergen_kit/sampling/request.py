@@ -126,8 +126,8 @@ class SamplingRequest:
         num = _check_count("num", self.num, minimum=1)
         if self.seed is not None and (not _is_int(self.seed) or not 0 <= self.seed < 2**63):
             raise ValueError(f"seed must be an integer with 0 <= seed < 2**63, got {self.seed!r}")
-        # the few-step sampler unless steps, conditions or templates are given (sampling/few_step.py, issue 21)
-        sampler = choose_sampler(self.sampler, self.steps, self.conditions, self.enforce_symmetry, model.meta)
+        # the few-step sampler unless steps are given or the model is a MatterGen port (sampling/few_step.py, issue 21)
+        sampler = choose_sampler(self.sampler, self.steps, model.meta)
         steps = _check_count("steps", sampler_steps(sampler, self.steps, model.meta), minimum=2)
         batch_size = _check_count("batch_size", self.batch_size, minimum=1)
         if self.threads is not None:
@@ -146,8 +146,11 @@ class SamplingRequest:
             raise ValueError(f"chemical_system={system!r} reads as one single-element system per crystal; for one "
                              f"system give {'-'.join(system)!r}, for elemental crystals one string for all")
         conditions, allowed = _restrict_to_chemical_system(conditions, allowed, num, model.diffusion)
-        if gamma == 0 and conditions:
-            warnings.warn(f"guidance_scale=0 samples the unconditional model: the conditions {sorted(conditions)} are "
+        # at γ = 0 a chemical system still masks the elements and templates still carry the space group
+        unused = sorted(c for c in conditions if c != "chemical_system"
+                        and not (c == "space_group" and self.enforce_symmetry))
+        if gamma == 0 and unused:
+            warnings.warn(f"guidance_scale=0 samples the unconditional model: the conditions {unused} are "
                           f"not used. Give guidance_scale > 0 (default {DEFAULT_GUIDANCE_SCALE:g} with conditions) "
                           "to steer toward them.", UserWarning, stacklevel=3)
 
