@@ -109,7 +109,8 @@ def summarise(steps: int) -> str:
              "estimate (ML). A share from 256 samples carries about ±3 points of noise (one standard error), from "
              "64 about ±6; a band-gap difference carries its 95 % bootstrap interval. The last columns: earlier few-step settings on the same requests (see EARLIER in the "
              "script). ‡: the reference "
-             "row re-sampled here with the current code (the proof's template rows predate issue 24's template fix).\n"]
+             "row re-sampled here with the current code (the proof's template rows predate issue 24's template fix: a "
+             "template row without ‡ is the proof's, not comparable).\n"]
     for name, (prop, targets, gammas, num, templates) in PLAN.items():
         metric, share = METRIC[prop]
         label = {"median": "median band gap (eV) / shift", "exact_system": "exactly the system",
