@@ -37,6 +37,7 @@ import datetime
 import io
 import json
 import os
+import re
 import shutil
 import socket
 import warnings
@@ -433,7 +434,11 @@ def write_collection(out: Path, structures: list, names: list[str], picture: boo
 
         shown = structures[:64]
         tmp = out / f".grid.tmp{os.getpid()}.png"
-        structure_grid(shown, titles=[f"{i}: {s.composition.reduced_formula}" for i, s in enumerate(shown)], path=tmp)
+        # each picture titled with its file's number (crystal_0025.cif -> 25), which a rejected crystal leaves out
+        numbers = [re.search(r"(\d+)$", Path(n).stem) for n in names[:64]]
+        titles = [f"{int(m.group(1)) if m else Path(n).stem}: {s.composition.reduced_formula}"
+                  for m, n, s in zip(numbers, names, shown)]
+        structure_grid(shown, titles=titles, path=tmp)
         os.replace(tmp, out / "grid.png")
         written["picture"] = out / "grid.png"
     return written

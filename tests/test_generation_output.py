@@ -188,3 +188,22 @@ def test_cli_resume_with_another_num_is_refused(tmp_path):
     r = run("--num", 3, "--steps", STEPS, "--out", out, "--seed", 0, "--no-picture", "--resume")
     assert r.returncode == 2 and "settings differ" in r.stderr and "num: 2 then, 3 now" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_the_grid_titles_each_crystal_with_its_file_number(tmp_path, real_structures, monkeypatch):
+    """A rejected crystal is left out of the picture; the others keep the numbers of their CIF files, so the grid's
+    "25: TaAl2Se9" is crystal_0025.cif (not the 25th picture)."""
+    import mattergen_kit.render as render
+    from mattergen_kit.outputs import write_collection
+
+    structures = list(real_structures[:3])
+    names = [f"crystal_{i:04d}.cif" for i in range(3)]
+    for n, s in zip(names[::2], structures[::2]):
+        s.to(filename=str(tmp_path / n))
+    seen = {}
+    monkeypatch.setattr(render, "structure_grid", lambda shown, titles, path: seen.update(titles=titles)
+                        or path.write_bytes(b"png"))
+    written = write_collection(tmp_path, structures, names, rejected={"crystal_0001.cif": "atoms too close"})
+    assert seen["titles"] == [f"0: {structures[0].composition.reduced_formula}",
+                              f"2: {structures[2].composition.reduced_formula}"]
+    assert written["picture"].name == "grid.png" and list(written["rejected"]) == ["crystal_0001.cif"]
