@@ -13,6 +13,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from mattergen_kit.sampling.few_step import FAST_STEPS
+
 pytest.importorskip("ipywidgets")
 
 STEPS = 3
@@ -60,6 +62,9 @@ def test_unconditional_panel_generates_into_the_gallery(base_model, labels):
     panel = GenerationPanel(base_model, labels=labels)
     assert panel.targets == {} and panel.targets_box.layout.display == "none"
     assert panel.guidance.disabled and "no property conditioning" in panel.note.value
+    assert (panel.sampler.value, panel.steps.value) == ("fast", FAST_STEPS)       # the kit's default sampler
+    panel.sampler.value = "reference"                                           # MatterGen's, at its 1000 steps
+    assert panel.steps.value == 1000 and panel.request().sampler == "reference"
     panel.num.value, panel.steps.value, panel.batch_size.value, panel.seed.value = 2, STEPS, 1, "5"
     panel.generate_button.click()
     assert panel.wait(300), "generation thread did not finish"

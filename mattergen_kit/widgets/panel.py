@@ -11,7 +11,8 @@ What it holds (all ipywidgets, reachable as attributes so that scripts and tests
   property list (``model.property_specs``: the adapter's specs stored in a conditioned checkpoint). A chemical
   system is an element picker, a space group a selector "225 Fm-3m", scalars a number with its unit. A model
   without conditioning hides the targets and disables γ (it says so in ``note``).
-* ``num``, ``steps``, ``batch_size``, ``seed`` (blank = random), ``elements`` (restrict the sampled elements,
+* ``num``, ``sampler`` (few-step, the kit's default, or MatterGen's reference; choosing one sets its usual
+  ``steps``), ``steps``, ``batch_size``, ``seed`` (blank = random), ``elements`` (restrict the sampled elements,
   any model), ``generate_button``, ``stop_button``, ``progress`` (sampler steps done), ``status``, ``message``
   (errors of the inputs or of ``generate``, as text, never a traceback).
 * Generation runs in a background thread (the kernel stays free); crystals arrive batch by batch
@@ -35,6 +36,7 @@ import ipywidgets as w
 import numpy as np
 
 from mattergen_kit.render import crystal_png
+from mattergen_kit.sampling.few_step import choose_sampler, sampler_steps
 from mattergen_kit.sampling.request import ResolvedRequest, SamplingRequest
 from mattergen_kit.widgets.player import show_in
 from mattergen_kit.widgets.viewer import CrystalView
@@ -173,7 +175,15 @@ class GenerationPanel(w.VBox):
         self.targets_box = w.VBox(list(self.targets.values()),
                                   layout=w.Layout(display=None if conditioned else "none"))
         self.num = w.IntText(value=8, description="crystals", layout=w.Layout(width="180px"))
-        self.steps = w.IntText(value=200, description="steps", layout=w.Layout(width="180px"))
+        # the kit's default sampler for this model (few-step, FAST_STEPS steps; a MatterGen port: the reference);
+        # choosing the other sampler sets its usual number of steps (the reference: the model's recommended 1000)
+        default = choose_sampler(None, None, model.meta)
+        self.sampler = w.Dropdown(options=[("few-step", "fast"), ("reference (MatterGen)", "reference")],
+                                  value=default, description="sampler", layout=w.Layout(width="260px"))
+        self.steps = w.IntText(value=sampler_steps(default, None, model.meta), description="steps",
+                               layout=w.Layout(width="180px"))
+        self.sampler.observe(lambda change: setattr(self.steps, "value",
+                                                    sampler_steps(change["new"], None, model.meta)), names="value")
         self.batch_size = w.IntText(value=4, description="batch", layout=w.Layout(width="180px"))
         self.seed = w.Text(value="0", description="seed", placeholder="blank = random", layout=w.Layout(width="180px"))
         self.elements = w.TagsInput(value=[], allowed_tags=_generable_symbols(), allow_duplicates=False,
@@ -198,7 +208,7 @@ class GenerationPanel(w.VBox):
         self.generate_button.on_click(lambda _: self.start())
         self.stop_button.on_click(lambda _: self.stop())
 
-        controls = w.VBox([w.HBox([self.num, self.steps, self.batch_size, self.seed]),
+        controls = w.VBox([w.HBox([self.num, self.sampler, self.steps, self.batch_size, self.seed]),
                            w.HBox([self.guidance, self.elements])])
         run = w.HBox([self.generate_button, self.stop_button, self.progress, self.status])
         right = w.VBox([self.viewer, self.trajectory_button, self.plot_property, self.plot])
@@ -240,7 +250,8 @@ class GenerationPanel(w.VBox):
             if low.value < (2 if name == "steps" else 1):
                 raise ValueError(f"{name} must be at least {2 if name == 'steps' else 1}, got {low.value}")
         steps = int(self.steps.value)
-        request = SamplingRequest(int(self.num.value), seed=seed, steps=steps, batch_size=int(self.batch_size.value),
+        request = SamplingRequest(int(self.num.value), seed=seed, steps=steps, sampler=self.sampler.value,
+                                  batch_size=int(self.batch_size.value),
                                   conditions=conditions or None, guidance_scale=gamma,
                                   allowed_elements=list(self.elements.value) or None, progress=False,
                                   trajectory_every=max(1, steps // 20))  # ~20 frames per crystal, CPU tensors: light
