@@ -187,3 +187,13 @@ def test_conditioned_panel_builds_targets_from_the_model_and_steers(cond_model, 
     assert _png_ok(panel.plot.value)
     png_band_gap = panel.figure_png("band_gap")        # training labels only: no cheap predictor
     assert _png_ok(png_band_gap)
+
+
+def test_the_panel_takes_a_checkpoint_path_and_the_default_model():
+    """GenerationPanel(path) and GenerationPanel() load the model themselves; the sampler default is read from the
+    loaded model (the browser test's notebook builds the panel this way)."""
+    from mattergen_kit.generation import BUNDLED_CHECKPOINT
+    from mattergen_kit.widgets import GenerationPanel
+
+    for panel in (GenerationPanel(BUNDLED_CHECKPOINT, thumbnails=False), GenerationPanel(thumbnails=False)):
+        assert (panel.sampler.value, panel.steps.value) == ("fast", FAST_STEPS)

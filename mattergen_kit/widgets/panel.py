@@ -177,13 +177,13 @@ class GenerationPanel(w.VBox):
         self.num = w.IntText(value=8, description="crystals", layout=w.Layout(width="180px"))
         # the kit's default sampler for this model (few-step, FAST_STEPS steps; a MatterGen port: the reference);
         # choosing the other sampler sets its usual number of steps (the reference: the model's recommended 1000)
-        default = choose_sampler(None, None, model.meta)
+        default = choose_sampler(None, None, self.model.meta)
         self.sampler = w.Dropdown(options=[("few-step", "fast"), ("reference (MatterGen)", "reference")],
                                   value=default, description="sampler", layout=w.Layout(width="260px"))
-        self.steps = w.IntText(value=sampler_steps(default, None, model.meta), description="steps",
+        self.steps = w.IntText(value=sampler_steps(default, None, self.model.meta), description="steps",
                                layout=w.Layout(width="180px"))
         self.sampler.observe(lambda change: setattr(self.steps, "value",
-                                                    sampler_steps(change["new"], None, model.meta)), names="value")
+                                                    sampler_steps(change["new"], None, self.model.meta)), names="value")
         self.batch_size = w.IntText(value=4, description="batch", layout=w.Layout(width="180px"))
         self.seed = w.Text(value="0", description="seed", placeholder="blank = random", layout=w.Layout(width="180px"))
         self.elements = w.TagsInput(value=[], allowed_tags=_generable_symbols(), allow_duplicates=False,
