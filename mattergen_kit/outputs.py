@@ -37,7 +37,6 @@ import datetime
 import io
 import json
 import os
-import re
 import shutil
 import socket
 import warnings
@@ -412,6 +411,7 @@ def write_collection(out: Path, structures: list, names: list[str], picture: boo
                      rejected: dict[str, str] | None = None) -> dict:
     """``summary.csv``, ``generated_crystals.extxyz``, ``generated_crystals_cif.zip`` (and ``grid.png``).
 
+    ``names``: the run's file names in generation order (:func:`cif_names`: ``names[i]`` is crystal i).
     ``rejected`` (name -> reason): crystals that were not written (:func:`crystal_cif`); they are rows of
     ``summary.csv`` (``written`` False, ``rejected_reason``) and nothing else. Returns the written paths and
     ``"rejected"``."""
@@ -423,8 +423,8 @@ def write_collection(out: Path, structures: list, names: list[str], picture: boo
              "density_g_cm3": round(float(s.density), 4), "written": n not in rejected,
              "rejected_reason": rejected.get(n, "")} for n, s in zip(names, structures)]
     atomic_write_text(out / "summary.csv", pd.DataFrame(rows).to_csv(index=False))
-    kept = [(n, s) for n, s in zip(names, structures) if n not in rejected]
-    names, structures = [n for n, _ in kept], [s for _, s in kept]
+    kept = [(i, n, s) for i, (n, s) in enumerate(zip(names, structures)) if n not in rejected]
+    names, structures = [n for _, n, _ in kept], [s for _, _, s in kept]
     atomic_write_text(out / EXTXYZ, extxyz_text(structures, names))
     atomic_write_bytes(out / CIF_ZIP, cif_zip_bytes(out, names))
     written = {"cifs": [out / n for n in names], "summary": out / "summary.csv", "extxyz": out / EXTXYZ,
@@ -432,13 +432,11 @@ def write_collection(out: Path, structures: list, names: list[str], picture: boo
     if picture and structures:  # every crystal rejected: nothing to draw (the rejected line says why)
         from mattergen_kit.render import structure_grid
 
-        shown = structures[:64]
+        shown = kept[:64]
         tmp = out / f".grid.tmp{os.getpid()}.png"
-        # each picture titled with its file's number (crystal_0025.cif -> 25), which a rejected crystal leaves out
-        numbers = [re.search(r"(\d+)$", Path(n).stem) for n in names[:64]]
-        titles = [f"{int(m.group(1)) if m else Path(n).stem}: {s.composition.reduced_formula}"
-                  for m, n, s in zip(numbers, names, shown)]
-        structure_grid(shown, titles=titles, path=tmp)
+        # each picture titled with its crystal's number (crystal_0025.cif -> 25), which a rejected crystal leaves out
+        structure_grid([s for _, _, s in shown], titles=[f"{i}: {s.composition.reduced_formula}" for i, _, s in shown],
+                       path=tmp)
         os.replace(tmp, out / "grid.png")
         written["picture"] = out / "grid.png"
     return written
