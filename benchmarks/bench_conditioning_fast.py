@@ -69,15 +69,6 @@ def sample(only: list[str], steps: int) -> None:
         print(f"{name}: {time.perf_counter() - start:.0f} s", flush=True)
 
 
-def _reference_rows() -> list[dict]:
-    from mattergen_kit.studies.adherence import read_jsonl
-
-    """The proof's reference rows, then those re-sampled here (a later row of the same request wins in ``pick``)."""
-    rows = (read_jsonl(PROOF / "adherence.jsonl") + read_jsonl(PROOF / "symmetric" / "adherence.jsonl")
-            + [dict(r, resampled=True) for r in read_jsonl(OUT / "adherence.jsonl")])
-    return [r for r in rows if r.get("sampler", "reference") == "reference"]
-
-
 def _median_difference_interval(ref_values, fast_values, draws: int = 2000) -> tuple[float, float]:
     """95 % bootstrap interval of median(fast) − median(reference) (per-sample values, resampled; seed 0)."""
     import numpy as np
@@ -98,9 +89,11 @@ def _fmt(x, share: bool) -> str:
 def summarise(steps: int) -> str:
     from mattergen_kit.studies.adherence import read_jsonl
 
-    fast = read_jsonl(OUT / "adherence.jsonl")
+    fast = read_jsonl(OUT / "adherence.jsonl")             # the few-step rows, and the reference rows re-sampled here
     earlier = [(label, read_jsonl(path)) for label, path in EARLIER]
-    ref = _reference_rows()
+    # the proof's reference rows, then those re-sampled here (``pick`` takes the later row of a request)
+    ref = (read_jsonl(PROOF / "adherence.jsonl") + read_jsonl(PROOF / "symmetric" / "adherence.jsonl")
+           + [dict(r, resampled=True) for r in fast])
     lines = ["# Conditioned sampling with the few-step sampler (`python benchmarks/bench_conditioning_fast.py`)\n",
              "Model: the conditioned bundled model (`mp_bundled_20_conditioned.npz`), seed 0. Each row: the same "
              "request (target, γ, sample count) sampled with MatterGen's reference sampler for the proof of issue 10 "

@@ -46,9 +46,10 @@ from mattergen_kit.diffusion.lattice import symmetric_noise
 #: (0.600), stability / S.U.N. 0.441 / 0.340 (0.461 / 0.312), W(density) 0.085 (0.119), W(#elements) 0.378 (0.396).
 #: Where the correctors go is what moved the geometry: one per step everywhere (the previous default) gave RMSD
 #: 0.678 Å on the same draw; two per step at t ≤ 0.5 put them where the fine geometry forms. A second draw (seed 1,
-#: benchmarks/results/few_step_seed1.json) is less flattering: RMSD 0.635 vs 0.647 Å, validity 0.976 vs 0.987. Screened without gain
-#: (benchmarks/results/few_step_rmsd_screen.json, few_step_types_screen.json): η = 0.6 (validity 0.972), 66 steps with
-#: two correctors each, type temperature 0.8 / 0.9, confidence-ordered unmasking, β × 1.5, remasking.
+#: benchmarks/results/few_step_seed1.json) is less flattering: RMSD 0.635 vs 0.647 Å, validity 0.976 vs 0.987.
+#: Screened without gain (benchmarks/results/few_step_rmsd_screen.json, few_step_types_screen.json): η = 0.6
+#: (validity 0.972), 66 steps with two correctors each, type temperature 0.8 / 0.9, confidence-ordered unmasking,
+#: β × 1.5, remasking.
 FAST_STEPS = 100
 FAST_SAMPLER = {"continuous_update": "ode2m", "noise_scale": 0.7, "network_bfloat16": True,
                 "coherence_within_step": True, "n_corrector_steps": 2, "corrector_t_max": 0.5}
